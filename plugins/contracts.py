@@ -1,0 +1,139 @@
+"""The interfaces a vision-language encoder and a fusion strategy fill.
+
+The decoder is built from ``out_channels`` and ``text_dim`` alone, so any
+encoder that honours :class:`VisionLanguageEncoder` works with every fusion
+and with the VIPA decoder.
+
+Data flow::
+
+    token_ids, attention_mask --encoder.encode_text--> TextFeatures
+    images --fusion(encoder, images, text)--> [F_1 .. F_S]   (NCHW, one per stage)
+
+A fusion owns the loop over the encoder's stages, which is what lets *early*
+fusion inject language between two stages.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TextFeatures:
+    """Language features shared by fusion, VEG and decoder.
+
+    ``words``: (B, L, D) per-token features; ``mask``: (B, L) bool, True where
+    a token is real (not padding); ``sentence``: (B, D) one vector per phrase.
+    """
+
+    words: Tensor
+    mask: Tensor
+    sentence: Tensor
+
+
+class VisionLanguageEncoder(nn.Module, abc.ABC):
+    """A vision backbone with addressable stages plus a text encoder and its tokenizer.
+
+    Subclasses set, in ``__init__``:
+
+    - ``out_channels``: channels of each stage's output, e.g. ``(96, 192, 384, 768)``
+    - ``strides``: the output stride of each stage, e.g. ``(4, 8, 16, 32)``
+    - ``text_dim``: width D of word and sentence features
+    - ``max_text_len``: tokens kept per phrase (longer phrases are truncated)
+    - ``image_mean`` / ``image_std``: the normalisation the vision weights expect
+    - ``pretrained``: True when weights came from a pretrained checkpoint
+      (training then gives the encoder a lower learning rate)
+    """
+
+    out_channels: tuple[int, ...]
+    strides: tuple[int, ...]
+    text_dim: int
+    max_text_len: int = 20
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    pretrained: bool = False
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.out_channels)
+
+    @abc.abstractmethod
+    def stem(self, images: Tensor) -> Tensor:
+        """Normalised images (B, 3, H, W) -> the NCHW input of stage 0."""
+
+    @abc.abstractmethod
+    def forward_stage(self, index: int, x: Tensor) -> Tensor:
+        """Run stage ``index`` on an NCHW tensor; return its NCHW output.
+
+        Stage ``i`` returns ``out_channels[i]`` channels at ``strides[i]``; its
+        output (possibly changed by a fusion) is the input of stage ``i + 1``.
+        """
+
+    @abc.abstractmethod
+    def encode_text(self, token_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        """Token ids and mask (B, L) -> word and sentence features."""
+
+    @abc.abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Phrases -> (token_ids, attention_mask), both int64 (B, L), L <= max_text_len.
+
+        Pads to the longest phrase in the batch; ``attention_mask`` is 1 for real
+        tokens. Every phrase keeps at least one token.
+        """
+
+    def forward_features(self, images: Tensor) -> list[Tensor]:
+        """All stage outputs with no cross-modal interaction."""
+        x = self.stem(images)
+        features = []
+        for index in range(self.num_stages):
+            x = self.forward_stage(index, x)
+            features.append(x)
+        return features
+
+    def fit_tokenizer(self, texts: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Adapt the tokenizer to a corpus; for encoders with no fixed vocabulary."""
+
+    def tokenizer_state(self) -> dict[str, str] | None:
+        """Serialisable tokenizer state to store with a checkpoint (None: nothing to store)."""
+        return None
+
+    def load_tokenizer_state(self, state: dict[str, str]) -> None:  # noqa: B027
+        """Restore what :meth:`tokenizer_state` returned."""
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """Map images in [0, 1] to the distribution the vision weights expect."""
+        mean = torch.tensor(self.image_mean, dtype=images.dtype, device=images.device)
+        std = torch.tensor(self.image_std, dtype=images.dtype, device=images.device)
+        return (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+class Fusion(nn.Module, abc.ABC):
+    """A cross-modal fusion strategy that owns the loop over encoder stages.
+
+    Built by its factory as ``factory(out_channels=..., text_dim=..., **options)``.
+    """
+
+    @abc.abstractmethod
+    def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
+                text: TextFeatures) -> list[Tensor]:
+        """Normalised images + text features -> one NCHW feature map per stage."""
+
+
+def check_encoder(encoder: VisionLanguageEncoder) -> None:
+    """Raise TypeError when an encoder's declared attributes are inconsistent."""
+    for attribute in ("out_channels", "strides", "text_dim"):
+        if not hasattr(encoder, attribute):
+            raise TypeError(f"{type(encoder).__name__} does not set {attribute!r}")
+    if len(encoder.out_channels) != len(encoder.strides):
+        raise TypeError(
+            f"{type(encoder).__name__}: out_channels {encoder.out_channels} and strides "
+            f"{encoder.strides} differ in length"
+        )

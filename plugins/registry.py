@@ -1,0 +1,133 @@
+"""Name -> factory lookup for encoders and fusions, built from the plugin hooks.
+
+Hooks are re-called on every lookup (no cache), so a plugin registered or
+unregistered at run time is seen at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vipa.errors import (
+    DuplicateNameError,
+    PluginError,
+    UnknownEncoderError,
+    UnknownFusionError,
+    UnknownNameError,
+)
+from vipa_plugins.manager import VipaPluginManager, get_plugin_manager
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("encoder", "fusion")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered encoder or fusion and where it came from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+
+    @property
+    def source(self) -> str:
+        """Human-readable origin: ``dist version`` or the run-time plugin name."""
+        if self.distribution:
+            return f"{self.distribution} {self.version or ''}".strip()
+        return f"{self.plugin} (registered at run time)"
+
+
+def collect(kind: str, manager: VipaPluginManager | None = None) -> dict[str, Registration]:
+    """Call every plugin's ``register_<kind>s`` hook and gather the registrations."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    manager = manager or get_plugin_manager()
+    hook = getattr(manager.hook, f"register_{kind}s")
+    found: dict[str, Registration] = {}
+    # pluggy keeps hookimpls last-registered-first; walk them in registration order.
+    for impl in reversed(hook.get_hookimpls()):
+        plugin_name = impl.plugin_name
+        dist_name, dist_version = manager.distribution_of(impl.plugin)
+
+        def register(name: str, factory: Callable[..., Any], *, description: str = "",
+                     _plugin: str = plugin_name, _dist: str | None = dist_name,
+                     _version: str | None = dist_version) -> None:
+            if not isinstance(name, str) or not name.strip() or name != name.strip():
+                raise PluginError(f"plugin {_plugin!r} registered an invalid {kind} name {name!r}")
+            if not callable(factory):
+                raise PluginError(
+                    f"plugin {_plugin!r}: factory for {kind} {name!r} is not callable"
+                )
+            if name in found:
+                first = found[name]
+                second = Registration(kind, name, factory, description, _plugin, _dist, _version)
+                raise DuplicateNameError(
+                    f"{kind} {name!r} is registered twice: by plugin {first.plugin!r} "
+                    f"({first.source}) and by plugin {_plugin!r} ({second.source})"
+                )
+            found[name] = Registration(kind, name, factory, description, _plugin, _dist, _version)
+
+        impl.function(register=register)
+    return found
+
+
+def encoders() -> dict[str, Registration]:
+    """Every registered encoder, by name."""
+    return collect("encoder")
+
+
+def fusions() -> dict[str, Registration]:
+    """Every registered fusion strategy, by name."""
+    return collect("fusion")
+
+
+def _lookup(kind: str, name: str, error: type[UnknownNameError]) -> Registration:
+    manager = get_plugin_manager()
+    found = collect(kind, manager)
+    if name in found:
+        return found[name]
+    culprit = next((b for b in manager.broken if b.name == name), None)
+    if culprit is not None:
+        source = f"{culprit.distribution} {culprit.version or ''}".strip() or culprit.target
+        raise PluginError(
+            f"{kind} {name!r} comes from plugin {culprit.name!r} ({source}), "
+            f"which failed to load: {culprit.error}"
+        )
+    hint = ""
+    if manager.broken:
+        hint = f"{len(manager.broken)} plugin(s) failed to load, see `vipa plugins`"
+    raise error(name, found, hint)
+
+
+def get_encoder(name: str) -> Registration:
+    """The registration of encoder ``name``; UnknownEncoderError lists the known ones."""
+    return _lookup("encoder", name, UnknownEncoderError)
+
+
+def get_fusion(name: str) -> Registration:
+    """The registration of fusion ``name``; UnknownFusionError lists the known ones."""
+    return _lookup("fusion", name, UnknownFusionError)
+
+
+def _drop_unset(options: dict[str, Any]) -> dict[str, Any]:
+    # Unset options (None) never override a factory's defaults.
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def create_encoder(name: str, **options: Any):
+    """Build encoder ``name`` with ``options``; options set to None are left to the factory."""
+    return get_encoder(name).factory(**_drop_unset(options))
+
+
+def create_fusion(name: str, *, out_channels: tuple[int, ...], text_dim: int, **options: Any):
+    """Build fusion ``name`` for an encoder with these stage channels and text width."""
+    factory = get_fusion(name).factory
+    return factory(out_channels=tuple(out_channels), text_dim=text_dim, **_drop_unset(options))

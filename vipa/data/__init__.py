@@ -1,0 +1,1 @@
+"""Datasets: the RefCOCO family loader, the built-in synthetic set, and transforms."""

@@ -1,0 +1,1 @@
+"""The VIPA model: Visual Expression Generator, VIPA decoder, losses, config-built model."""

@@ -1,0 +1,32 @@
+"""The `vipa` command line: one module per command, each a thin wrapper over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from vipa import __version__
+from vipa_cli import plugins  # noqa: F401 - registers the command
+from vipa_cli._util import app, setup_logging
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"vipa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show informational logs."),
+) -> None:
+    setup_logging(verbose)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]
