@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vipa.errors import WeightsNotFoundError
+from vipa.errors import ConfigError, WeightsNotFoundError
 from vipa_plugins import hookimpl
 from vipa_plugins.contracts import TextFeatures, VisionLanguageEncoder
 
@@ -86,9 +86,21 @@ class TinyEncoder(VisionLanguageEncoder):
         return ids, mask
 
 
-def build_tiny(weights: str = "random", width: int = 16, text_dim: int = 64,
-               vocab_size: int = 4096, max_text_len: int = 20) -> TinyEncoder:
-    """Build the tiny encoder; ``weights`` is ``random`` or a local safetensors file."""
+PRESETS = {"micro": 8, "tiny": 16, "small": 32}
+
+
+def build_tiny(preset: str | None = None, weights: str = "random", image_size: int | None = None,
+               width: int | None = None, text_dim: int = 64, vocab_size: int = 4096,
+               max_text_len: int = 20) -> TinyEncoder:
+    """Build the tiny encoder.
+
+    ``preset`` picks the width (micro 8, tiny 16, small 32; ``width`` overrides it);
+    ``weights`` is ``random`` or a local safetensors file of this encoder's state
+    dict. Any ``image_size`` works (the stages are plain convolutions).
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown tiny preset {preset!r}; known: {', '.join(PRESETS)}")
+    width = width or PRESETS[preset or "tiny"]
     encoder = TinyEncoder(width=width, text_dim=text_dim, vocab_size=vocab_size,
                           max_text_len=max_text_len)
     if weights != "random":

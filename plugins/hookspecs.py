@@ -29,8 +29,15 @@ def register_encoders(register: Register) -> None:
     """Register vision-language encoders.
 
     Call ``register(name, factory, description=...)`` once per encoder, where
-    ``factory(**options)`` returns a
-    :class:`vipa_plugins.contracts.VisionLanguageEncoder`.
+    ``factory(preset=None, weights="random", image_size=None, **options)``
+    returns a :class:`vipa_plugins.contracts.VisionLanguageEncoder`.
+
+    Every factory accepts these three keywords: ``preset`` (a size name such
+    as ``micro`` or ``base``; None = the encoder's default), ``weights``
+    (``random``, ``pretrained``, or a local path) and ``image_size`` (the
+    square input resolution the model will run at; encoders that do not care
+    ignore it). Unknown presets raise ``vipa.errors.ConfigError``; weights that
+    cannot be found offline raise ``vipa.errors.WeightsNotFoundError``.
     """
 
 
