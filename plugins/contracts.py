@@ -7,7 +7,7 @@ and with the VIPA decoder.
 Data flow::
 
     token_ids, attention_mask --encoder.encode_text--> TextFeatures
-    images --fusion(encoder, images, text)--> [F_1 .. F_S]   (NCHW, one per stage)
+    images in [0, 1] --fusion(encoder, images, text)--> [F_1 .. F_S]  (NCHW, one per stage)
 
 A fusion owns the loop over the encoder's stages, which is what lets *early*
 fusion inject language between two stages.
@@ -67,7 +67,11 @@ class VisionLanguageEncoder(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def stem(self, images: Tensor) -> Tensor:
-        """Normalised images (B, 3, H, W) -> the NCHW input of stage 0."""
+        """Images in [0, 1] (B, 3, H, W) -> the NCHW input of stage 0.
+
+        Normalisation (``self.normalize``) happens here, so callers never need
+        to know which statistics an encoder's weights expect.
+        """
 
     @abc.abstractmethod
     def forward_stage(self, index: int, x: Tensor) -> Tensor:
@@ -124,7 +128,7 @@ class Fusion(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
                 text: TextFeatures) -> list[Tensor]:
-        """Normalised images + text features -> one NCHW feature map per stage."""
+        """Images in [0, 1] + text features -> one NCHW feature map per stage."""
 
 
 def check_encoder(encoder: VisionLanguageEncoder) -> None:
