@@ -1,0 +1,165 @@
+"""The plugin system: discovery, run-time registration, duplicates, broken plugins."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vipa.errors import DuplicateNameError, PluginError, UnknownEncoderError, UnknownFusionError
+from vipa_plugins import hookimpl, registry
+from vipa_plugins.contracts import TextFeatures, VisionLanguageEncoder, check_encoder
+from vipa_plugins.manager import get_plugin_manager
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _RuntimePlugin:
+    """A plugin object registered directly, as tests and notebooks do."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def register_encoders(self, register) -> None:
+        register(self.name, lambda **kw: "built", description="runtime test encoder")
+
+
+def test_builtins_load_through_entry_points(fresh_plugins):
+    encoders = registry.encoders()
+    fusions = registry.fusions()
+    assert "tiny" in encoders and "none" in fusions
+    assert encoders["tiny"].distribution == "vipa"
+    assert fusions["none"].plugin == "fusions"
+
+
+def test_runtime_registration_is_seen_without_cache(fresh_plugins):
+    manager = get_plugin_manager()
+    plugin = _RuntimePlugin("runtime-enc")
+    manager.register(plugin, name="runtime-plugin")
+    try:
+        found = registry.get_encoder("runtime-enc")
+        assert found.plugin == "runtime-plugin"
+        assert found.source == "runtime-plugin (registered at run time)"
+        assert registry.create_encoder("runtime-enc", preset=None) == "built"
+    finally:
+        manager.unregister(plugin)
+    assert "runtime-enc" not in registry.encoders()
+
+
+def test_duplicate_names_fail_naming_both_plugins(fresh_plugins):
+    manager = get_plugin_manager()
+    plugin = _RuntimePlugin("tiny")
+    manager.register(plugin, name="impostor")
+    try:
+        with pytest.raises(DuplicateNameError) as info:
+            registry.encoders()
+        message = str(info.value)
+        assert "'tiny'" in message and "'impostor'" in message and "vipa 0.1" in message
+    finally:
+        manager.unregister(plugin)
+
+
+def test_unknown_names_list_known_ones_and_closest(fresh_plugins):
+    with pytest.raises(UnknownEncoderError) as info:
+        registry.get_encoder("tinny")
+    message = str(info.value)
+    assert "did you mean 'tiny'" in message and "known:" in message and "tiny" in message
+    assert "\n" not in message
+    with pytest.raises(UnknownFusionError, match="known: .*none"):
+        registry.get_fusion("nope")
+
+
+def test_broken_plugin_is_reported_and_others_keep_working(fake_distribution):
+    fake_distribution("vipa-broken", "vipa_broken_plugin",
+                      "raise ImportError('needs libfoo')\n", entry_name="broken-enc")
+    manager = get_plugin_manager()
+    assert [b.name for b in manager.broken] == ["broken-enc"]
+    broken = manager.broken[0]
+    assert broken.distribution == "vipa-broken" and broken.version == "1.0.0"
+    assert broken.error == "ImportError: needs libfoo"
+    assert "tiny" in registry.encoders()
+    # Asking for the name only the broken plugin would provide is an error that says why.
+    with pytest.raises(PluginError, match="failed to load: ImportError: needs libfoo"):
+        registry.get_encoder("broken-enc")
+    with pytest.raises(UnknownEncoderError, match="1 plugin"):
+        registry.get_encoder("other")
+
+
+def test_misspelt_hook_fails_loudly(fake_distribution):
+    fake_distribution("vipa-typo", "vipa_typo_plugin", """
+        from vipa_plugins import hookimpl
+
+        @hookimpl
+        def register_encoder(register):
+            register("typo-enc", dict)
+    """)
+    manager = get_plugin_manager()
+    assert len(manager.broken) == 1
+    assert "unknown hook 'register_encoder' (did you mean 'register_encoders'?)" in (
+        manager.broken[0].error
+    )
+    assert "typo-enc" not in registry.encoders()
+
+
+def test_plugin_registering_twice_across_distributions(fake_distribution):
+    source = """
+        from vipa_plugins import hookimpl
+
+        @hookimpl
+        def register_fusions(register):
+            register("same", dict, description="one of two")
+    """
+    fake_distribution("vipa-one", "vipa_one_plugin", source)
+    fake_distribution("vipa-two", "vipa_two_plugin", source)
+    with pytest.raises(DuplicateNameError, match="vipa-one 1.0.0.*vipa-two 1.0.0"):
+        registry.fusions()
+
+
+def test_pip_installed_example_plugin_is_discovered(tmp_path, fresh_plugins):
+    """Install examples/vipa-example-encoder with pip and select it by name."""
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "examples" / "vipa-example-encoder", source)
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(target), str(source)],
+        check=True, capture_output=True,
+    )
+    sys.path.insert(0, str(target))
+    try:
+        found = registry.get_encoder("s2d-bow")
+        assert found.distribution == "vipa-example-encoder" and found.version == "0.1.0"
+        encoder = registry.create_encoder("s2d-bow", preset=None, weights="random",
+                                          image_size=64)
+        assert isinstance(encoder, VisionLanguageEncoder)
+        check_encoder(encoder)
+        fusion = registry.create_fusion("none", out_channels=encoder.out_channels,
+                                        text_dim=encoder.text_dim)
+        ids, mask = encoder.tokenize(["the left dog", "cat"])
+        text = encoder.encode_text(ids, mask)
+        features = fusion(encoder, torch.rand(2, 3, 64, 64), text)
+        assert [f.shape[1] for f in features] == list(encoder.out_channels)
+        assert [64 // f.shape[-1] for f in features] == list(encoder.strides)
+    finally:
+        sys.path.remove(str(target))
+        sys.modules.pop("vipa_example_encoder", None)
+
+
+def test_tiny_encoder_fills_the_contract():
+    encoder = registry.create_encoder("tiny", preset="micro")
+    check_encoder(encoder)
+    ids, mask = encoder.tokenize(["the small red circle", "", "x " * 40])
+    assert ids.dtype == torch.long and mask.dtype == torch.long
+    assert ids.shape[1] == encoder.max_text_len  # the long phrase is truncated
+    assert mask.sum(1).min() >= 1  # even an empty phrase keeps one token
+    text = encoder.encode_text(ids, mask)
+    assert isinstance(text, TextFeatures)
+    assert text.words.shape == (3, encoder.max_text_len, encoder.text_dim)
+    assert text.sentence.shape == (3, encoder.text_dim)
+    features = encoder.forward_features(torch.rand(3, 3, 64, 64))
+    assert [f.shape[-1] for f in features] == [16, 8, 4, 2]
