@@ -1,0 +1,97 @@
+"""VIPA decoder: an FPN pixel decoder whose pixels attend to the visual expression.
+
+Coarse to fine, per level: ``[F_l, x, y] -> 1x1 conv -> d`` (one input
+projection per level), add the upsampled coarser map, then
+``layers_per_level`` x (masked multi-head cross-attention, FFN) over the pixel
+tokens, then a 3x3 conv. Keys/values are the visual expression E (``kv=visual``,
+VIPA) or the projected word features masked by the text padding mask
+(``kv=language``, the classic decoder; everything else identical). A mask head
+predicts logits at the finest level (stride 4), upsampled bilinearly to the
+input size. With deep supervision each coarser level adds an aux logit map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vipa.config import DecoderConfig
+from vipa.errors import UsageError
+from vipa.model.layers import CrossAttentionLayer, FFNLayer, fit_heads, with_coords
+from vipa_plugins.contracts import TextFeatures
+
+
+def _conv_norm(cin: int, cout: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        nn.GroupNorm(fit_heads(cout, 32), cout),
+        nn.GELU(),
+    )
+
+
+class LevelBlock(nn.Module):
+    """Cross-attention + FFN over the pixel tokens of one level, then a 3x3 conv."""
+
+    def __init__(self, dim: int, heads: int, layers: int, ffn_ratio: int) -> None:
+        super().__init__()
+        self.cross = nn.ModuleList(CrossAttentionLayer(dim, heads) for _ in range(layers))
+        self.ffn = nn.ModuleList(FFNLayer(dim, ffn_ratio) for _ in range(layers))
+        self.out = _conv_norm(dim, dim, 3)
+
+    def forward(self, x: Tensor, memory: Tensor, ignore: Tensor | None) -> Tensor:
+        batch, dim, height, width = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        for cross, ffn in zip(self.cross, self.ffn, strict=True):
+            tokens = ffn(cross(tokens, memory, key_padding_mask=ignore))
+        return self.out(tokens.transpose(1, 2).reshape(batch, dim, height, width))
+
+
+class VipaDecoder(nn.Module):
+    """Built from the encoder's ``out_channels`` and ``text_dim`` alone."""
+
+    def __init__(self, out_channels: Sequence[int], text_dim: int, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        extra = 2 if config.coords else 0
+        self.input_proj = nn.ModuleList(_conv_norm(c + extra, dim, 1) for c in out_channels)
+        self.blocks = nn.ModuleList(
+            LevelBlock(dim, config.heads, config.layers_per_level, config.ffn_ratio)
+            for _ in out_channels
+        )
+        self.word_proj = nn.Linear(text_dim, dim) if config.kv == "language" else None
+        self.mask_head = nn.Sequential(_conv_norm(dim, dim, 3), nn.Conv2d(dim, 1, 1))
+        aux = len(out_channels) - 1 if config.deep_supervision else 0
+        self.aux_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(aux))
+
+    def forward(self, features: Sequence[Tensor], text: TextFeatures, expression: Tensor | None,
+                expression_mask: Tensor | None,
+                output_size: tuple[int, int]) -> tuple[Tensor, list[Tensor]]:
+        """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first)."""
+        if self.word_proj is not None:
+            memory, ignore = self.word_proj(text.words), ~text.mask.bool()
+        else:
+            if expression is None:
+                raise UsageError("the kv=visual decoder needs a visual expression")
+            memory, ignore = expression, expression_mask
+        x: Tensor | None = None
+        aux: list[Tensor] = []
+        for level in reversed(range(len(features))):
+            feature = features[level]
+            if self.config.coords:
+                feature = with_coords(feature)
+            projected = self.input_proj[level](feature)
+            if x is not None:
+                x = F.interpolate(x, size=projected.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+                projected = projected + x
+            x = self.blocks[level](projected, memory, ignore)
+            if level > 0 and self.aux_heads:
+                head = self.aux_heads[len(features) - 1 - level]
+                aux.append(F.interpolate(head(x), size=output_size, mode="bilinear",
+                                         align_corners=False))
+        logits = F.interpolate(self.mask_head(x), size=output_size, mode="bilinear",
+                               align_corners=False)
+        return logits, aux

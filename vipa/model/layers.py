@@ -1,0 +1,87 @@
+"""Small reusable attention blocks (Mask2Former-style) and coordinate maps.
+
+Each block is post-norm with a residual, so stacking them needs no extra glue.
+Attention masks follow ``nn.MultiheadAttention``: ``key_padding_mask`` is True
+where a key must be ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def coord_maps(batch: int, height: int, width: int, *, device: torch.device,
+               dtype: torch.dtype) -> Tensor:
+    """Normalised (x, y) coordinates in [-1, 1] as a (B, 2, H, W) map.
+
+    Swin-like backbones only know relative positions; these maps give every
+    cross-modal step absolute position, which "left"/"right" need.
+    """
+    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y)).unsqueeze(0).expand(batch, 2, height, width)
+
+
+def with_coords(x: Tensor) -> Tensor:
+    """Concatenate coordinate maps to an NCHW tensor (C -> C + 2)."""
+    b, _, h, w = x.shape
+    return torch.cat((x, coord_maps(b, h, w, device=x.device, dtype=x.dtype)), dim=1)
+
+
+def fit_heads(dim: int, heads: int) -> int:
+    """The largest head count <= ``heads`` that divides ``dim`` (tiny widths need fewer)."""
+    heads = max(1, min(heads, dim))
+    while dim % heads:
+        heads -= 1
+    return heads
+
+
+class CrossAttentionLayer(nn.Module):
+    """Queries attend to a memory; residual + LayerNorm."""
+
+    def __init__(self, dim: int, heads: int, *, kdim: int | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, fit_heads(dim, heads), dropout=dropout,
+                                          kdim=kdim, vdim=kdim, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, queries: Tensor, memory: Tensor,
+                key_padding_mask: Tensor | None = None) -> Tensor:
+        attended, _ = self.attn(queries, memory, memory, key_padding_mask=key_padding_mask,
+                                need_weights=False)
+        return self.norm(queries + self.dropout(attended))
+
+
+class SelfAttentionLayer(nn.Module):
+    """Tokens attend to each other; residual + LayerNorm."""
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, fit_heads(dim, heads), dropout=dropout,
+                                          batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        attended, _ = self.attn(tokens, tokens, tokens, key_padding_mask=key_padding_mask,
+                                need_weights=False)
+        return self.norm(tokens + self.dropout(attended))
+
+
+class FFNLayer(nn.Module):
+    """Two-layer MLP with GELU; residual + LayerNorm."""
+
+    def __init__(self, dim: int, ratio: int = 4, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, dim * ratio), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * ratio, dim)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.norm(tokens + self.dropout(self.net(tokens)))

@@ -1,0 +1,99 @@
+"""Training losses, kept out of ``forward``: BCE + Dice on the mask, pixel contrastive on relevance.
+
+The pixel contrastive term (PAPER 5) is InfoNCE over the token grid: every
+target cell's relevance r_p / tau is contrasted against all non-target cells
+of the same sample, ``-log(exp(r_p/tau) / (exp(r_p/tau) + sum_n exp(r_n/tau)))``,
+averaged over target cells, then over samples that have both target and
+non-target cells (samples with an empty or full mask add nothing).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vipa.config import LossConfig
+from vipa.model.vipa_model import ModelOutput
+
+
+class LossOutput(NamedTuple):
+    """``total`` to backpropagate; ``parts`` are detached floats for logging."""
+
+    total: Tensor
+    parts: dict[str, float]
+
+
+def dice_loss(logits: Tensor, masks: Tensor, smooth: float = 1.0) -> Tensor:
+    """1 - soft Dice per sample, averaged over the batch."""
+    probs = logits.sigmoid().flatten(1)
+    target = masks.flatten(1)
+    inter = (probs * target).sum(1)
+    union = probs.sum(1) + target.sum(1)
+    return (1 - (2 * inter + smooth) / (union + smooth)).mean()
+
+
+def mask_loss(logits: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """Unweighted (BCE, Dice) for one logit map; logits are resized to the masks if needed."""
+    logits = logits.float()
+    if logits.shape[-2:] != masks.shape[-2:]:
+        logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear",
+                               align_corners=False)
+    return F.binary_cross_entropy_with_logits(logits, masks), dice_loss(logits, masks)
+
+
+def target_grid(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """GT mask (B, 1, H, W) -> (B, h, w) bool target cells on the token grid.
+
+    A cell is a target when at least half of it is covered; an object too small
+    to cover half a cell still marks its best-covered cell(s).
+    """
+    cover = F.adaptive_avg_pool2d(masks.float(), size).squeeze(1)
+    best = cover.flatten(1).amax(dim=1).view(-1, 1, 1)
+    return (cover >= 0.5) | ((cover >= best) & (best > 0))
+
+
+def pixel_contrastive_loss(relevance: Tensor, masks: Tensor, tau: float) -> Tensor:
+    """InfoNCE of target cells against non-target cells (see module docstring)."""
+    batch, height, width = relevance.shape
+    positive = target_grid(masks, (height, width)).flatten(1)
+    negative = ~positive
+    logits = relevance.float().flatten(1) / tau
+    neg_logits = logits.masked_fill(~negative, float("-inf"))
+    neg_lse = torch.logsumexp(neg_logits, dim=1, keepdim=True)  # (B, 1); -inf if no negatives
+    # log(exp(a) + exp(b)) - a for every cell a, against the sample's negatives b.
+    per_cell = torch.logaddexp(logits, neg_lse) - logits
+    valid = positive.any(dim=1) & negative.any(dim=1)
+    per_cell = per_cell.masked_fill(~positive, 0.0)
+    per_sample = per_cell.sum(1) / positive.sum(1).clamp(min=1)
+    per_sample = torch.where(valid, per_sample, torch.zeros_like(per_sample))
+    return per_sample.sum() / valid.sum().clamp(min=1)
+
+
+class VipaLoss(nn.Module):
+    """Weighted sum of the VIPA losses; weights from :class:`LossConfig`."""
+
+    def __init__(self, config: LossConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or LossConfig()
+
+    def forward(self, output: ModelOutput, masks: Tensor) -> LossOutput:
+        config = self.config
+        masks = masks.float()
+        bce, dice = mask_loss(output.logits, masks)
+        total = config.bce * bce + config.dice * dice
+        parts = {"bce": bce, "dice": dice}
+        if config.contrastive:
+            contrastive = pixel_contrastive_loss(output.relevance, masks, config.tau)
+            total = total + config.contrastive * contrastive
+            parts["contrastive"] = contrastive
+        if output.aux and config.aux:
+            aux_terms = [config.bce * b + config.dice * d
+                         for b, d in (mask_loss(a, masks) for a in output.aux)]
+            aux = torch.stack(aux_terms).mean()
+            total = total + config.aux * aux
+            parts["aux"] = aux
+        parts["total"] = total
+        return LossOutput(total, {k: float(v.detach()) for k, v in parts.items()})

@@ -1,0 +1,163 @@
+"""Visual Expression Generator (PAPER 3a/3b): pick the visual tokens the text points at.
+
+Data flow for one coarse feature map (B, C, h, w) and text features::
+
+    tokens V = LN(Linear([F, x, y]))                     (B, N, d), N = h * w
+    relevance r = mix(max_j cos(V, w_j), cos(V, s))      (B, N), returned as (B, h, w)
+    retrieval: hard top-K of r / score_tau (+ Gumbel noise when training),
+               straight-through gradient via softmax(r / score_tau)  -> (B, K, d)
+    refinement: K queries cross-attend to V under a per-sample dynamic mask,
+                self-attend, FFN; n_refine times                     -> E (B, K, d)
+
+``expression_mask`` (B, K) is True for retrieved tokens whose relevance fell
+below the same per-sample threshold (the decoder ignores them); the first
+(highest-scoring) token is never masked, so attention always has a key.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vipa.config import VEGConfig
+from vipa.model.layers import CrossAttentionLayer, FFNLayer, SelfAttentionLayer, with_coords
+from vipa_plugins.contracts import TextFeatures
+
+_EPS = 1e-6
+
+
+class VEGOutput(NamedTuple):
+    """``expression``/``expression_mask`` are None when only relevance was asked for."""
+
+    expression: Tensor | None
+    expression_mask: Tensor | None
+    relevance: Tensor
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine similarity (B, N, d) x (B, M, d) -> (B, N, M) in float32, autocast or not."""
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        a = F.normalize(a.float(), dim=-1, eps=_EPS)
+        b = F.normalize(b.float(), dim=-1, eps=_EPS)
+        return torch.bmm(a, b.transpose(1, 2))
+
+
+class RefineLayer(nn.Module):
+    """Masked cross-attention to all tokens, self-attention among the K, FFN."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.cross = CrossAttentionLayer(dim, heads)
+        self.self_attn = SelfAttentionLayer(dim, heads)
+        self.ffn = FFNLayer(dim)
+
+    def forward(self, queries: Tensor, tokens: Tensor, ignore_tokens: Tensor,
+                ignore_queries: Tensor | None) -> Tensor:
+        queries = self.cross(queries, tokens, key_padding_mask=ignore_tokens)
+        queries = self.self_attn(queries, key_padding_mask=ignore_queries)
+        return self.ffn(queries)
+
+
+class VisualExpressionGenerator(nn.Module):
+    """Relevance scoring, differentiable top-K retrieval and context refinement.
+
+    ``expression=False`` builds only the relevance part (used with the classic
+    ``kv=language`` decoder, which needs no visual expression), so no parameter
+    goes unused.
+    """
+
+    def __init__(self, in_channels: int, text_dim: int, dim: int, config: VEGConfig, *,
+                 coords: bool = True, expression: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.coords = coords
+        self.expression = expression
+        self.token_proj = nn.Linear(in_channels + (2 if coords else 0), dim)
+        self.token_norm = nn.LayerNorm(dim)
+        self.word_proj = nn.Linear(text_dim, dim) if config.cues != "global" else None
+        self.sentence_proj = nn.Linear(text_dim, dim) if config.cues != "local" else None
+        if config.cues == "local-global" and config.mix == "learned":
+            self.mix_logit = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_parameter("mix_logit", None)
+        refine = expression and config.refine == "on"
+        self.layers = nn.ModuleList(
+            RefineLayer(dim, config.heads) for _ in range(config.n_refine if refine else 0)
+        )
+
+    def relevance(self, tokens: Tensor, text: TextFeatures) -> Tensor:
+        """(B, N) relevance of each token from word and/or sentence cues, in [-1, 1]."""
+        scores = []
+        if self.word_proj is not None:
+            words = self.word_proj(text.words)
+            sims = _cosine(tokens, words)  # (B, N, L)
+            sims = sims.masked_fill(~text.mask.bool().unsqueeze(1), -2.0)
+            scores.append(sims.amax(dim=-1))
+        if self.sentence_proj is not None:
+            sentence = self.sentence_proj(text.sentence).unsqueeze(1)
+            scores.append(_cosine(tokens, sentence).squeeze(-1))
+        if len(scores) == 1:
+            return scores[0]
+        if self.mix_logit is not None:
+            weight = torch.sigmoid(self.mix_logit.float())
+        else:
+            weight = torch.tensor(float(self.config.mix), device=tokens.device)
+        return weight * scores[0] + (1 - weight) * scores[1]
+
+    def keep_mask(self, relevance: Tensor) -> Tensor:
+        """(B, N) True where a token passes its sample's dynamic threshold (never all False)."""
+        rule = self.config.mask
+        scores = relevance.detach()
+        best = scores == scores.amax(dim=1, keepdim=True)
+        if rule == "none":
+            return torch.ones_like(best)
+        if rule == "topm":
+            m = min(self.config.topm, scores.shape[1])
+            threshold = scores.topk(m, dim=1).values[:, -1:]
+        else:
+            threshold = scores.mean(dim=1, keepdim=True)
+        return (scores >= threshold) | best
+
+    def select(self, tokens: Tensor, relevance: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+        """Retrieve K tokens; returns (B, K, d) tokens and the (B, K) ignore mask."""
+        batch, count, _ = tokens.shape
+        config = self.config
+        if config.retrieval == "off" and config.retrieval_fallback == "all":
+            return tokens, torch.zeros(batch, count, dtype=torch.bool, device=tokens.device)
+        k = min(config.k, count)
+        if config.retrieval == "off":  # K random tokens: retrieval ablation
+            index = torch.rand(batch, count, device=tokens.device).topk(k, dim=1).indices
+            picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+            return picked, torch.zeros(batch, k, dtype=torch.bool, device=tokens.device)
+        logits = relevance / config.score_tau
+        if self.training and config.gumbel:
+            uniform = torch.rand_like(logits).clamp(_EPS, 1 - _EPS)
+            logits = logits - config.gumbel_scale * torch.log(-torch.log(uniform))
+        index = logits.detach().topk(k, dim=1).indices  # sorted: index[:, 0] is the best
+        soft = logits.softmax(dim=1).gather(1, index)
+        # Straight-through: forward value 1 (hard top-K), gradient of the soft score.
+        weight = 1.0 + soft - soft.detach()
+        picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        picked = picked * weight.unsqueeze(-1).to(picked.dtype)
+        ignore = ~keep.gather(1, index)
+        ignore[:, 0] = False
+        if config.mask == "none":
+            ignore = torch.zeros_like(ignore)
+        return picked, ignore
+
+    def forward(self, feature: Tensor, text: TextFeatures) -> VEGOutput:
+        batch, _, height, width = feature.shape
+        x = with_coords(feature) if self.coords else feature
+        tokens = self.token_norm(self.token_proj(x.flatten(2).transpose(1, 2)))
+        relevance = self.relevance(tokens, text)
+        relevance_map = relevance.view(batch, height, width)
+        if not self.expression:
+            return VEGOutput(None, None, relevance_map)
+        keep = self.keep_mask(relevance)
+        expression, ignore = self.select(tokens, relevance, keep)
+        for layer in self.layers:
+            expression = layer(expression, tokens, ~keep, ignore)
+        return VEGOutput(expression, ignore, relevance_map)

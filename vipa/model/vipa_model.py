@@ -1,0 +1,151 @@
+"""The VIPA model, assembled from a :class:`ModelConfig` alone.
+
+``images in [0, 1] + token ids -> encoder text features -> fusion (owns the
+encoder stages) -> [F_1..F_S] -> VEG on the stride-``veg.level`` map -> visual
+expression E -> VIPA decoder -> logits at the input size``.
+
+``forward`` returns the same :class:`ModelOutput` in train and eval; losses
+live in :mod:`vipa.model.losses`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vipa.config import ModelConfig
+from vipa.errors import PluginError, UsageError
+from vipa.model.decoder import VipaDecoder
+from vipa.model.veg import VisualExpressionGenerator
+from vipa_plugins.contracts import Fusion, VisionLanguageEncoder, check_encoder
+
+logger = logging.getLogger(__name__)
+
+
+class ModelOutput(NamedTuple):
+    """``logits`` (B, 1, H, W) at input size; ``relevance`` (B, h, w) on the VEG token grid;
+    ``aux``: deep-supervision logits at input size (empty when off)."""
+
+    logits: Tensor
+    relevance: Tensor
+    aux: list[Tensor]
+
+
+class Prediction(NamedTuple):
+    """``probs`` (B, 1, H, W) in [0, 1] and ``masks`` (B, 1, H, W) bool."""
+
+    probs: Tensor
+    masks: Tensor
+
+
+def _accepts(factory: object, name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _build_encoder(config: ModelConfig) -> VisionLanguageEncoder:
+    from vipa_plugins import registry
+
+    options = dict(config.encoder.options)
+    factory = registry.get_encoder(config.encoder.name).factory
+    if "max_text_len" not in options and _accepts(factory, "max_text_len"):
+        options["max_text_len"] = config.max_text_len
+    encoder = registry.create_encoder(config.encoder.name, preset=config.encoder.preset,
+                                      weights=config.encoder.weights,
+                                      image_size=config.image_size, **options)
+    if not isinstance(encoder, VisionLanguageEncoder):
+        raise PluginError(f"encoder {config.encoder.name!r} built a {type(encoder).__name__}, "
+                          "not a VisionLanguageEncoder")
+    try:
+        check_encoder(encoder)
+    except TypeError as error:
+        raise PluginError(f"encoder {config.encoder.name!r}: {error}") from error
+    return encoder
+
+
+def veg_level_index(strides: Sequence[int], level: int) -> int:
+    """The stage whose stride is closest to ``level`` (ties: the finer stage)."""
+    return min(range(len(strides)), key=lambda i: (abs(strides[i] - level), strides[i]))
+
+
+class VipaModel(nn.Module):
+    """Encoder + fusion + Visual Expression Generator + VIPA decoder."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        from vipa_plugins import registry
+
+        self.config = config
+        self.encoder = _build_encoder(config)
+        self.fusion = registry.create_fusion(config.fusion.name,
+                                             out_channels=self.encoder.out_channels,
+                                             text_dim=self.encoder.text_dim,
+                                             **config.fusion.options)
+        if not isinstance(self.fusion, Fusion):
+            raise PluginError(f"fusion {config.fusion.name!r} built a "
+                              f"{type(self.fusion).__name__}, not a Fusion")
+        self.veg_index = veg_level_index(self.encoder.strides, config.veg.level)
+        if self.encoder.strides[self.veg_index] != config.veg.level:
+            logger.info("VEG level %d: no stage at that stride, using stride %d", config.veg.level,
+                        self.encoder.strides[self.veg_index])
+        self.veg = VisualExpressionGenerator(
+            self.encoder.out_channels[self.veg_index], self.encoder.text_dim,
+            config.decoder.dim, config.veg, coords=config.decoder.coords,
+            expression=config.decoder.kv == "visual",
+        )
+        self.decoder = VipaDecoder(self.encoder.out_channels, self.encoder.text_dim,
+                                   config.decoder)
+
+    def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor) -> ModelOutput:
+        """Images (B, 3, H, W) in [0, 1], token ids and mask (B, L) -> :class:`ModelOutput`."""
+        text = self.encoder.encode_text(token_ids, attention_mask)
+        features = self.fusion(self.encoder, images, text)
+        veg = self.veg(features[self.veg_index], text)
+        logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,
+                                   (images.shape[-2], images.shape[-1]))
+        return ModelOutput(logits, veg.relevance, aux)
+
+    def tokenize(self, texts: str | Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Phrases -> (token_ids, attention_mask) via the encoder, at most ``max_text_len``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        ids, mask = self.encoder.tokenize(list(texts))
+        limit = self.config.max_text_len
+        return ids[:, :limit], mask[:, :limit]
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, texts: str | Sequence[str],
+                threshold: float = 0.5) -> Prediction:
+        """Probabilities and thresholded masks, in eval mode, without gradients.
+
+        ``images``: (B, 3, H, W) or (3, H, W) float in [0, 1]; one phrase per image.
+        """
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) != images.shape[0]:
+            raise UsageError(f"predict got {images.shape[0]} images and {len(texts)} phrases")
+        device = next(self.parameters()).device
+        ids, mask = self.tokenize(texts)
+        was_training = self.training
+        self.eval()
+        try:
+            output = self(images.to(device), ids.to(device), mask.to(device))
+        finally:
+            self.train(was_training)
+        probs = output.logits.float().sigmoid()
+        return Prediction(probs, probs >= threshold)
+
+
+def build_model(config: ModelConfig | None = None) -> VipaModel:
+    """Build a :class:`VipaModel` from config alone (defaults: full VIPA on ``tiny``)."""
+    return VipaModel(config or ModelConfig())
