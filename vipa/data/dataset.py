@@ -1,0 +1,126 @@
+"""`RISDataset`: RefCOCO-format samples as tensors, and `collate` for DataLoader."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vipa.data.refer import ReferIndex, Sample, find_image_dir, load_refs
+from vipa.data.transforms import TrainAugment, resize_image, resize_mask
+from vipa.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def load_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Open with PIL, apply EXIF orientation, convert to RGB; uint8 (H, W, 3).
+
+    ``expected_size`` is (w, h) from instances.json: when the EXIF-rotated
+    image no longer matches it but the stored one does, the annotation was made
+    on the stored pixels, so those are used.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as raw:
+            raw.load()
+            image = ImageOps.exif_transpose(raw)
+            if expected_size is not None and image.size != expected_size \
+                    and raw.size == expected_size:
+                image = raw
+            return np.array(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"missing image {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"corrupt image {path}: {error}") from None
+
+
+class RISDataset(Dataset):
+    """One item per (ref, sentence) of ``split``: image, mask and text as tensors.
+
+    ``image`` float32 (3, S, S) in [0, 1] (the encoder normalises), ``mask``
+    float32 (1, S, S) 0/1, ``text``, ids, ``orig_size`` [h, w]; with
+    ``keep_original`` also ``orig_mask`` uint8 (H, W) for metrics at the
+    original size. ``train=True`` applies :class:`TrainAugment`, seeded by
+    (seed, epoch, index) so runs repeat.
+    """
+
+    def __init__(self, root: str | Path, dataset: str = "refcoco", split: str = "val",
+                 split_by: str | None = None, image_dir: str | Path | None = None,
+                 image_size: int = 128, train: bool = False, keep_original: bool = False,
+                 augment: TrainAugment | None = None, seed: int = 0) -> None:
+        self.index: ReferIndex = load_refs(root, dataset, split_by)
+        self.split = split
+        self.items: list[Sample] = self.index.samples(split)
+        self.image_dir = find_image_dir(root, dataset, image_dir)
+        self.image_size = int(image_size)
+        self.train = train
+        self.keep_original = keep_original
+        self.augment = augment if augment is not None else (TrainAugment() if train else None)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draw per epoch (call before each epoch, as with samplers)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def texts(self) -> list[str]:
+        """Every expression of the split (to fit a tokenizer)."""
+        return [sample.text for sample in self.items]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.items[index]
+        info = self.index.images[sample.image_id]
+        size = (int(info["width"]), int(info["height"]))
+        pixels = load_image(self.image_dir / sample.file_name, size)
+        orig_mask = self.index.mask(sample.ann_id)
+        if pixels.shape[:2] != orig_mask.shape:
+            raise DataError(f"image {self.image_dir / sample.file_name} is "
+                            f"{pixels.shape[1]}x{pixels.shape[0]} but instances.json "
+                            f"says {size[0]}x{size[1]}")
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
+        image = resize_image(image, self.image_size)
+        mask = resize_mask(torch.from_numpy(orig_mask)[None].float(), self.image_size)
+        text = sample.text
+        if self.train and self.augment is not None:
+            generator = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            image, mask, text = self.augment(image, mask, text, generator)
+        item: dict[str, Any] = {
+            "image": image.contiguous(), "mask": mask.contiguous(), "text": text,
+            "sent_id": sample.sent_id, "ref_id": sample.ref_id, "image_id": sample.image_id,
+            "orig_size": torch.tensor(orig_mask.shape, dtype=torch.int64),
+        }
+        if self.keep_original:
+            item["orig_mask"] = torch.from_numpy(orig_mask)
+        return item
+
+
+# Entries whose size follows the original image: always a list, even when the
+# shapes happen to agree, so consumers see one type.
+VARIABLE_SIZE_KEYS = frozenset({"orig_mask"})
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack same-shape tensors and ints; keep strings and variable-size tensors as lists."""
+    out: dict[str, Any] = {}
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        first = values[0]
+        if key in VARIABLE_SIZE_KEYS:
+            out[key] = values
+        elif isinstance(first, torch.Tensor) and all(v.shape == first.shape for v in values):
+            out[key] = torch.stack(values)
+        elif isinstance(first, int) and not isinstance(first, bool):
+            out[key] = torch.tensor(values, dtype=torch.int64)
+        else:
+            out[key] = values
+    return out
