@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from vipa import __version__
-from vipa_cli import plugins  # noqa: F401 - registers the command
+from vipa_cli import (
+    data,  # noqa: F401
+    plugins,  # noqa: F401 - registers the command
+)
 from vipa_cli._util import app, setup_logging
 
 
