@@ -1,0 +1,135 @@
+"""Offline-first weight resolution shared by the built-in encoders.
+
+Every loader here answers quickly: it looks in local files and the Hugging
+Face cache first, and only goes to the network when the hub is known to be
+reachable, so a machine without internet gets a one-line
+:class:`~vipa.errors.WeightsNotFoundError` instead of a hang or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from vipa.errors import WeightsNotFoundError
+
+logger = logging.getLogger(__name__)
+
+HUB_HOST = "huggingface.co"
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def hub_offline() -> bool:
+    """True when the user switched the hub off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``).
+
+    Read from the environment on every call (huggingface_hub reads it once at
+    import), so setting the variable at run time is honoured.
+    """
+    return any(os.environ.get(name, "").strip().lower() in _TRUE
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds.
+
+    DNS lookups ignore socket timeouts, so the probe runs in a daemon thread
+    that is abandoned when it takes too long.
+    """
+    if hub_offline():
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace so an error message stays on one line."""
+    return " ".join(str(text).split())
+
+
+def weights_not_found(what: str, looked_for: str, option: str,
+                      example: str) -> WeightsNotFoundError:
+    """The one-line error every encoder raises for weights it cannot find.
+
+    ``option`` is the encoder option that takes a local copy instead
+    (e.g. ``vision_weights``), ``example`` a sample value for it.
+    """
+    return WeightsNotFoundError(one_line(
+        f"{what} weights not found: looked for {looked_for}; pass a local copy with "
+        f"--set encoder.options.{option}={example} or use weights=random"
+    ))
+
+
+def require_file(path: str | os.PathLike[str], what: str, option: str,
+                 example: str = "/path/model.safetensors") -> Path:
+    """``path`` as a Path when it is an existing file, else WeightsNotFoundError."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise weights_not_found(what, f"file {resolved}", option, example)
+    return resolved
+
+
+def require_dir(path: str | os.PathLike[str], what: str, option: str,
+                example: str = "/path/bert-dir") -> Path:
+    """``path`` as a Path when it is an existing directory, else WeightsNotFoundError."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_dir():
+        raise weights_not_found(what, f"directory {resolved}", option, example)
+    return resolved
+
+
+def hub_file(repo_id: str, filenames: Sequence[str], what: str, option: str,
+             example: str = "/path/model.safetensors") -> Path:
+    """The first of ``filenames`` in hub repo ``repo_id``: from the HF cache, else downloaded.
+
+    Downloads only when the hub is not switched off and answers a quick probe.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    for filename in filenames:
+        cached = try_to_load_from_cache(repo_id, filename)
+        if isinstance(cached, str) and Path(cached).is_file():
+            logger.info("using cached %s/%s", repo_id, filename)
+            return Path(cached)
+    looked_for = f"{repo_id} ({' or '.join(filenames)}) in the Hugging Face cache"
+    if hub_offline():
+        raise weights_not_found(what, looked_for + " (HF_HUB_OFFLINE is set)", option, example)
+    if not hub_reachable():
+        raise weights_not_found(what, looked_for + f" ({HUB_HOST} unreachable)", option, example)
+    errors = []
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id, filename))
+        except Exception as error:  # noqa: BLE001 - any hub failure means "not found"
+            errors.append(f"{filename}: {type(error).__name__}")
+    raise weights_not_found(what, f"{looked_for} and on the hub ({'; '.join(errors)})",
+                            option, example)
+
+
+def load_encoder_state(encoder: nn.Module, path: str | os.PathLike[str], what: str) -> None:
+    """Load a whole-encoder ``.safetensors`` state dict (``weights=/path/file``)."""
+    from safetensors.torch import load_file
+
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise WeightsNotFoundError(one_line(
+            f"{what} weights not found at {resolved}; pass a local .safetensors file of this "
+            "encoder's state dict, weights=pretrained or weights=random"
+        ))
+    encoder.load_state_dict(load_file(str(resolved)))
