@@ -1,0 +1,122 @@
+"""Config as data: strict loading, file round-trips, dotted overrides."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from vipa.config import (
+    DecoderConfig,
+    ModelConfig,
+    VEGConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
+from vipa.errors import ConfigError
+
+
+def _custom() -> ModelConfig:
+    return apply_overrides(ModelConfig(), [
+        "veg.k=16", "decoder.kv=language", "veg.retrieval=off", "veg.mix=0.25",
+        "encoder.options.width=4", "encoder.preset=micro", "fusion.name=late",
+    ])
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
+def test_file_round_trip(tmp_path, suffix):
+    cfg = _custom()
+    path = save_config(cfg, tmp_path / f"model{suffix}")
+    assert load_config(ModelConfig, path) == cfg
+
+
+def test_default_round_trip_through_dict():
+    cfg = ModelConfig()
+    assert from_dict(ModelConfig, to_dict(cfg)) == cfg
+    assert json.loads(json.dumps(to_dict(cfg)))["veg"]["retrieval"] == "on"
+
+
+def test_yaml_bare_on_off_are_read_as_choices(tmp_path):
+    # YAML 1.1 reads bare `off` as False; the schema maps it back to "off".
+    path = tmp_path / "model.yaml"
+    path.write_text("veg:\n  retrieval: off\n  refine: on\n")
+    cfg = load_config(ModelConfig, path)
+    assert cfg.veg.retrieval == "off" and cfg.veg.refine == "on"
+
+
+def test_bad_override_key_names_closest():
+    with pytest.raises(ConfigError, match=r"'veg\.kk'.*did you mean 'veg\.k'"):
+        apply_overrides(ModelConfig(), ["veg.kk=3"])
+    with pytest.raises(ConfigError, match="did you mean 'decoder'"):
+        apply_overrides(ModelConfig(), ["decodr.dim=3"])
+
+
+def test_unknown_file_key_names_dotted_path_and_closest():
+    with pytest.raises(ConfigError, match=r"'decoder\.kvv'.*'decoder\.kv'"):
+        from_dict(ModelConfig, {"decoder": {"kvv": "visual"}})
+
+
+def test_override_type_coercion():
+    cfg = apply_overrides(ModelConfig(), [
+        "veg.k=8", "loss.tau=1", "decoder.deep_supervision=true", "veg.gumbel=off",
+        "veg.mix=learned", "image_size='96'",
+    ])
+    assert cfg.veg.k == 8 and isinstance(cfg.veg.k, int)
+    assert cfg.loss.tau == 1.0 and isinstance(cfg.loss.tau, float)
+    assert cfg.decoder.deep_supervision is True
+    assert cfg.veg.gumbel is False
+    assert cfg.veg.mix == "learned"
+    assert cfg.image_size == 96
+    assert apply_overrides(cfg, ["veg.mix=0.5"]).veg.mix == 0.5
+    # the original is untouched: overrides build a new config
+    assert ModelConfig().veg.k == 32
+
+
+@pytest.mark.parametrize("override", [
+    "veg.k=many", "decoder.kv=pixels", "veg.cues=both", "veg.mix=sometimes",
+    "decoder.coords=maybe", "loss.bce=[1]", "veg=3",
+])
+def test_bad_values_raise(override):
+    with pytest.raises(ConfigError):
+        apply_overrides(ModelConfig(), [override])
+
+
+def test_override_needs_equals():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides(ModelConfig(), ["veg.k"])
+
+
+@dataclass
+class _Generic:
+    sizes: tuple[int, ...] = (1, 2)
+    pair: tuple[int, str] = (1, "a")
+    names: list[str] = field(default_factory=list)
+    maybe: float | None = None
+    inner: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+def test_generic_types():
+    cfg = from_dict(_Generic, {"sizes": [3, "4"], "pair": [2, "b"], "names": ["x"],
+                               "maybe": "0.5", "inner": {"dim": 8}})
+    assert cfg.sizes == (3, 4) and cfg.pair == (2, "b") and cfg.names == ["x"]
+    assert cfg.maybe == 0.5 and cfg.inner.dim == 8
+    assert from_dict(_Generic, {"maybe": None}).maybe is None
+    with pytest.raises(ConfigError, match="2 items"):
+        from_dict(_Generic, {"pair": [1]})
+    with pytest.raises(ConfigError, match=r"names\[0\]"):
+        from_dict(_Generic, {"names": [1]})
+
+
+def test_bad_file_suffix_and_content(tmp_path):
+    with pytest.raises(ConfigError):
+        save_config(VEGConfig(), tmp_path / "veg.toml")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(VEGConfig, bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(VEGConfig, tmp_path / "missing.yaml")

@@ -1,0 +1,101 @@
+"""Built-in fusions: registration, shapes, gradients, zero-gate identity, text masking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vipa_plugins import registry
+from vipa_plugins.contracts import Fusion
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return registry.create_encoder("tiny", preset="micro")
+
+
+def _inputs(encoder, texts=("the red circle on the left", "blue square")):
+    ids, mask = encoder.tokenize(list(texts))
+    images = torch.rand(len(texts), 3, SIZE, SIZE)
+    return images, encoder.encode_text(ids, mask)
+
+
+def _fusion(name, encoder, **options):
+    return registry.create_fusion(name, out_channels=encoder.out_channels,
+                                  text_dim=encoder.text_dim, **options)
+
+
+def test_builtin_fusions_registered():
+    assert {"early", "late", "none"} <= set(registry.fusions())
+
+
+@pytest.mark.parametrize("name", ["early", "late", "none"])
+def test_fusion_shapes_and_backward(encoder, name):
+    fusion = _fusion(name, encoder)
+    assert isinstance(fusion, Fusion)
+    images, text = _inputs(encoder)
+    features = fusion(encoder, images, text)
+    assert len(features) == encoder.num_stages
+    for feature, channels, stride in zip(features, encoder.out_channels, encoder.strides,
+                                         strict=True):
+        assert feature.shape == (2, channels, SIZE // stride, SIZE // stride)
+    sum(f.square().mean() for f in features).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+    encoder.zero_grad()
+
+
+def test_early_equals_none_at_init_and_differs_once_gated(encoder):
+    images, text = _inputs(encoder)
+    early, none = _fusion("early", encoder), _fusion("none", encoder)
+    with torch.no_grad():
+        for a, b in zip(early(encoder, images, text), none(encoder, images, text), strict=True):
+            assert torch.equal(a, b)
+        for block in early.blocks:
+            block.gate.fill_(0.5)
+        fused = early(encoder, images, text)
+        plain = none(encoder, images, text)
+    assert not torch.allclose(fused[-1], plain[-1])
+
+
+def test_early_gate_receives_gradient(encoder):
+    early = _fusion("early", encoder)
+    images, text = _inputs(encoder)
+    early(encoder, images, text)[-1].square().mean().backward()
+    assert all(block.gate.grad.abs().sum() > 0 for block in early.blocks)
+    encoder.zero_grad()
+
+
+@pytest.mark.parametrize("name", ["early", "late"])
+def test_fusion_uses_text_and_ignores_padding(encoder, name):
+    torch.manual_seed(1)
+    fusion = _fusion(name, encoder).eval()
+    if name == "early":
+        with torch.no_grad():
+            for block in fusion.blocks:
+                block.gate.fill_(1.0)
+    else:
+        with torch.no_grad():
+            for level in fusion.levels:
+                torch.nn.init.normal_(level.film.weight, std=0.1)
+    images, text = _inputs(encoder)
+    with torch.no_grad():
+        base = fusion(encoder, images, text)[-1]
+        # padding words (mask False) must not matter
+        words = text.words.clone()
+        words[~text.mask] = 100.0
+        padded = fusion(encoder, images, type(text)(words, text.mask, text.sentence))[-1]
+        # real words must
+        other = _inputs(encoder, ("a green triangle at the bottom", "yellow star"))[1]
+        changed = fusion(encoder, images, other)[-1]
+    assert (~text.mask).any()
+    assert torch.allclose(base, padded, atol=1e-5)
+    assert not torch.allclose(base, changed, atol=1e-4)
+
+
+def test_fusion_heads_option(encoder):
+    fusion = _fusion("late", encoder, heads=4)
+    images, text = _inputs(encoder)
+    assert fusion(encoder, images, text)[0].shape[1] == encoder.out_channels[0]

@@ -1,0 +1,270 @@
+"""The VIPA model: structure, gradients, ablation switches, losses, autocast, encoders."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from vipa.config import ModelConfig, apply_overrides
+from vipa.model import LossOutput, ModelOutput, VipaLoss, VipaModel, build_model
+from vipa.model.losses import pixel_contrastive_loss, target_grid
+from vipa.model.vipa_model import veg_level_index
+from vipa_plugins import registry
+
+SIZE = 64
+TINY = ["encoder.preset=micro", "decoder.dim=16", "decoder.heads=2", "veg.heads=2", "veg.k=4",
+        f"image_size={SIZE}"]
+TEXTS = ["the red circle on the left", "blue square"]
+
+
+def _config(*overrides: str) -> ModelConfig:
+    return apply_overrides(ModelConfig(), [*TINY, *overrides])
+
+
+def _model(*overrides: str, seed: int = 0) -> VipaModel:
+    torch.manual_seed(seed)
+    return build_model(_config(*overrides))
+
+
+def _batch(model: VipaModel, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(len(TEXTS), 3, SIZE, SIZE, generator=generator)
+    masks = torch.zeros(len(TEXTS), 1, SIZE, SIZE)
+    masks[0, :, 8:40, 4:30] = 1
+    masks[1, :, 30:60, 20:56] = 1
+    ids, mask = model.tokenize(TEXTS)
+    return images, ids, mask, masks
+
+
+def _logits(model: VipaModel, seed: int = 0) -> torch.Tensor:
+    images, ids, mask, _ = _batch(model, seed)
+    model.eval()
+    with torch.no_grad():
+        return model(images, ids, mask).logits
+
+
+@pytest.mark.parametrize("kv", ["visual", "language"])
+@pytest.mark.parametrize("fusion", ["early", "late", "none"])
+def test_forward_backward_every_fusion_and_kv(fusion, kv):
+    model = _model(f"fusion.name={fusion}", f"decoder.kv={kv}", "decoder.deep_supervision=true")
+    images, ids, mask, masks = _batch(model)
+    model.train()
+    output = model(images, ids, mask)
+    assert isinstance(output, ModelOutput)
+    assert output.logits.shape == (2, 1, SIZE, SIZE)
+    assert output.relevance.shape == (2, SIZE // 16, SIZE // 16)
+    assert len(output.aux) == model.encoder.num_stages - 1
+    assert all(a.shape == (2, 1, SIZE, SIZE) for a in output.aux)
+    loss = VipaLoss(model.config.loss)(output, masks)
+    assert isinstance(loss, LossOutput) and torch.isfinite(loss.total)
+    assert set(loss.parts) == {"bce", "dice", "contrastive", "aux", "total"}
+    loss.total.backward()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    # every parameter is used (DDP without find_unused_parameters)
+    assert not missing, missing
+    assert trainable
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(images, ids, mask)
+    assert type(evaluated) is type(output)
+    assert [t.shape for t in evaluated[:2]] == [t.shape for t in output[:2]]
+    assert len(evaluated.aux) == len(output.aux)
+
+
+def test_build_from_config_alone_and_default_is_full_vipa():
+    cfg = ModelConfig()
+    assert (cfg.veg.retrieval, cfg.veg.refine, cfg.veg.cues, cfg.decoder.kv) == \
+        ("on", "on", "local-global", "visual")
+    model = _model()
+    assert model.config.fusion.name == "early"
+    assert model.encoder.strides[model.veg_index] == 16
+    assert len(model.veg.layers) == 2
+    assert veg_level_index((4, 8, 16, 32), 16) == 2
+    assert veg_level_index((4, 8, 32), 16) == 1  # closest stride, finer on a tie
+
+
+def test_straight_through_gradient_reaches_relevance():
+    # With no fusion and kv=visual, words reach the mask only through token retrieval,
+    # so a gradient on the word/sentence projections proves the straight-through path.
+    model = _model("fusion.name=none")
+    images, ids, mask, _ = _batch(model)
+    model.train()
+    model(images, ids, mask).logits.mean().backward()
+    assert model.veg.word_proj.weight.grad.abs().sum() > 0
+    assert model.veg.sentence_proj.weight.grad.abs().sum() > 0
+    assert model.veg.token_proj.weight.grad.abs().sum() > 0
+    assert model.veg.mix_logit.grad is not None and model.veg.mix_logit.grad != 0
+
+    control = _model("fusion.name=none", "veg.retrieval=off")
+    control.train()
+    control(images, ids, mask).logits.mean().backward()
+    grad = control.veg.word_proj.weight.grad
+    assert grad is None or grad.abs().sum() == 0
+
+
+def _same_weights(base: VipaModel, *overrides: str) -> VipaModel:
+    other = build_model(_config(*overrides))
+    other.load_state_dict(base.state_dict())
+    return other
+
+
+@pytest.mark.parametrize("overrides", [
+    ("veg.retrieval=off",),
+    ("veg.retrieval=off", "veg.retrieval_fallback=random"),
+    ("veg.k=2",),
+    ("veg.mask=none",),
+    ("veg.mask=topm", "veg.topm=2"),
+    ("veg.mix=0.0",),
+])
+def test_switch_with_same_parameters_changes_output(overrides):
+    base = _model()
+    if "veg.mix=0.0" in overrides:
+        other = build_model(_config(*overrides))
+        other.load_state_dict(base.state_dict(), strict=False)
+    else:
+        other = _same_weights(base, *overrides)
+    assert not torch.allclose(_logits(base), _logits(other), atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("veg.refine=off",), ("veg.cues=local",), ("veg.cues=global",), ("decoder.kv=language",),
+    ("veg.n_refine=1",), ("decoder.coords=false",),
+])
+def test_switch_changes_parameters_and_output(overrides):
+    base = _model()
+    other = _model(*overrides)
+    assert set(dict(base.named_parameters())) != set(dict(other.named_parameters())) or \
+        [p.shape for p in base.parameters()] != [p.shape for p in other.parameters()]
+    own = other.state_dict()
+    shared = {k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape}
+    other.load_state_dict(shared, strict=False)
+    assert not torch.allclose(_logits(base), _logits(other), atol=1e-6)
+
+
+def _train_logits(model: VipaModel, seed: int) -> torch.Tensor:
+    images, ids, mask, _ = _batch(model)
+    model.train()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model(images, ids, mask).logits
+
+
+def test_eval_is_deterministic_and_train_uses_gumbel_noise():
+    model = _model("veg.k=2")
+    assert torch.equal(_logits(model), _logits(model))
+    noisy = [_train_logits(model, seed) for seed in range(4)]
+    assert any(not torch.allclose(noisy[0], other) for other in noisy[1:])
+    quiet = _same_weights(model, "veg.k=2", "veg.gumbel=false")
+    assert torch.equal(_train_logits(quiet, 0), _train_logits(quiet, 1))
+
+
+def test_veg_masks_never_empty():
+    model = _model("veg.mask=topm", "veg.topm=1").eval()  # no Gumbel reordering
+    images, ids, mask, _ = _batch(model)
+    text = model.encoder.encode_text(ids, mask)
+    features = model.fusion(model.encoder, images, text)
+    tokens = torch.randn(2, 16, 16)
+    relevance = torch.full((2, 16), 0.3)
+    assert model.veg.keep_mask(relevance).any(dim=1).all()
+    out = model.veg(features[model.veg_index], text)
+    assert out.expression.shape == (2, 4, 16)
+    assert not out.expression_mask[:, 0].any()
+    assert out.expression_mask[:, 1:].all()  # topm=1: only the best token passes
+    picked, ignore = model.veg.select(tokens, relevance, model.veg.keep_mask(relevance))
+    assert picked.shape == (2, 4, 16) and not ignore[:, 0].any()
+
+
+def test_loss_decreases_on_fixed_batch():
+    model = _model("decoder.deep_supervision=true")
+    images, ids, mask, masks = _batch(model)
+    criterion = VipaLoss(model.config.loss)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(20):
+        loss = criterion(model(images, ids, mask), masks)
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+        losses.append(loss.parts["total"])
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_contrastive_prefers_aligned_relevance():
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, :16, :16] = 1
+    grid = target_grid(masks, (4, 4)).float()
+    aligned = pixel_contrastive_loss(grid * 2 - 1, masks, tau=0.1)
+    anti = pixel_contrastive_loss(1 - grid * 2, masks, tau=0.1)
+    flat = pixel_contrastive_loss(torch.zeros(2, 4, 4), masks, tau=0.1)
+    assert aligned < flat < anti
+
+
+def test_contrastive_handles_empty_and_tiny_masks():
+    empty = torch.zeros(2, 1, 32, 32)
+    relevance = torch.randn(2, 4, 4, requires_grad=True)
+    loss = pixel_contrastive_loss(relevance, empty, tau=0.1)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(relevance.grad).all()
+    tiny = torch.zeros(1, 1, 32, 32)
+    tiny[0, 0, 3, 3] = 1  # covers 1/64 of a cell: still one target cell
+    assert target_grid(tiny, (4, 4)).sum() == 1
+    mixed = torch.cat([empty[:1], tiny])
+    assert torch.isfinite(pixel_contrastive_loss(torch.randn(2, 4, 4), mixed, tau=0.1))
+
+
+def test_autocast_bfloat16_cpu():
+    model = _model("decoder.deep_supervision=true")
+    images, ids, mask, masks = _batch(model)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(images, ids, mask)
+        loss = VipaLoss(model.config.loss)(output, masks)
+    assert output.relevance.dtype == torch.float32
+    assert output.relevance.abs().max() <= 1.0 + 1e-5
+    assert torch.isfinite(output.logits.float()).all() and torch.isfinite(loss.total)
+    loss.total.backward()
+    assert model.veg.word_proj.weight.grad is not None
+
+
+def test_predict_and_tokenize():
+    model = _model()
+    model.train()
+    images = torch.rand(2, 3, SIZE, SIZE)
+    probs, masks = model.predict(images, TEXTS, threshold=0.5)
+    assert probs.shape == masks.shape == (2, 1, SIZE, SIZE)
+    assert masks.dtype == torch.bool and probs.min() >= 0 and probs.max() <= 1
+    assert torch.equal(masks, probs >= 0.5)
+    assert model.training  # predict restores the mode
+    single = model.predict(images[0], TEXTS[0])
+    assert single.probs.shape == (1, 1, SIZE, SIZE)
+    ids, mask = model.tokenize(" ".join(["word"] * 40))
+    assert ids.shape[1] == mask.shape[1] == model.config.max_text_len
+
+
+def _preset_for(factory) -> str | None:
+    # "micro" when the encoder knows it (all built-ins aim to); else the factory default.
+    try:
+        source = inspect.getsource(inspect.getmodule(factory))
+    except (OSError, TypeError):
+        return None
+    return "micro" if '"micro"' in source or "'micro'" in source else None
+
+
+def test_every_registered_encoder_builds_a_model():
+    names = sorted(registry.encoders())
+    assert "tiny" in names
+    for name in names:
+        factory = registry.get_encoder(name).factory
+        model = build_model(apply_overrides(ModelConfig(), [
+            f"encoder.name={name}", "decoder.dim=16", "decoder.heads=2", "veg.heads=2",
+            "veg.k=4", f"image_size={SIZE}",
+        ] + ([f"encoder.preset={_preset_for(factory)}"] if _preset_for(factory) else [])))
+        images = torch.rand(1, 3, SIZE, SIZE)
+        ids, mask = model.tokenize(["a red circle"])
+        output = model(images, ids, mask)
+        assert output.logits.shape == (1, 1, SIZE, SIZE), name
