@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,9 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
                "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     else:
         raise DataError(f"unsupported segmentation of type {type(segmentation).__name__}")
-    mask = mask_utils.decode(rle)
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mask = mask_utils.decode(rle)
     if mask.ndim == 3:  # a list of RLEs decodes to (H, W, N)
         mask = mask.max(axis=2)
     return np.ascontiguousarray(mask, dtype=np.uint8)
