@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from vipa import __version__
-from vipa_cli import (
-    data,  # noqa: F401
-    plugins,  # noqa: F401 - registers the command
-)
+
+# Importing a command module registers its command; the order is the order in --help.
+# isort: off
+from vipa_cli import train, evaluate, data, plugins  # noqa: F401
+# isort: on
 from vipa_cli._util import app, setup_logging
 
 

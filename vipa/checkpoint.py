@@ -1,0 +1,186 @@
+"""Checkpoints that rebuild their model with no other file, and never execute code.
+
+``<name>.safetensors`` holds the weights plus, in its metadata, the model
+config and the tokenizer state, so ``load_model(path)`` needs nothing else.
+Training state for ``--resume`` (optimizer, scheduler, RNG, step) sits beside
+it in ``<name>.state.pt``, read back with ``torch.load(weights_only=True)``.
+Every write goes to a temporary file first and is renamed into place, so a
+crash mid-write never leaves a truncated checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vipa import __version__
+from vipa.config import ModelConfig, from_dict, to_dict
+from vipa.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "vipa-checkpoint"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, read without building a model."""
+
+    path: Path
+    model_config: ModelConfig
+    tensors: dict[str, torch.Tensor]
+    tokenizer_state: dict[str, str] | None
+    step: int
+    epoch: int
+    metrics: dict[str, Any]
+    vipa_version: str
+
+
+def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, *, step: int = 0, epoch: int = 0,
+                    metrics: dict[str, Any] | None = None) -> Path:
+    """Write weights + model config + tokenizer state atomically; return the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    seen: set[int] = set()
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        if value.data_ptr() in seen and value.numel():
+            value = value.clone()  # safetensors refuses tensors that share memory
+        seen.add(value.data_ptr())
+        tensors[key] = value
+    tokenizer_state = model.encoder.tokenizer_state()
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vipa_version": __version__,
+        "model_config": json.dumps(to_dict(model.config)),
+        "tokenizer_state": json.dumps(tokenizer_state) if tokenizer_state else "",
+        "step": str(step),
+        "epoch": str(epoch),
+        "metrics": json.dumps(metrics or {}),
+    }
+    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return path
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint file; CheckpointError in one line when missing or corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: "
+                              f"{str(error).splitlines()[0] if str(error) else error}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a vipa checkpoint "
+                              "(no model config in its metadata)")
+    try:
+        model_config = from_dict(ModelConfig, json.loads(metadata["model_config"]))
+        tokenizer_state = json.loads(metadata["tokenizer_state"]) \
+            if metadata.get("tokenizer_state") else None
+        metrics = json.loads(metadata.get("metrics") or "{}")
+        step, epoch = int(metadata.get("step", 0)), int(metadata.get("epoch", 0))
+    except (KeyError, ValueError, ConfigError) as error:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata: {error}") from None
+    return Checkpoint(path, model_config, tensors, tokenizer_state, step, epoch, metrics,
+                      metadata.get("vipa_version", "unknown"))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               expect_encoder: str | None = None):
+    """Rebuild the model a checkpoint describes and load its weights.
+
+    The encoder is built with ``weights="random"`` (the checkpoint supplies the
+    trained weights), so loading never downloads anything.
+    """
+    from vipa.model import build_model
+
+    checkpoint = read_checkpoint(path)
+    config = checkpoint.model_config
+    check_encoder_matches(checkpoint, expect_encoder)
+    config.encoder.weights = "random"
+    model = build_model(config)
+    if checkpoint.tokenizer_state:
+        model.encoder.load_tokenizer_state(checkpoint.tokenizer_state)
+    load_weights(model, checkpoint)
+    return model.to(device), checkpoint
+
+
+def check_encoder_matches(checkpoint: Checkpoint, expect_encoder: str | None) -> None:
+    """CheckpointError when a checkpoint was trained with another encoder than asked for."""
+    have = checkpoint.model_config.encoder
+    if expect_encoder is not None and have.name != expect_encoder:
+        raise CheckpointError(f"checkpoint {checkpoint.path} was trained with encoder "
+                              f"{have.name!r}, not {expect_encoder!r}")
+
+
+def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
+    """Load weights strictly; any missing, extra or mis-shaped tensor is a CheckpointError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(checkpoint.tensors))
+    extra = sorted(set(checkpoint.tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(checkpoint.tensors)
+                   if own[k].shape != checkpoint.tensors[k].shape)
+    if missing or extra or wrong:
+        detail = "; ".join(part for part in (
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {extra[:3]}" if extra else "",
+            f"shape mismatch {wrong[:3]}" if wrong else "") if part)
+        raise CheckpointError(f"checkpoint {checkpoint.path} does not fit the model: {detail}")
+    model.load_state_dict(checkpoint.tensors)
+
+
+def state_path(checkpoint_path: str | Path) -> Path:
+    """Where the resume state of ``last.safetensors`` lives: ``last.state.pt``."""
+    path = Path(checkpoint_path)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".state.pt")
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
+    """Atomically write optimizer / scheduler / RNG state (tensors and plain data only)."""
+    path = Path(path)
+    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return path
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read resume state with ``weights_only=True``: no code is ever executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"resume state {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors of many kinds
+        raise CheckpointError(f"resume state {path} is corrupt: "
+                              f"{str(error).splitlines()[0] if str(error) else error}") from None

@@ -1,0 +1,1 @@
+"""Engine: run configuration, training, evaluation, checkpoints and run directories."""

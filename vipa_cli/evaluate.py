@@ -1,0 +1,74 @@
+"""`vipa eval`: standard RIS metrics of a checkpoint on any dataset split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from vipa_cli._util import app, console
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Path = typer.Option(None, "--checkpoint", "-c",
+                                    help="Checkpoint (default: the latest run's best)."),
+    data: str = typer.Option(None, help="synthetic, refcoco, refcoco+ or refcocog (default: "
+                                        "what the checkpoint was trained on)."),
+    data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
+    split: str = typer.Option("val", help="val, testA, testB, test or train."),
+    split_by: str = typer.Option(None, help="Refs split: unc, google, umd."),
+    image_dir: Path = typer.Option(None, help="COCO train2014 images, if not under --data-root."),
+    batch_size: int = typer.Option(16, help="Samples per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
+    max_samples: int = typer.Option(None, help="Evaluate an evenly spread subset."),
+    output: Path = typer.Option(None, "--output", "-o",
+                                help="Metrics JSON (default: eval-<data>-<split>.json beside "
+                                     "the checkpoint)."),
+    save_predictions: Path = typer.Option(None, help="Write one PNG mask per sample, named by "
+                                                     "sentence id, at original image size."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Evaluate a checkpoint: mIoU, oIoU and precision@0.5..0.9.
+
+    Predictions are resized back to each image's original size before
+    scoring. mIoU averages per-sample IoU; oIoU divides total intersection by
+    total union; both are reported.
+
+    [bold]Examples[/bold]
+
+      [cyan]vipa eval[/cyan]   (latest run, its dataset, val split)
+
+      [cyan]vipa eval --checkpoint runs/x/best.safetensors --data refcoco --data-root data/
+      --split testA --save-predictions preds/[/cyan]
+    """
+    from vipa.engine.config import DataConfig, resolve_data_config, saved_run_config
+    from vipa.engine.evaluate import evaluate_checkpoint
+    from vipa.engine.runs import default_checkpoint
+
+    checkpoint = checkpoint or default_checkpoint()
+    saved = saved_run_config(checkpoint.parent)
+    data_cfg = resolve_data_config(saved.data if saved else DataConfig(), {
+        "data": data, "data_root": data_root, "split_by": split_by, "image_dir": image_dir})
+
+    metrics = evaluate_checkpoint(checkpoint, data_cfg, split, batch_size=batch_size,
+                                  device=device, threshold=threshold, max_samples=max_samples,
+                                  save_predictions=save_predictions, progress=progress)
+    output = output or checkpoint.parent / f"eval-{data_cfg.name}-{split}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(metrics, indent=2) + "\n")
+
+    table = Table(title=f"{checkpoint} on {data_cfg.name} {split}", title_justify="left")
+    for column in ("samples", "mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"):
+        table.add_column(column, justify="right")
+    table.add_row(str(int(metrics["samples"])),
+                  *(f"{100 * metrics[k]:.2f}" for k in ("mIoU", "oIoU", "P@0.5", "P@0.6",
+                                                         "P@0.7", "P@0.8", "P@0.9")))
+    console.print(table)
+    console.print(f"metrics written to {output}")
+    if save_predictions is not None:
+        console.print(f"prediction masks written to {save_predictions}/")
+
