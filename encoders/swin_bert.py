@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from vipa.errors import ConfigError
+from vipa.errors import CheckpointError, ConfigError
 from vipa_encoders._text import (
     DEFAULT_VOCAB_CAP,
     BertTextEncoder,
@@ -24,7 +24,13 @@ from vipa_encoders._text import (
     load_bert,
     random_bert,
 )
-from vipa_encoders._weights import hub_file, load_encoder_state, require_file, weights_not_found
+from vipa_encoders._weights import (
+    hub_file,
+    load_encoder_state,
+    one_line,
+    require_file,
+    weights_not_found,
+)
 from vipa_plugins import hookimpl
 from vipa_plugins.contracts import IMAGENET_MEAN, IMAGENET_STD, VisionLanguageEncoder
 
@@ -48,6 +54,10 @@ class SwinBertPreset:
     bert_layers: int
     bert_heads: int
     has_pretrained_vision: bool = True
+    # Keep every stage's window (and so the state dict) independent of the image size by
+    # padding small grids up to a full window; off for pretrained layouts, where timm's
+    # default (shrink the window to a smaller grid, no shift) matches how they were trained.
+    always_partition: bool = False
 
 
 _BERT_BASE = dict(bert_id="bert-base-uncased", bert_hidden=768, bert_layers=12, bert_heads=12)
@@ -56,7 +66,8 @@ PRESETS: dict[str, SwinBertPreset] = {
     # CPU tests and the built-in synthetic data; random weights only.
     "micro": SwinBertPreset("swin_tiny_patch4_window7_224", 48, (2, 2, 2, 2), (3, 6, 12, 24),
                             window_size=4, image_size=128, bert_id=None, bert_hidden=64,
-                            bert_layers=2, bert_heads=2, has_pretrained_vision=False),
+                            bert_layers=2, bert_heads=2, has_pretrained_vision=False,
+                            always_partition=True),
     "tiny": SwinBertPreset("swin_tiny_patch4_window7_224.ms_in1k", 96, (2, 2, 6, 2),
                            (3, 6, 12, 24), window_size=7, image_size=384, **_BERT_BASE),
     "small": SwinBertPreset("swin_small_patch4_window7_224.ms_in22k_ft_in1k", 96,
@@ -168,13 +179,21 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
 
     import timm
 
-    vision = timm.create_model(
-        spec.timm_name, pretrained=vision_file is not None,
-        pretrained_cfg_overlay=dict(file=str(vision_file)) if vision_file else None,
-        num_classes=0, global_pool="", img_size=image_size, embed_dim=spec.embed_dim,
-        depths=spec.depths, num_heads=spec.num_heads, window_size=spec.window_size,
-        strict_img_size=False, drop_path_rate=drop_path_rate,
-    )
+    try:
+        vision = timm.create_model(
+            spec.timm_name, pretrained=vision_file is not None,
+            pretrained_cfg_overlay=dict(file=str(vision_file)) if vision_file else None,
+            num_classes=0, global_pool="", img_size=image_size, embed_dim=spec.embed_dim,
+            depths=spec.depths, num_heads=spec.num_heads, window_size=spec.window_size,
+            always_partition=spec.always_partition, strict_img_size=False,
+            drop_path_rate=drop_path_rate,
+        )
+    except (RuntimeError, KeyError, ValueError) as error:
+        if vision_file is None:
+            raise
+        raise CheckpointError(one_line(
+            f"{WHAT} vision weights {vision_file} do not fit preset {name!r}: {error}"
+        )[:400]) from error
     if text_source is not None:
         text, tokenizer = load_bert(text_source, what=f"{WHAT} text", max_len=max_text_len)
     else:

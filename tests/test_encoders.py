@@ -111,6 +111,13 @@ def test_vision_weights_from_a_local_safetensors_file(tmp_path, swin_micro):
     assert set(state) == set(reference)
     for key, tensor in reference.items():
         assert torch.equal(state[key], tensor), key
+    with pytest.raises(CheckpointError, match="do not fit preset 'tiny'"):
+        build_swin_bert("tiny", image_size=64, vision_weights=str(path))
+
+
+def test_swin_micro_state_dict_does_not_depend_on_image_size(swin_micro):
+    at_128 = build_swin_bert("micro", image_size=128)
+    at_128.load_state_dict(swin_micro.state_dict())  # e.g. trained at 64, evaluated at 128
 
 
 def test_text_weights_from_a_save_pretrained_folder(tmp_path):
