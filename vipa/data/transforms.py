@@ -118,11 +118,12 @@ def colour_jitter(image: torch.Tensor, brightness: float, contrast: float,
     """Scale brightness, contrast and saturation of a (3, H, W) [0, 1] image; hue is untouched.
 
     All three are blends with a grey image (black, mean grey, per-pixel grey),
-    which move a colour along a line through grey and so keep its hue.
+    which move a colour along a line through grey and so keep its hue. Folded
+    into one 3x3 matrix and an offset (the luma weights sum to 1), it is a
+    single pass over the pixels.
     """
-    out = image * brightness
-    mean = out.mean()
-    out = (out - mean) * contrast + mean
-    grey = (0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2])[None]
-    out = (out - grey) * saturation + grey
-    return out.clamp(0.0, 1.0)
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype)
+    mix = saturation * torch.eye(3, dtype=image.dtype) + (1 - saturation) * luma.expand(3, 3)
+    offset = (1 - contrast) * brightness * float(image.mean())
+    out = torch.einsum("ij,jhw->ihw", (contrast * brightness) * mix, image)
+    return out.add_(offset).clamp_(0.0, 1.0)
