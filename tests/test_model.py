@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 
 from vipa.config import ModelConfig, apply_overrides
+from vipa.errors import ConfigError
 from vipa.model import LossOutput, ModelOutput, VipaLoss, VipaModel, build_model
 from vipa.model.losses import pixel_contrastive_loss, target_grid
 from vipa.model.vipa_model import veg_level_index
@@ -246,25 +245,23 @@ def test_predict_and_tokenize():
     assert ids.shape[1] == mask.shape[1] == model.config.max_text_len
 
 
-def _preset_for(factory) -> str | None:
-    # "micro" when the encoder knows it (all built-ins aim to); else the factory default.
+def _encoder_model(name: str) -> VipaModel:
+    # "micro" when the encoder knows that preset, else the encoder's default preset.
+    overrides = [f"encoder.name={name}", "decoder.dim=16", "decoder.heads=2", "veg.heads=2",
+                 "veg.k=4", f"image_size={SIZE}"]
     try:
-        source = inspect.getsource(inspect.getmodule(factory))
-    except (OSError, TypeError):
-        return None
-    return "micro" if '"micro"' in source or "'micro'" in source else None
+        return build_model(apply_overrides(ModelConfig(), [*overrides, "encoder.preset=micro"]))
+    except ConfigError:
+        return build_model(apply_overrides(ModelConfig(), overrides))
 
 
 def test_every_registered_encoder_builds_a_model():
     names = sorted(registry.encoders())
     assert "tiny" in names
     for name in names:
-        factory = registry.get_encoder(name).factory
-        model = build_model(apply_overrides(ModelConfig(), [
-            f"encoder.name={name}", "decoder.dim=16", "decoder.heads=2", "veg.heads=2",
-            "veg.k=4", f"image_size={SIZE}",
-        ] + ([f"encoder.preset={_preset_for(factory)}"] if _preset_for(factory) else [])))
+        model = _encoder_model(name)
         images = torch.rand(1, 3, SIZE, SIZE)
         ids, mask = model.tokenize(["a red circle"])
         output = model(images, ids, mask)
         assert output.logits.shape == (1, 1, SIZE, SIZE), name
+        assert output.relevance.shape[0] == 1, name

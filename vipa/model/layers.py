@@ -18,8 +18,9 @@ def coord_maps(batch: int, height: int, width: int, *, device: torch.device,
     Swin-like backbones only know relative positions; these maps give every
     cross-modal step absolute position, which "left"/"right" need.
     """
-    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
-    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    # arange rather than linspace: linspace exports to ONNX with float64 intermediates.
+    ys = torch.arange(height, device=device, dtype=dtype) * (2.0 / max(height - 1, 1)) - 1.0
+    xs = torch.arange(width, device=device, dtype=dtype) * (2.0 / max(width - 1, 1)) - 1.0
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((grid_x, grid_y)).unsqueeze(0).expand(batch, 2, height, width)
 
