@@ -167,18 +167,41 @@ def state_path(checkpoint_path: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + ".state.pt")
 
 
-def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
-    """Atomically write optimizer / scheduler / RNG state (tensors and plain data only)."""
+def _previous(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".pt") + ".prev.pt")
+
+
+def save_resume_point(path: str | Path, model: torch.nn.Module, state: dict[str, Any], *,
+                      step: int, epoch: int, metrics: dict[str, Any] | None = None) -> Path:
+    """Write weights and resume state so that a crash at any moment leaves a matching pair.
+
+    The state is renamed into place before the weights; the state it replaces
+    is kept as ``*.state.prev.pt`` until then, so whichever weights file
+    survives, a state with the same step exists beside it.
+    """
     path = Path(path)
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    state_file = state_path(path)
+    if state_file.is_file():
+        os.replace(state_file, _previous(state_file))
+    _atomic_write(state_file, lambda tmp: torch.save({**state, "step": step}, tmp))
+    save_checkpoint(path, model, step=step, epoch=epoch, metrics=metrics)
     return path
 
 
-def load_train_state(path: str | Path) -> dict[str, Any]:
+def load_resume_state(path: str | Path, step: int) -> dict[str, Any]:
+    """The resume state whose step matches the weights in ``path`` (``weights_only`` load)."""
+    state_file = state_path(path)
+    for candidate in (state_file, _previous(state_file)):
+        if candidate.is_file():
+            state = _load_state(candidate)
+            if int(state.get("step", -1)) == step:
+                return state
+    raise CheckpointError(f"no resume state for step {step} beside {path} "
+                          f"(looked for {state_file.name} and {_previous(state_file).name})")
+
+
+def _load_state(path: Path) -> dict[str, Any]:
     """Read resume state with ``weights_only=True``: no code is ever executed."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"resume state {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors of many kinds

@@ -23,12 +23,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from vipa.checkpoint import (
     check_encoder_matches,
-    load_train_state,
+    load_resume_state,
     load_weights,
     read_checkpoint,
     save_checkpoint,
-    save_train_state,
-    state_path,
+    save_resume_point,
 )
 from vipa.config import save_config, to_dict
 from vipa.engine.config import RunConfig
@@ -43,6 +42,7 @@ from vipa.engine.evaluate import evaluate
 from vipa.engine.progress import ProgressBar
 from vipa.engine.runs import new_run_dir
 from vipa.errors import CheckpointError, VipaError
+from vipa_plugins import registry
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,9 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         if resume and not last_path.is_file():
             raise CheckpointError(f"nothing to resume: {last_path} does not exist")
 
+        # Fail on a misspelt plugin name before any data is read or generated.
+        registry.get_encoder(cfg.model.encoder.name)
+        registry.get_fusion(cfg.model.fusion.name)
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         train_set = build_dataset(cfg, cfg.data.train_split, train=True)
@@ -192,7 +195,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
             if checkpoint.tokenizer_state:
                 model.encoder.load_tokenizer_state(checkpoint.tokenizer_state)
             load_weights(model, checkpoint)
-            resume_state = load_train_state(state_path(last_path))
+            resume_state = load_resume_state(last_path, checkpoint.step)
         else:
             model.encoder.fit_tokenizer(train_set.texts())
         model.to(device)
@@ -246,17 +249,16 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         def checkpoint_now(metrics: dict[str, Any] | None = None) -> None:
             if not info.is_main:
                 return
-            save_checkpoint(last_path, model, step=step, epoch=epoch, metrics=metrics)
             state = {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "step": step, "epoch": epoch,
+                "scaler": scaler.state_dict(), "epoch": epoch,
                 "batches_done": batches_done, "best_score": best_score,
                 "best_metrics": json.dumps(best_metrics), "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(), "config": json.dumps(to_dict(cfg)),
             }
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(device)
-            save_train_state(state_path(last_path), state)
+            save_resume_point(last_path, model, state, step=step, epoch=epoch, metrics=metrics)
 
         def validate() -> dict[str, Any]:
             nonlocal best_score, best_metrics
@@ -356,6 +358,8 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         if stopped_by is None and validated_at != step:
             validate()
         checkpoint_now(best_metrics)
+        checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
+        logger.info("rank %d final parameter checksum %.10e", info.rank, checksum)
         if info.is_main:
             if stopped_by is not None:
                 logger.warning("stopped by %s at step %d; checkpoint saved to %s", stopped_by,

@@ -1,0 +1,193 @@
+"""`vipa train` / `vipa eval`: learning, checkpoints, exact resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from vipa.checkpoint import load_model, read_checkpoint
+from vipa.data.synthetic import generate_synthetic
+from vipa.engine.config import resolve_config
+from vipa.engine.train import train
+from vipa.metrics import RISMetrics
+from vipa_cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("synth"), seed=1, n_train=40, n_val=12,
+                              n_test=6, image_size=64)
+
+
+def tiny_args(root: Path, output: Path, steps: int) -> list[str]:
+    """CLI arguments for a seconds-long run of the tiny encoder."""
+    return ["--encoder", "tiny", "--preset", "micro", "--fusion", "early", "--data-root",
+            str(root), "--image-size", "32", "--batch-size", "4", "--max-steps", str(steps),
+            "--device", "cpu", "--output", str(output), "--no-progress",
+            "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "train.warmup_steps=0",
+            "--set", "train.log_every=1", "--set", "train.checkpoint_every=2",
+            "--set", "data.max_val_samples=6", "--set", "train.val_every=100"]
+
+
+def tiny_config(root: Path, output: Path, steps: int, *overrides: str):
+    args = tiny_args(root, output, steps)
+    options = {"encoder": "tiny", "preset": "micro", "fusion": "early", "data_root": root,
+               "image_size": 32, "batch_size": 4, "max_steps": steps, "device": "cpu",
+               "output": output}
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    return resolve_config("cpu", options, [*sets, *overrides])
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path).tensors
+
+
+def test_training_improves_the_loss_and_writes_the_run(data_root, tmp_path):
+    result = train(tiny_config(data_root, tmp_path / "run", 24, "train.lr=3e-3"),
+                   progress=False)
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n")
+               if x]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 24
+    assert np.mean(losses[-6:]) < np.mean(losses[:6])
+    for name in ("best.safetensors", "last.safetensors", "last.state.pt", "config.yaml",
+                 "curves.png"):
+        assert (result.run_dir / name).is_file(), name
+    assert "oIoU" in result.best_metrics
+    assert not list(result.run_dir.glob(".*.tmp"))  # atomic writes leave no temp files
+    model, checkpoint = load_model(result.best)
+    assert checkpoint.model_config.encoder.name == "tiny"
+    assert checkpoint.step == result.step
+
+
+def _start(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "vipa_cli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_checkpoint(process: subprocess.Popen, path: Path, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file():
+            try:
+                return read_checkpoint(path).step
+            except Exception:  # being replaced right now; look again
+                pass
+        assert process.poll() is None, process.communicate()[0]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_kill_9_then_resume_gives_the_same_weights(data_root, tmp_path):
+    steps = 8
+    reference = train(tiny_config(data_root, tmp_path / "whole", steps), progress=False)
+
+    crashed = tmp_path / "crashed"
+    process = _start(tiny_args(data_root, crashed, steps))
+    saved_step = _wait_for_checkpoint(process, crashed / "last.safetensors")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert saved_step < steps
+
+    result = runner.invoke(app, ["train", "--resume", "--output", str(crashed), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    resumed, whole = weights_of(crashed / "last.safetensors"), weights_of(reference.last)
+    assert resumed.keys() == whole.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_root, tmp_path):
+    run = tmp_path / "term"
+    process = _start(tiny_args(data_root, run, 400))
+    _wait_for_checkpoint(process, run / "last.safetensors")
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 143, output
+    assert "stopped by SIGTERM" in output and "Traceback" not in output
+    state = torch.load(run / "last.state.pt", weights_only=True)
+    assert read_checkpoint(run / "last.safetensors").step == state["step"] > 0
+
+
+def test_eval_metrics_match_the_saved_prediction_pngs(data_root, tmp_path):
+    run = train(tiny_config(data_root, tmp_path / "run", 6), progress=False)
+    predictions, out = tmp_path / "preds", tmp_path / "metrics.json"
+    result = runner.invoke(app, ["eval", "--checkpoint", str(run.best), "--data-root",
+                                 str(data_root), "--split", "val", "--save-predictions",
+                                 str(predictions), "--output", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    reported = json.loads(out.read_text())
+
+    from vipa.data.refer import load_refs
+
+    index = load_refs(data_root, "synthetic")
+    samples = index.samples("val")
+    assert reported["samples"] == len(samples) == len(list(predictions.glob("*.png")))
+    direct = RISMetrics()
+    for sample in samples:
+        png = np.asarray(Image.open(predictions / f"{sample.sent_id}.png")) > 127
+        gt = index.mask(sample.ann_id).astype(bool)
+        assert png.shape == gt.shape  # written at the original image size
+        direct.update([png], [gt])
+    expected = direct.compute()
+    for key in ("mIoU", "oIoU", "P@0.5", "P@0.9"):
+        assert reported[key] == pytest.approx(expected[key], abs=1e-9), key
+
+
+def test_two_process_ddp_on_cpu(data_root, tmp_path):
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", "29517", "-m", "vipa_cli", "-v", "train",
+               *tiny_args(data_root, run, 4)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    checksums = {line.split("rank ")[1].split()[0]: line.rsplit(" ", 1)[1]
+                 for line in output.splitlines() if "final parameter checksum" in line}
+    assert set(checksums) == {"0", "1"}, output
+    assert checksums["0"] == checksums["1"]  # both ranks hold the same weights
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # rank 0 writes once
+    assert read_checkpoint(run / "last.safetensors").step == 4
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["--data", "refcoco", "--data-root", "/no/such/dir"], 1, "does not exist"),
+    (["--encoder", "nope"], 2, "unknown encoder 'nope'"),
+    (["--set", "veg.kk=3"], 2, "did you mean 'model.veg.k'"),
+    (["--config", "nosuchpreset"], 2, "unknown config preset"),
+])
+def test_bad_training_input_is_one_line(args, code, needle, tmp_path):
+    result = runner.invoke(app, ["train", *args, "--output", str(tmp_path / "x"),
+                                 "--max-steps", "1"])
+    assert result.exit_code == code, result.output
+    assert needle in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_wrong_or_corrupt_checkpoint_is_one_line(data_root, tmp_path):
+    run = train(tiny_config(data_root, tmp_path / "run", 2), progress=False)
+    result = runner.invoke(app, ["train", "--resume", "--output", str(run.run_dir),
+                                 "--encoder", "swin-bert"])
+    assert result.exit_code == 1
+    assert "trained with encoder 'tiny', not 'swin-bert'" in result.output
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    result = runner.invoke(app, ["eval", "--checkpoint", str(corrupt)])
+    assert result.exit_code == 1 and "corrupt" in result.output
+    assert len(result.output.strip().splitlines()) == 1
