@@ -42,13 +42,27 @@ class NoFusion(Fusion):
         return encoder.forward_features(images)
 
 
-class PixelWordAttention(nn.Module):
-    """Pixels attend to valid words; the result gates a pixel projection; tanh-gated residual."""
+class _PixelsToWords(nn.Module):
+    """Multi-head attention from pixel tokens (queries) to the valid words of the phrase."""
 
     def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(channels, _heads(channels, heads), kdim=text_dim,
                                           vdim=text_dim, batch_first=True)
+
+    def attend(self, pixels: Tensor, text: TextFeatures) -> Tensor:
+        """(B, N, C) pixel tokens -> (B, N, C) attended language, padding words masked out."""
+        words = text.words.to(pixels.dtype)
+        attended, _ = self.attn(pixels, words, words, key_padding_mask=~text.mask.bool(),
+                                need_weights=False)
+        return attended
+
+
+class PixelWordAttention(_PixelsToWords):
+    """Pixels attend to valid words; the result gates a pixel projection; tanh-gated residual."""
+
+    def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
+        super().__init__(channels, text_dim, heads)
         self.pixel_proj = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.GELU())
         self.language_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
         self.out_proj = nn.Conv2d(channels, channels, 1)
@@ -56,10 +70,7 @@ class PixelWordAttention(nn.Module):
 
     def forward(self, x: Tensor, text: TextFeatures) -> Tensor:
         batch, channels, height, width = x.shape
-        pixels = x.flatten(2).transpose(1, 2)
-        words = text.words.to(pixels.dtype)
-        attended, _ = self.attn(pixels, words, words, key_padding_mask=~text.mask.bool(),
-                                need_weights=False)
+        attended = self.attend(x.flatten(2).transpose(1, 2), text)
         language = self.language_proj(attended).transpose(1, 2).reshape(
             batch, channels, height, width)
         fused = self.out_proj(self.pixel_proj(x) * language)
@@ -85,13 +96,11 @@ class EarlyFusion(Fusion):
         return features
 
 
-class LateLevel(nn.Module):
+class LateLevel(_PixelsToWords):
     """Pixels cross-attend to words (residual), then FiLM by the sentence feature (residual)."""
 
     def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(channels, _heads(channels, heads), kdim=text_dim,
-                                          vdim=text_dim, batch_first=True)
+        super().__init__(channels, text_dim, heads)
         self.norm = nn.LayerNorm(channels)
         self.film = nn.Linear(text_dim, 2 * channels)
         nn.init.zeros_(self.film.weight)
@@ -100,10 +109,7 @@ class LateLevel(nn.Module):
     def forward(self, x: Tensor, text: TextFeatures) -> Tensor:
         batch, channels, height, width = x.shape
         pixels = x.flatten(2).transpose(1, 2)
-        words = text.words.to(pixels.dtype)
-        attended, _ = self.attn(pixels, words, words, key_padding_mask=~text.mask.bool(),
-                                need_weights=False)
-        pixels = self.norm(pixels + attended)
+        pixels = self.norm(pixels + self.attend(pixels, text))
         gamma, beta = self.film(text.sentence.to(pixels.dtype)).unsqueeze(1).chunk(2, dim=-1)
         pixels = pixels + pixels * gamma + beta
         return pixels.transpose(1, 2).reshape(batch, channels, height, width)
