@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from vipa.errors import DuplicateNameError, PluginError, UnknownEncoderError, UnknownFusionError
+from vipa_cli import app
 from vipa_plugins import hookimpl, registry
 from vipa_plugins.contracts import TextFeatures, VisionLanguageEncoder, check_encoder
 from vipa_plugins.manager import get_plugin_manager
@@ -132,6 +135,10 @@ def test_pip_installed_example_plugin_is_discovered(tmp_path, fresh_plugins):
     )
     sys.path.insert(0, str(target))
     try:
+        listing = CliRunner().invoke(app, ["plugins", "--json"])
+        assert listing.exit_code == 0, listing.output
+        listed = {e["name"]: e for e in json.loads(listing.output)["encoders"]}
+        assert listed["s2d-bow"]["distribution"] == "vipa-example-encoder"
         found = registry.get_encoder("s2d-bow")
         assert found.distribution == "vipa-example-encoder" and found.version == "0.1.0"
         encoder = registry.create_encoder("s2d-bow", preset=None, weights="random",
