@@ -181,6 +181,9 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         # Fail on a misspelt plugin name before any data is read or generated.
         registry.get_encoder(cfg.model.encoder.name)
         registry.get_fusion(cfg.model.fusion.name)
+        checkpoint = read_checkpoint(last_path) if resume else None
+        if checkpoint is not None:  # a mismatch is reported before data or model are built
+            check_encoder_matches(checkpoint, cfg.model.encoder.name)
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         train_set = build_dataset(cfg, cfg.data.train_split, train=True)
@@ -189,9 +192,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
 
         model = build_model(cfg.model)
         resume_state: dict[str, Any] | None = None
-        if resume:
-            checkpoint = read_checkpoint(last_path)
-            check_encoder_matches(checkpoint, cfg.model.encoder.name)
+        if checkpoint is not None:
             if checkpoint.tokenizer_state:
                 model.encoder.load_tokenizer_state(checkpoint.tokenizer_state)
             load_weights(model, checkpoint)
