@@ -3,7 +3,7 @@
 Splits one forward pass into encoder (text + unimodal vision), fusion (the
 fusion call minus the unimodal vision pass it contains), VEG and decoder, by
 running each part as its own timed sub-call; times are medians over ``--runs``
-after ``--warmup`` passes.
+rounds (every part timed once per round) after ``--warmup`` rounds.
 
     python bench/components.py --encoder tiny --preset micro
     python bench/components.py --encoder swin-bert --preset tiny,base --image-size 480 \
@@ -33,17 +33,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_ms(fn: Callable[[], object], device: torch.device, warmup: int, runs: int) -> float:
+def _median_ms(calls: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+               runs: int) -> dict[str, float]:
+    """Median ms per call, timed round-robin so a busy machine slows every part alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(runs):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, fn in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _flops(fn: Callable[[], object]) -> int:
@@ -79,7 +83,7 @@ def measure(config: ModelConfig, *, batch: int, device: torch.device, warmup: in
                                              veg.expression_mask, (size, size)),
             "total": lambda: model(images, ids, mask),
         }
-        ms = {name: _median_ms(fn, device, warmup, runs) for name, fn in calls.items()}
+        ms = _median_ms(calls, device, warmup, runs)
         flops = {name: _flops(fn) for name, fn in calls.items()}
 
     def split(values: dict) -> dict:
