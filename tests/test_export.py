@@ -1,0 +1,163 @@
+"""`vipa export`: ONNX / TorchScript parity for every built-in encoder x fusion, sidecar,
+and `vipa predict --model` through onnxruntime matching the checkpoint path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from vipa.checkpoint import save_checkpoint
+from vipa.config import EncoderConfig, FusionConfig, ModelConfig
+from vipa.data.dataset import RISDataset
+from vipa.data.synthetic import generate_synthetic
+from vipa.engine.config import resolve_config
+from vipa.engine.export import (
+    ExportError,
+    _Exportable,
+    export_checkpoint,
+    export_model,
+    read_sidecar,
+    verify_export,
+)
+from vipa.engine.predict import ExportedPredictor, tokenizer_from_spec, tokenizer_spec
+from vipa.engine.train import train
+from vipa.model import build_model
+from vipa_cli import app
+
+runner = CliRunner()
+PRESETS = {"tiny": "micro", "swin-bert": "micro", "effnet-minilm": None}
+
+
+def small_model(encoder: str, fusion: str):
+    """A random-weight model of the smallest preset; 64 px keeps every encoder's maps >= 2x2."""
+    config = ModelConfig(encoder=EncoderConfig(name=encoder, preset=PRESETS[encoder],
+                                               weights="random"),
+                         fusion=FusionConfig(name=fusion), image_size=64)
+    config.veg.k = 4
+    config.decoder.dim = 16
+    torch.manual_seed(0)
+    return build_model(config)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fusion", ["early", "late", "none"])
+@pytest.mark.parametrize("encoder", ["tiny", "swin-bert", "effnet-minilm"])
+def test_export_verifies_for_every_encoder_and_fusion(encoder, fusion, fmt, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "model.safetensors", small_model(encoder, fusion))
+    output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    result = export_checkpoint(checkpoint, output, fmt)
+    assert result.output.is_file() and result.sidecar.is_file()
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    meta = read_sidecar(output)
+    assert meta["format"] == fmt and meta["encoder"] == encoder
+    assert meta["image_size"] == 64 and meta["threshold"] == 0.5
+
+
+def test_verification_fails_beyond_the_tolerance(tmp_path):
+    model = small_model("tiny", "early")
+    result = export_model(model, tmp_path / "m.onnx", "onnx")
+    assert 0 < result.max_abs_diff <= 1e-4
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        verify_export(_Exportable(model).eval(), tmp_path / "m.onnx", "onnx", tolerance=0.0)
+    # A graph from another model with the same shapes: verification catches it.
+    export_model(small_model("tiny", "late"), tmp_path / "other.onnx", "onnx")
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        verify_export(_Exportable(model).eval(), tmp_path / "other.onnx", "onnx")
+
+
+def test_export_leaves_the_model_in_its_mode(tmp_path):
+    model = small_model("tiny", "early").train()
+    export_model(model, tmp_path / "m.pt", "torchscript")
+    assert model.training
+
+
+@pytest.mark.parametrize("encoder", ["tiny", "swin-bert"])
+def test_tokenizer_rebuilds_from_the_sidecar_alone(encoder):
+    model = small_model(encoder, "early")
+    if encoder == "swin-bert":
+        model.encoder.fit_tokenizer(["the red circle", "a blue square on the left"])
+    spec = tokenizer_spec(model.encoder, model.config.max_text_len)
+    rebuilt = tokenizer_from_spec(spec)
+    phrases = ["the red circle", "a blue square on the left of everything"]
+    for got, want in zip(rebuilt(phrases), model.tokenize(phrases), strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, synthetic root): a tiny model trained for 30 steps."""
+    root = generate_synthetic(tmp_path_factory.mktemp("synth"), seed=5, n_train=40, n_val=6,
+                              n_test=4, image_size=64)
+    options = {"encoder": "tiny", "preset": "micro", "fusion": "early", "data_root": root,
+               "image_size": 64, "batch_size": 4, "max_steps": 30, "device": "cpu",
+               "output": tmp_path_factory.mktemp("run")}
+    cfg = resolve_config("cpu", options, [
+        "veg.k=4", "decoder.dim=16", "train.warmup_steps=0", "train.lr=3e-3",
+        "train.checkpoint_every=30", "train.val_every=1000", "data.max_val_samples=4"])
+    return train(cfg, progress=False).last, root
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_predict_with_exported_model_matches_checkpoint(trained, tmp_path, monkeypatch, fmt):
+    checkpoint, root = trained
+    output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    exported = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--format", fmt,
+                                   "--output", str(output)], catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    assert "verified: max abs difference" in exported.output
+    dataset = RISDataset(root, "synthetic", "train")
+    image = dataset.image_dir / dataset.items[0].file_name
+    phrases = [dataset.items[0].text, "the big blue thing on the right"]
+    args = ["predict", str(image), *phrases, "--device", "cpu", "--json"]
+    reference = runner.invoke(app, [*args, "--checkpoint", str(checkpoint), "--out",
+                                    str(tmp_path / "ckpt")], catch_exceptions=False)
+    assert reference.exit_code == 0, reference.output
+
+    def no_model(*_: object, **__: object) -> None:
+        raise AssertionError("the PyTorch model must not be built for --model")
+
+    monkeypatch.setattr("vipa.model.vipa_model.VipaModel.__init__", no_model)
+    result = runner.invoke(app, [*args, "--model", str(output), "--out", str(tmp_path / "exp")],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    want = [json.loads(x) for x in reference.stdout.splitlines()]
+    got = [json.loads(x) for x in result.stdout.splitlines()]
+    assert want[0]["area"] > 0  # a trained scene: the comparison is not between empty masks
+    for w, g in zip(want, got, strict=True):
+        iou = _iou(np.asarray(Image.open(w["mask"])) > 0, np.asarray(Image.open(g["mask"])) > 0)
+        assert iou >= 0.99
+        assert abs(w["mean_probability"] - g["mean_probability"]) < 1e-3
+
+
+def test_predictor_reads_only_the_sidecar(trained, tmp_path):
+    checkpoint, _ = trained
+    output = tmp_path / "m.onnx"
+    export_checkpoint(checkpoint, output, "onnx", verify=False)
+    predictor = ExportedPredictor(output, "cpu")
+    assert predictor.image_size == 64 and predictor.k == 4
+    (tmp_path / "m.onnx.vipa.json").unlink()
+    with pytest.raises(Exception, match="vipa.json is missing"):
+        ExportedPredictor(output, "cpu")
+
+
+def test_export_cli_errors(trained, tmp_path):
+    checkpoint, _ = trained
+    bad = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--format", "tflite",
+                              "--output", str(tmp_path / "m")])
+    assert bad.exit_code == 2 and "unknown export format 'tflite'" in bad.output
+    missing = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "none.safetensors")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    skipped = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--no-verify",
+                                  "--output", str(tmp_path / "m.onnx")])
+    assert skipped.exit_code == 0 and "verified" not in skipped.output

@@ -1,0 +1,200 @@
+"""`vipa predict`: masks and overlays at original size, --json, batch mode, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vipa.data.dataset import RISDataset
+from vipa.data.synthetic import generate_synthetic
+from vipa.engine.config import resolve_config
+from vipa.engine.predict import TorchPredictor, predict_image, read_image
+from vipa.engine.train import train
+from vipa.errors import DataError
+from vipa_cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("synth"), seed=3, n_train=40, n_val=6,
+                              n_test=4, image_size=64)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_root, tmp_path_factory) -> Path:
+    """A tiny model trained for 40 steps on the synthetic set (seconds on CPU).
+
+    64 px, not 32: at 32 px the stride-32 map is 1x1 and the decoder's GroupNorm
+    rejects a single-phrase batch (one value per group).
+    """
+    output = tmp_path_factory.mktemp("run")
+    options = {"encoder": "tiny", "preset": "micro", "fusion": "early", "data_root": data_root,
+               "image_size": 64, "batch_size": 4, "max_steps": 40, "device": "cpu",
+               "output": output}
+    cfg = resolve_config("cpu", options, [
+        "veg.k=4", "decoder.dim=16", "train.warmup_steps=0", "train.lr=3e-3",
+        "train.checkpoint_every=40", "train.val_every=1000", "data.max_val_samples=4"])
+    return train(cfg, progress=False).last
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photo") / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).resize((300, 200)).save(path, quality=90)
+    return path
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [*args], catch_exceptions=False)
+
+
+def test_predict_writes_mask_and_overlay_at_original_size(checkpoint, photo, tmp_path):
+    result = invoke("predict", str(photo), "the astronaut", "the red flag", "--checkpoint",
+                    str(checkpoint), "--out", str(tmp_path), "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == ["the astronaut", "the red flag"]
+    for i, record in enumerate(records):
+        assert set(record) >= {"text", "mask", "overlay", "area", "bbox", "mean_probability"}
+        assert Path(record["mask"]).name == f"astronaut-{i}-{record['text'].replace(' ', '-')}" \
+                                            ".mask.png"
+        mask = Image.open(record["mask"])
+        overlay = Image.open(record["overlay"])
+        assert (mask.mode, mask.size) == ("L", (300, 200))
+        assert (overlay.mode, overlay.size) == ("RGB", (300, 200))
+        pixels = np.asarray(mask)
+        assert set(np.unique(pixels)) <= {0, 255}
+        assert record["area"] == int((pixels == 255).sum())
+        if record["area"]:
+            ys, xs = np.nonzero(pixels)
+            assert record["bbox"] == [xs.min(), ys.min(), xs.max(), ys.max()]
+            assert 0.5 <= record["mean_probability"] <= 1.0
+        else:
+            assert record["bbox"] is None
+
+
+def test_two_phrases_run_as_one_batch_and_match_single_runs(checkpoint, photo, tmp_path):
+    predictor = TorchPredictor(checkpoint, "cpu")
+    calls = []
+    run = predictor.run
+    predictor.run = lambda *a: calls.append(a[0].shape[0]) or run(*a)
+    both = predict_image(predictor, photo, ["the astronaut", "the red flag"], tmp_path / "a")
+    assert calls == [2]
+    alone = predict_image(predictor, photo, ["the red flag"], tmp_path / "b")
+    assert np.array_equal(np.asarray(Image.open(both[1].mask)),
+                          np.asarray(Image.open(alone[0].mask)))
+
+
+def test_trained_scene_gives_a_nontrivial_mask(checkpoint, data_root, tmp_path):
+    dataset = RISDataset(data_root, "synthetic", "train")
+    sample = dataset.items[0]
+    image = dataset.image_dir / sample.file_name
+    result = invoke("predict", str(image), sample.text, "--checkpoint", str(checkpoint),
+                    "--out", str(tmp_path), "--device", "cpu", "--json", "--heatmap")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    height, width = np.asarray(Image.open(image)).shape[:2]
+    assert 0 < record["area"] < height * width
+    heatmap = Image.open(record["heatmap"])
+    assert (heatmap.mode, heatmap.size) == ("RGB", (width, height))
+
+
+def test_batch_mode(checkpoint, photo, data_root, tmp_path):
+    dataset = RISDataset(data_root, "synthetic", "train")
+    scene = dataset.image_dir / dataset.items[1].file_name
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("\n".join(json.dumps(r) for r in [
+        {"image": str(photo), "text": "the astronaut"},
+        {"image": str(photo), "text": "the flag"},
+        {"image": str(scene), "text": dataset.items[1].text}]) + "\n\n")
+    out = tmp_path / "out"
+    result = invoke("predict", "--batch", str(requests), "--checkpoint", str(checkpoint),
+                    "--out", str(out), "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == ["the astronaut", "the flag", dataset.items[1].text]
+    assert Path(records[2]["mask"]).name.startswith(f"{scene.stem}-2-")
+    assert len(list(out.glob("*.mask.png"))) == 3
+    assert Image.open(records[2]["mask"]).size == Image.open(scene).size
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(checkpoint, photo, tmp_path):
+    common = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    missing = invoke("predict", str(tmp_path / "nope.jpg"), "a dog", *common)
+    assert missing.exit_code == 1 and "missing image" in _error_line(missing)
+    text_file = tmp_path / "notes.jpg"
+    text_file.write_text("not an image\n")
+    corrupt = invoke("predict", str(text_file), "a dog", *common)
+    assert corrupt.exit_code == 1 and "corrupt image" in _error_line(corrupt)
+    for phrase in ("", "   "):
+        empty = invoke("predict", str(photo), "a dog", phrase, *common)
+        assert empty.exit_code == 2 and "phrase 2 is empty" in _error_line(empty)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    unwritable = invoke("predict", str(photo), "a dog", "--checkpoint", str(checkpoint),
+                        "--out", str(blocker / "sub"))
+    assert unwritable.exit_code == 1 and "cannot write predictions" in _error_line(unwritable)
+    bad_batch = tmp_path / "bad.jsonl"
+    bad_batch.write_text('{"image": "x.jpg"}\n')
+    bad = invoke("predict", "--batch", str(bad_batch), *common)
+    assert bad.exit_code == 1 and "bad.jsonl:1" in _error_line(bad)
+    no_text = invoke("predict", str(photo), *common)
+    assert no_text.exit_code == 2
+
+
+def test_image_modes_and_exif_orientation(checkpoint, tmp_path):
+    rgb = np.zeros((40, 60, 3), dtype=np.uint8)
+    rgb[:, :30] = (200, 50, 20)
+    cases = {
+        "gray.png": Image.fromarray(rgb[..., 0], mode="L"),
+        "rgba.png": Image.fromarray(np.dstack([rgb, np.full((40, 60), 128, np.uint8)]), "RGBA"),
+        "wide.png": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
+    }
+    assert cases["wide.png"].mode == "I;16"
+    for name, image in cases.items():
+        image.save(tmp_path / name)
+        assert read_image(tmp_path / name).shape == (40, 60, 3), name
+    # 16-bit samples are scaled to 8 bits, not clipped to white.
+    wide = read_image(tmp_path / "wide.png")
+    assert wide[0, 0, 0] == 200 and wide[0, 59, 0] == 0
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": displayed size is 40 wide, 60 tall
+    rotated.save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_image(tmp_path / "rotated.jpg").shape == (60, 40, 3)
+    predictor = TorchPredictor(checkpoint, "cpu")
+    for name in (*cases, "rotated.jpg"):
+        [result] = predict_image(predictor, tmp_path / name, ["the red square"], tmp_path / "o")
+        expected = (40, 60) if name == "rotated.jpg" else (60, 40)
+        assert Image.open(result.mask).size == expected, name
+        assert Image.open(result.overlay).mode == "RGB"
+
+
+def test_long_phrase_is_truncated_with_a_warning(checkpoint, photo, tmp_path, caplog):
+    predictor = TorchPredictor(checkpoint, "cpu")
+    phrase = " ".join(["word"] * (predictor.tokenizer.limit + 5))
+    with caplog.at_level(logging.WARNING, logger="vipa.engine.predict"):
+        [result] = predict_image(predictor, photo, [phrase], tmp_path)
+    assert "truncated" in caplog.text
+    assert Path(result.mask).is_file()
+
+
+def test_read_image_errors(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        read_image(tmp_path)

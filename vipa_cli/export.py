@@ -1,0 +1,47 @@
+"""`vipa export`: a checkpoint as ONNX or TorchScript, verified against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vipa_cli._util import app, console
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Path = typer.Option(None, "--checkpoint", "-c",
+                                    help="Checkpoint (default: the latest run's best)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    output: Path = typer.Option(None, "--output", "-o",
+                                help="Output file (default: model.onnx / model.pt beside the "
+                                     "checkpoint)."),
+    threshold: float = typer.Option(0.5, help="Threshold recorded in the sidecar."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Run the exported model and compare with PyTorch "
+                                     "(max abs diff <= 1e-4)."),
+) -> None:
+    """Export the whole model (images, token ids, mask -> logits, relevance).
+
+    Batch size and text length stay dynamic. The tokenizer and preprocessing
+    go to [bold]<output>.vipa.json[/bold], which `vipa predict --model` reads.
+
+    [bold]Examples[/bold]
+
+      [cyan]vipa export --format onnx --output model.onnx[/cyan]
+
+      [cyan]vipa export -c runs/x/best.safetensors --format torchscript -o model.pt[/cyan]
+    """
+    from vipa.engine.export import export_checkpoint
+    from vipa.engine.runs import default_checkpoint
+
+    checkpoint = checkpoint or default_checkpoint()
+    output = output or checkpoint.parent / ("model.onnx" if fmt == "onnx" else "model.pt")
+    result = export_checkpoint(checkpoint, output, fmt, verify=verify, threshold=threshold)
+    console.print(f"exported {result.format} model to {result.output}", highlight=False)
+    console.print(f"sidecar (tokenizer, preprocessing) written to {result.sidecar}",
+                  highlight=False)
+    if result.max_abs_diff is not None:
+        console.print(f"verified: max abs difference from PyTorch {result.max_abs_diff:.2e} "
+                      "(tolerance 1e-4)", highlight=False)

@@ -1,0 +1,73 @@
+"""`vipa predict`: masks and overlays for an image and phrases, or a JSONL batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from vipa_cli._util import EXIT_USAGE_ERROR, app, console, fail
+
+
+@app.command("predict")
+def predict_command(
+    image: Path = typer.Argument(None, help="Image file (JPEG, PNG, ...)."),
+    texts: list[str] = typer.Argument(None, help="One or more phrases; all run in one pass."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", "-c",
+                                    help="Checkpoint (default: the latest run's best)."),
+    model: Path = typer.Option(None, "--model", "-m",
+                               help="Exported model (.onnx or TorchScript) with its .vipa.json "
+                                    "sidecar; runs without PyTorch model code."),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
+    batch: Path = typer.Option(None, "--batch",
+                               help='JSONL of {"image": ..., "text": ...} requests; relative '
+                                    "images resolve against the file's folder."),
+    threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
+    heatmap: bool = typer.Option(False, "--heatmap",
+                                 help="Also write the VEG relevance map with the retrieved "
+                                      "tokens boxed."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON record per phrase."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    progress: bool = typer.Option(True, help="Progress bar in --batch mode."),
+) -> None:
+    """Segment what each phrase refers to; write masks and overlays at the image's size.
+
+    For each phrase: [bold]<stem>-<i>-<slug>.mask.png[/bold] (0/255) and
+    [bold].overlay.png[/bold] (tinted mask, contour, caption) in --out.
+
+    [bold]Examples[/bold]
+
+      [cyan]vipa predict photo.jpg "the left dog" "the red car" --json[/cyan]
+
+      [cyan]vipa predict --batch requests.jsonl --out preds/[/cyan]
+
+      [cyan]vipa predict --model model.onnx photo.jpg "the left dog"[/cyan]
+    """
+    from vipa.engine.predict import (
+        load_predictor,
+        predict_batch,
+        predict_image,
+        prepare_output_dir,
+    )
+
+    if batch is not None and (image is not None or texts):
+        raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)
+    if batch is None and (image is None or not texts):
+        raise fail("give an IMAGE and at least one TEXT (or --batch FILE)", EXIT_USAGE_ERROR)
+    prepare_output_dir(out)
+    predictor = load_predictor(checkpoint, model, device)
+    if batch is not None:
+        results = predict_batch(predictor, batch, out, threshold=threshold, heatmap=heatmap,
+                                progress=progress and not as_json)
+    else:
+        results = predict_image(predictor, image, texts, out, threshold=threshold,
+                                heatmap=heatmap)
+    if as_json:
+        for result in results:
+            typer.echo(json.dumps(result.to_json()))
+        return
+    for result in results:
+        where = f"bbox {result.bbox}" if result.bbox else "no foreground"
+        console.print(f"{result.text!r}: {result.area} px, {where} -> {result.overlay}",
+                      highlight=False)
