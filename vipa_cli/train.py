@@ -58,6 +58,7 @@ def train_command(
     """
     from vipa.engine.config import resolve_config
     from vipa.engine.runs import latest_run
+    from vipa.errors import CheckpointError
     from vipa.engine.train import train
 
     options = {"encoder": encoder, "preset": preset, "weights": weights, "fusion": fusion,
@@ -68,8 +69,8 @@ def train_command(
     if resume:
         run_dir = output or latest_run()
         if run_dir is None:
-            raise typer.BadParameter("no run to resume under runs/; pass --output RUN_DIR",
-                                     param_hint="--resume")
+            raise CheckpointError("nothing to resume: no run with last.safetensors under runs/; "
+                                  "pass --output RUN_DIR")
         saved = Path(run_dir) / "config.yaml"
         base = str(saved) if saved.is_file() else config
         options["output"] = str(run_dir)
