@@ -58,8 +58,8 @@ def train_command(
     """
     from vipa.engine.config import resolve_config
     from vipa.engine.runs import latest_run
-    from vipa.errors import CheckpointError
     from vipa.engine.train import train
+    from vipa.errors import CheckpointError
 
     options = {"encoder": encoder, "preset": preset, "weights": weights, "fusion": fusion,
                "data": data, "data_root": data_root, "split_by": split_by, "image_dir": image_dir,
