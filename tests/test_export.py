@@ -82,11 +82,12 @@ def test_tokenizer_rebuilds_from_the_sidecar_alone(encoder):
     model = small_model(encoder, "early")
     if encoder == "swin-bert":
         model.encoder.fit_tokenizer(["the red circle", "a blue square on the left"])
-    spec = tokenizer_spec(model.encoder, model.config.max_text_len)
-    rebuilt = tokenizer_from_spec(spec)
     phrases = ["the red circle", "a blue square on the left of everything"]
-    for got, want in zip(rebuilt(phrases), model.tokenize(phrases), strict=True):
-        assert torch.equal(got, want)
+    for limit in (model.config.max_text_len, 4):  # 4: the model cuts below the tokenizer
+        model.config.max_text_len = limit
+        rebuilt = tokenizer_from_spec(tokenizer_spec(model.encoder, limit), limit)
+        for got, want in zip(rebuilt(phrases), model.tokenize(phrases), strict=True):
+            assert torch.equal(got, want)
 
 
 @pytest.fixture(scope="module")

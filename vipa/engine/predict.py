@@ -91,22 +91,31 @@ class PhraseTokenizer:
 
 
 def tokenizer_spec(encoder: torch.nn.Module, limit: int) -> TokenizerSpec:
-    """Describe ``encoder``'s tokenizer so :func:`tokenizer_from_spec` rebuilds it alone."""
+    """Describe ``encoder``'s tokenizer so :func:`tokenizer_from_spec` rebuilds it alone.
+
+    ``max_len`` is the tokenizer's own limit (WordPiece keeps ``[SEP]`` last
+    when it cuts); the model's ``max_text_len`` cut comes after it, as in
+    :meth:`VipaModel.tokenize`.
+    """
     from vipa_encoders._text import WordPieceTokenizer
     from vipa_encoders.tiny import TinyEncoder
 
     wordpiece = getattr(encoder, "text_tokenizer", None)
     if isinstance(wordpiece, WordPieceTokenizer):
-        return TokenizerSpec("wordpiece", min(limit, wordpiece.max_len), wordpiece.state())
+        return TokenizerSpec("wordpiece", wordpiece.max_len, wordpiece.state())
     if isinstance(encoder, TinyEncoder):
-        return TokenizerSpec("hashing", min(limit, encoder.max_text_len),
-                             vocab_size=encoder.vocab_size)
-    return TokenizerSpec("encoder", min(limit, getattr(encoder, "max_text_len", limit)),
+        return TokenizerSpec("hashing", encoder.max_text_len, vocab_size=encoder.vocab_size)
+    return TokenizerSpec("encoder", getattr(encoder, "max_text_len", limit),
                          encoder.tokenizer_state())
 
 
-def tokenizer_from_spec(spec: TokenizerSpec, model_config: Any = None) -> PhraseTokenizer:
-    """Rebuild a tokenizer from a sidecar: no model weights, and for built-ins no encoder."""
+def tokenizer_from_spec(spec: TokenizerSpec, limit: int | None = None,
+                        model_config: Any = None) -> PhraseTokenizer:
+    """Rebuild a tokenizer from a sidecar: no model weights, and for built-ins no encoder.
+
+    ``limit``: the model's ``max_text_len`` (default: the tokenizer's own).
+    """
+    limit = min(limit or spec.max_len, spec.max_len)
     from vipa_encoders._text import WordPieceTokenizer
     from vipa_encoders.tiny import _WORD, TinyEncoder
 
@@ -114,12 +123,12 @@ def tokenizer_from_spec(spec: TokenizerSpec, model_config: Any = None) -> Phrase
         wordpiece = WordPieceTokenizer(max_len=spec.max_len)
         # The embedding-size check belongs to loading a model; there is none here.
         wordpiece.load_state(spec.state or {}, embedding_rows=2**62)
-        return PhraseTokenizer(wordpiece, spec.max_len,
+        return PhraseTokenizer(wordpiece, limit,
                                lambda text: len(wordpiece.tokenizer.encode(text).ids))
     if spec.kind == "hashing":
         # TinyEncoder.tokenize reads only these two attributes, so no encoder is built.
         fields = _HashingFields(spec.max_len, spec.vocab_size)
-        return PhraseTokenizer(lambda texts: TinyEncoder.tokenize(fields, texts), spec.max_len,
+        return PhraseTokenizer(lambda texts: TinyEncoder.tokenize(fields, texts), limit,
                                lambda text: len(_WORD.findall(text.lower())))
     if model_config is None:
         raise UsageError(f"tokenizer kind {spec.kind!r} needs the model config to rebuild")
@@ -129,7 +138,7 @@ def tokenizer_from_spec(spec: TokenizerSpec, model_config: Any = None) -> Phrase
     encoder = _build_encoder(model_config)
     if spec.state:
         encoder.load_tokenizer_state(spec.state)
-    return PhraseTokenizer(encoder.tokenize, spec.max_len)
+    return PhraseTokenizer(encoder.tokenize, limit)
 
 
 @dataclass
@@ -203,7 +212,8 @@ class ExportedPredictor(Predictor):
         self.image_size = int(meta["image_size"])
         self.k = int(meta.get("k", 0))
         spec = TokenizerSpec(**meta["tokenizer"])
-        self.tokenizer = tokenizer_from_spec(spec, meta.get("model_config_obj"))
+        self.tokenizer = tokenizer_from_spec(spec, int(meta["max_text_len"]),
+                                             meta.get("model_config_obj"))
         self.format = meta["format"]
         if self.format == "onnx":
             import onnxruntime as ort
