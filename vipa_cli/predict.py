@@ -55,6 +55,10 @@ def predict_command(
         raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)
     if batch is None and (image is None or not texts):
         raise fail("give an IMAGE and at least one TEXT (or --batch FILE)", EXIT_USAGE_ERROR)
+    if model is None and checkpoint is None:
+        from vipa.engine.runs import default_checkpoint
+
+        checkpoint = default_checkpoint()  # before the output folder is created
     prepare_output_dir(out)
     predictor = load_predictor(checkpoint, model, device)
     if batch is not None:
