@@ -26,7 +26,8 @@ from vipa_plugins.contracts import TextFeatures
 def _conv_norm(cin: int, cout: int, kernel: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
-        nn.GroupNorm(fit_heads(cout, 32), cout),
+        # At least two channels per group: a 1x1 map (tiny inputs) still normalises.
+        nn.GroupNorm(fit_heads(cout, max(1, min(32, cout // 2))), cout),
         nn.GELU(),
     )
 
