@@ -102,3 +102,4 @@ def _report(result) -> None:  # noqa: ANN001 - TrainResult
                   f"{result.run_dir / 'metrics.jsonl'}")
     console.print("next:")
     console.print(f"  vipa eval --checkpoint {checkpoint} --split testA")
+    console.print(f"  vipa predict IMAGE \"the small red circle\" --checkpoint {checkpoint}")
