@@ -8,6 +8,7 @@ in a :class:`Predictor` that tokenizes, runs, and reports ``(logits, relevance)`
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import re
@@ -160,16 +161,17 @@ def _token_counter(encoder: torch.nn.Module) -> Callable[[str], int] | None:
     return None
 
 
-class Predictor:
+class Predictor(abc.ABC):
     """A model that maps (images in [0, 1], ids, mask) to (logits, relevance) + its tokenizer."""
 
     image_size: int
     tokenizer: PhraseTokenizer
     k: int  # retrieved VEG tokens (0: retrieval off, nothing to draw)
 
+    @abc.abstractmethod
     def run(self, images: torch.Tensor, ids: torch.Tensor,
             mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """Logits (B, 1, S, S) and relevance (B, h, w) for a preprocessed batch."""
 
 
 class TorchPredictor(Predictor):
