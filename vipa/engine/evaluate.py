@@ -74,16 +74,16 @@ def evaluate_checkpoint(checkpoint: Path, data, split: str = "val", *,  # noqa: 
                         progress: bool = True) -> dict[str, Any]:
     """Load a checkpoint, evaluate it on ``data`` (a DataConfig) ``split``; return metrics."""
     from vipa.checkpoint import load_model
+    from vipa.data.dataset import collate
     from vipa.engine.config import RunConfig
+    from vipa.engine.datasets import build_dataset, evenly_spaced
     from vipa.engine.distributed import DistInfo, resolve_device
-    from vipa.engine.train import _limit, build_dataset
 
     torch_device = resolve_device(device, DistInfo())
     model, ckpt = load_model(checkpoint, torch_device)
     cfg = RunConfig(model=ckpt.model_config, data=data)
-    dataset = _limit(build_dataset(cfg, split, train=False, keep_original=True), max_samples)
-    from vipa.data.dataset import collate
-
+    dataset = evenly_spaced(build_dataset(cfg, split, train=False, keep_original=True),
+                            max_samples)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=data.num_workers,
                         collate_fn=collate)
     with ProgressBar(len(dataset), f"eval {data.name} {split}", progress) as bar:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 
 from vipa.checkpoint import (
     check_encoder_matches,
@@ -30,9 +30,10 @@ from vipa.checkpoint import (
     save_resume_point,
 )
 from vipa.config import save_config, to_dict
+from vipa.data.dataset import collate
 from vipa.engine.config import RunConfig
+from vipa.engine.datasets import build_dataset, evenly_spaced, shard
 from vipa.engine.distributed import (
-    DistInfo,
     broadcast_flag,
     cleanup,
     init_distributed,
@@ -77,39 +78,6 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(0, super().__len__() - self.skip)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def build_dataset(cfg: RunConfig, split: str, *, train: bool, keep_original: bool = False):
-    """The configured dataset split; the synthetic set is generated on first use."""
-    from vipa.data.dataset import RISDataset
-
-    root = cfg.data.root
-    if cfg.data.name == "synthetic" and not root:
-        from vipa.data.synthetic import ensure_synthetic
-
-        root = ensure_synthetic()
-    return RISDataset(root, cfg.data.name, split=split, split_by=cfg.data.split_by,
-                      image_dir=cfg.data.image_dir, image_size=cfg.model.image_size,
-                      train=train and cfg.data.augment, keep_original=keep_original,
-                      seed=cfg.train.seed)
-
-
-def _limit(dataset, limit: int | None):  # noqa: ANN001, ANN202
-    """An evenly spread, deterministic subset, so quick validation still covers every kind."""
-    if not limit or limit >= len(dataset):
-        return dataset
-    step = len(dataset) / limit
-    return Subset(dataset, [int(i * step) for i in range(limit)])
-
-
-def _shard(dataset, info: DistInfo):  # noqa: ANN001, ANN202
-    """Rank r evaluates samples r, r + world, ...: no padding, so no sample counts twice."""
-    if not info.enabled:
-        return dataset
-    return Subset(dataset, list(range(info.rank, len(dataset), info.world_size)))
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -187,8 +155,9 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         train_set = build_dataset(cfg, cfg.data.train_split, train=True)
-        val_set = _limit(build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True),
-                         cfg.data.max_val_samples)
+        val_set = evenly_spaced(
+            build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True),
+            cfg.data.max_val_samples)
 
         model = build_model(cfg.model)
         resume_state: dict[str, Any] | None = None
@@ -236,11 +205,11 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         # A private generator keeps DataLoader from drawing on the global RNG, which
         # would make a resumed run differ from an uninterrupted one.
         loader = DataLoader(train_set, batch_size=t.batch_size, sampler=sampler,
-                            num_workers=cfg.data.num_workers, collate_fn=_collate(),
+                            num_workers=cfg.data.num_workers, collate_fn=collate,
                             drop_last=True, generator=torch.Generator().manual_seed(t.seed),
                             persistent_workers=False, pin_memory=device.type == "cuda")
-        val_loader = DataLoader(_shard(val_set, info), batch_size=t.batch_size,
-                                num_workers=cfg.data.num_workers, collate_fn=_collate())
+        val_loader = DataLoader(shard(val_set, info), batch_size=t.batch_size,
+                                num_workers=cfg.data.num_workers, collate_fn=collate)
 
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -379,12 +348,6 @@ def _tuple(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_tuple(v) for v in value)
     return value
-
-
-def _collate():  # noqa: ANN202
-    from vipa.data.dataset import collate
-
-    return collate
 
 
 class _MetricsLog:
