@@ -3,7 +3,9 @@
 Splits one forward pass into encoder (text + unimodal vision), fusion (the
 fusion call minus the unimodal vision pass it contains), VEG and decoder, by
 running each part as its own timed sub-call; times are medians over ``--runs``
-rounds (every part timed once per round) after ``--warmup`` rounds.
+rounds (every part timed once per round) after ``--warmup`` rounds. The helpers
+(round-robin timer, FLOP counter, per-part split) are shared with
+``bench/speed.py``.
 
     python bench/components.py --encoder tiny --preset micro
     python bench/components.py --encoder swin-bert --preset tiny,base --image-size 480 \
@@ -28,13 +30,14 @@ from vipa.model import build_model
 PARTS = ("encoder", "fusion", "veg", "decoder")
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so a timer stops when the work is done, not when it is queued."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _median_ms(calls: dict[str, Callable[[], object]], device: torch.device, warmup: int,
-               runs: int) -> dict[str, float]:
+def median_ms(calls: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+              runs: int) -> dict[str, float]:
     """Median ms per call, timed round-robin so a busy machine slows every part alike."""
     for _ in range(warmup):
         for fn in calls.values():
@@ -42,22 +45,65 @@ def _median_ms(calls: dict[str, Callable[[], object]], device: torch.device, war
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(runs):
         for name, fn in calls.items():
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             times[name].append((time.perf_counter() - start) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _flops(fn: Callable[[], object]) -> int:
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call, counted by torch's dispatcher (matmuls and convolutions)."""
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
 
-def _params(module: torch.nn.Module) -> int:
+def count_params(module: torch.nn.Module) -> int:
+    """Parameter count of a module."""
     return sum(p.numel() for p in module.parameters())
+
+
+def part_params(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters of each part of a VIPA model, plus the total."""
+    params = {part: count_params(getattr(model, part)) for part in PARTS}
+    params["total"] = count_params(model)
+    return params
+
+
+def component_calls(model: torch.nn.Module, images: torch.Tensor, ids: torch.Tensor,
+                    mask: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """One call per sub-step of a forward pass, fed the inputs the full pass would give it.
+
+    Call (and build) under ``torch.no_grad`` or ``torch.inference_mode``. The
+    fusion call contains the unimodal vision pass, so :func:`split_parts`
+    subtracts it.
+    """
+    size = (images.shape[-2], images.shape[-1])
+    text_features = model.encoder.encode_text(ids, mask)
+    features = model.fusion(model.encoder, images, text_features)
+    veg = model.veg(features[model.veg_index], text_features)
+    return {
+        "text": lambda: model.encoder.encode_text(ids, mask),
+        "vision": lambda: model.encoder.forward_features(images),
+        "fusion+vision": lambda: model.fusion(model.encoder, images, text_features),
+        "veg": lambda: model.veg(features[model.veg_index], text_features),
+        "decoder": lambda: model.decoder(features, text_features, veg.expression,
+                                         veg.expression_mask, size),
+        "total": lambda: model(images, ids, mask),
+    }
+
+
+def split_parts(values: dict[str, float]) -> dict[str, float]:
+    """Per-call numbers of :func:`component_calls` -> encoder / fusion / VEG / decoder / total."""
+    return {
+        "encoder": values["text"] + values["vision"],
+        "fusion": max(values["fusion+vision"] - values["vision"], 0),
+        "veg": values["veg"],
+        "decoder": values["decoder"],
+        "total": values["total"],
+    }
 
 
 def measure(config: ModelConfig, *, batch: int, device: torch.device, warmup: int,
@@ -71,32 +117,10 @@ def measure(config: ModelConfig, *, batch: int, device: torch.device, warmup: in
     ids, mask = ids.to(device), mask.to(device)
 
     with torch.no_grad():
-        text_features = model.encoder.encode_text(ids, mask)
-        features = model.fusion(model.encoder, images, text_features)
-        veg = model.veg(features[model.veg_index], text_features)
-        calls = {
-            "text": lambda: model.encoder.encode_text(ids, mask),
-            "vision": lambda: model.encoder.forward_features(images),
-            "fusion+vision": lambda: model.fusion(model.encoder, images, text_features),
-            "veg": lambda: model.veg(features[model.veg_index], text_features),
-            "decoder": lambda: model.decoder(features, text_features, veg.expression,
-                                             veg.expression_mask, (size, size)),
-            "total": lambda: model(images, ids, mask),
-        }
-        ms = _median_ms(calls, device, warmup, runs)
-        flops = {name: _flops(fn) for name, fn in calls.items()}
+        calls = component_calls(model, images, ids, mask)
+        ms = median_ms(calls, device, warmup, runs)
+        flops = {name: count_flops(fn) for name, fn in calls.items()}
 
-    def split(values: dict) -> dict:
-        return {
-            "encoder": values["text"] + values["vision"],
-            "fusion": max(values["fusion+vision"] - values["vision"], 0),
-            "veg": values["veg"],
-            "decoder": values["decoder"],
-            "total": values["total"],
-        }
-
-    params = {part: _params(getattr(model, part)) for part in PARTS}
-    params["total"] = _params(model)
     return {
         "encoder": config.encoder.name,
         "preset": config.encoder.preset,
@@ -105,9 +129,9 @@ def measure(config: ModelConfig, *, batch: int, device: torch.device, warmup: in
         "image_size": size,
         "batch": batch,
         "device": str(device),
-        "params": params,
-        "gflops": {k: round(v / 1e9, 4) for k, v in split(flops).items()},
-        "ms": {k: round(v, 3) for k, v in split(ms).items()},
+        "params": part_params(model),
+        "gflops": {k: round(v / 1e9, 4) for k, v in split_parts(flops).items()},
+        "ms": {k: round(v, 3) for k, v in split_parts(ms).items()},
     }
 
 
