@@ -47,13 +47,15 @@ class RISDataset(Dataset):
     float32 (1, S, S) 0/1, ``text``, ids, ``orig_size`` [h, w]; with
     ``keep_original`` also ``orig_mask`` uint8 (H, W) for metrics at the
     original size. ``train=True`` applies :class:`TrainAugment`, seeded by
-    (seed, epoch, index) so runs repeat.
+    (seed, epoch, index) so runs repeat. ``empty_text`` gives every sample the
+    expression ``""`` (also in :meth:`texts`): the image-only ablation baseline.
     """
 
     def __init__(self, root: str | Path, dataset: str = "refcoco", split: str = "val",
                  split_by: str | None = None, image_dir: str | Path | None = None,
                  image_size: int = 128, train: bool = False, keep_original: bool = False,
-                 augment: TrainAugment | None = None, seed: int = 0) -> None:
+                 augment: TrainAugment | None = None, seed: int = 0,
+                 empty_text: bool = False) -> None:
         self.index: ReferIndex = load_refs(root, dataset, split_by)
         self.split = split
         self.items: list[Sample] = self.index.samples(split)
@@ -63,6 +65,7 @@ class RISDataset(Dataset):
         self.keep_original = keep_original
         self.augment = augment if augment is not None else (TrainAugment() if train else None)
         self.seed = seed
+        self.empty_text = empty_text
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -74,7 +77,7 @@ class RISDataset(Dataset):
 
     def texts(self) -> list[str]:
         """Every expression of the split (to fit a tokenizer)."""
-        return [sample.text for sample in self.items]
+        return [""] * len(self.items) if self.empty_text else [s.text for s in self.items]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.items[index]
@@ -89,7 +92,7 @@ class RISDataset(Dataset):
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
         image = resize_image(image, self.image_size)
         mask = resize_mask(torch.from_numpy(orig_mask)[None].float(), self.image_size)
-        text = sample.text
+        text = "" if self.empty_text else sample.text
         if self.train and self.augment is not None:
             generator = torch.Generator().manual_seed(
                 (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)

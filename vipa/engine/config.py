@@ -32,6 +32,9 @@ class DataConfig:
     max_val_samples: int | None = None
     augment: bool = True
     num_workers: int = 0
+    # "empty" replaces every expression by "" (train and val): the image-only baseline that
+    # shows how much of a score needs the language at all.
+    text: Literal["full", "empty"] = "full"
 
 
 @dataclass
