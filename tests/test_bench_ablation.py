@@ -1,0 +1,153 @@
+"""bench/ablation.py: rows per run, skip on restart, statistics, docs section, chart."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vipa.data.synthetic import generate_synthetic
+from vipa.engine.train import train
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "ablation.py"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine a second one mostly waits (10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("bench_ablation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("synth"), seed=3, n_train=12, n_val=4,
+                              n_test=2, image_size=48)
+
+
+def tiny_sets(root: Path) -> list[str]:
+    """A seconds-long recipe: tiny encoder, 32 px, 2 steps of batch 4, 4 val samples."""
+    sets = ["model.encoder.name=tiny", "model.encoder.preset=micro",
+            "model.encoder.weights=random", "model.image_size=32", "veg.k=4", "decoder.dim=16",
+            f"data.root={root}", "data.max_val_samples=4", "train.max_steps=2",
+            "train.batch_size=4", "train.warmup_steps=0", "train.checkpoint_every=100",
+            "train.log_every=1", "train.device=cpu"]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+class Counting:
+    """The real train function, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, cfg, **kwargs):  # noqa: ANN001, ANN204
+        self.calls.append(cfg.train.output)
+        return train(cfg, **kwargs)
+
+
+def test_study_records_skips_summarizes_and_documents(ablation, data_root, tmp_path):
+    out, docs, image = tmp_path / "study", tmp_path / "results.md", tmp_path / "ablation.png"
+    docs.write_text("# Results\n\n## Speed and cost\n\nkeep me\n")
+    argv = ["--variants", "full,kv-language,cues-local-global", "--seeds", "0,1",
+            "--out", str(out), "--docs", str(docs), "--image", str(image), *tiny_sets(data_root)]
+
+    first = Counting()
+    assert ablation.main(argv, train_fn=first) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # cues-local-global is the preset's own setting: it reuses full's runs, not trained again.
+    assert len(first.calls) == 4
+    assert sorted((r["variant"], r["seed"]) for r in rows) == [
+        ("full", 0), ("full", 1), ("kv-language", 0), ("kv-language", 1)]
+    for row in rows:
+        assert row["step"] == 2 and row["score"] == "last validation"
+        assert set(row["metrics"]) == set(ablation.METRICS)
+        assert 0.0 <= row["metrics"]["mIoU"] <= 1.0
+        run_dir = Path(row["run_dir"])
+        assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "config.yaml").is_file()
+        assert not list(run_dir.glob("*.safetensors"))  # weights dropped once recorded
+    kv_config = (out / "runs" / "kv-language-seed1" / "config.yaml").read_text()
+    assert "kv: language" in kv_config and "seed: 1" in kv_config
+
+    summary = json.loads((out / "summary.json").read_text())
+    for variant in ("full", "kv-language"):
+        for key in ("mIoU", "oIoU"):
+            values = [100 * r["metrics"][key] for r in rows if r["variant"] == variant]
+            stat = summary["variants"][variant][key]
+            assert stat["mean"] == pytest.approx(statistics.mean(values))
+            assert stat["std"] == pytest.approx(statistics.stdev(values))
+    full, kv = summary["variants"]["full"], summary["variants"]["kv-language"]
+    assert kv["delta_mIoU"] == pytest.approx(kv["mIoU"]["mean"] - full["mIoU"]["mean"])
+    assert summary["variants"]["cues-local-global"]["same_as"] == "full"
+    assert summary["variants"]["cues-local-global"]["mIoU"] == full["mIoU"]
+    assert summary["rq2_target"]["gap_mIoU"] == pytest.approx(-kv["delta_mIoU"])
+
+    text = docs.read_text()
+    assert text.startswith("# Results\n\n## Speed and cost\n\nkeep me\n")
+    assert text.count(ablation.BEGIN) == 1 and text.count(ablation.END) == 1
+    section = text.split(ablation.BEGIN)[1].split(ablation.END)[0]
+    assert "| kv-language |" in section and "RQ2 target" in section
+    assert "visual key/value (VIPA) beats language key/value" in section
+    assert f"{full['mIoU']['mean']:.1f} ± {full['mIoU']['std']:.1f}" in section
+    assert image.is_file() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A second start trains nothing, appends nothing, and rewrites the section in place.
+    second = Counting()
+    before = (out / "results.jsonl").read_text()
+    assert ablation.main(argv, train_fn=second) == 0
+    assert second.calls == []
+    assert (out / "results.jsonl").read_text() == before
+    assert docs.read_text().count(ablation.BEGIN) == 1
+
+    # --summarize-only never trains, even for a seed that is missing.
+    third = Counting()
+    assert ablation.main([*argv[:3], "0,1,2", *argv[4:], "--summarize-only"],
+                         train_fn=third) == 0
+    assert third.calls == []
+
+
+def test_a_changed_recipe_is_never_mixed_into_old_rows(ablation, data_root, tmp_path):
+    out = tmp_path / "study"
+    out.mkdir()
+    cfg = ablation.variant_config("full", 0, out / "runs" / "full-seed0",
+                                  sets=tiny_sets(data_root)[1::2])
+    row = {"variant": "full", "seed": 0, "recipe": "another-recipe", "metrics": {}}
+    (out / "results.jsonl").write_text(json.dumps(row) + "\n{\"torn")
+    assert len(ablation.read_results(out / "results.jsonl")) == 1  # the torn line is skipped
+    assert ablation.recipe_hash(cfg) != "another-recipe"
+    with pytest.raises(SystemExit, match="another recipe"):
+        ablation.run_study(["full"], [0], out, sets=tiny_sets(data_root)[1::2],
+                           train_fn=Counting(), echo=lambda _: None)
+
+
+def test_verdict_rule(ablation):
+    def rows(variant: str, values: list[float]) -> list[dict]:
+        return [{"variant": variant, "seed": i, "metrics": {"mIoU": v, "oIoU": v}, "budget": {}}
+                for i, v in enumerate(values)]
+
+    data = (rows("full", [0.50, 0.52, 0.54]) + rows("kv-language", [0.40, 0.41, 0.42])
+            + rows("no-refinement", [0.51, 0.53, 0.55]) + rows("cues-local", [0.60, 0.61, 0.62]))
+    summary = ablation.summarize(data, ["full", "kv-language", "no-refinement", "cues-local"],
+                                 [0, 1, 2])
+    verdicts = {v["variant"]: v["verdict"] for v in summary["verdicts"]}
+    assert verdicts == {"kv-language": "reproduced", "no-refinement": "inconclusive (within noise)",
+                        "cues-local": "not reproduced"}
+    assert summary["rq2_target"]["met"] is True
+    assert summary["rq2_target"]["gap_mIoU"] == pytest.approx(11.0)
