@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from vipa_plugins import manager as plugin_manager
 
@@ -49,3 +50,12 @@ def fake_distribution(tmp_path: Path, fresh_plugins: None) -> Iterator[Callable[
         sys.path.remove(path)
     for module in added_modules:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread: on a shared 2-core machine a second one mostly waits (10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

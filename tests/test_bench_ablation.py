@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from vipa.data.synthetic import generate_synthetic
 from vipa.engine.train import train
@@ -18,12 +17,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "ablation.py"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second one mostly waits (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(single_thread):
+    """These tests train; see ``single_thread`` in conftest."""
 
 
 @pytest.fixture(scope="module")

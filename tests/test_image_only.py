@@ -20,12 +20,8 @@ from vipa_plugins.contracts import TextFeatures
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second one mostly waits (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(single_thread):
+    """These tests train; see ``single_thread`` in conftest."""
 
 
 @pytest.fixture(scope="module")
