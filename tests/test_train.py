@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from vipa.checkpoint import load_model, read_checkpoint
 from vipa.data.synthetic import generate_synthetic
 from vipa.engine.config import resolve_config
-from vipa.engine.train import train
+from vipa.engine.train import build_optimizer, train
 from vipa.metrics import RISMetrics
+from vipa.model import build_model
 from vipa_cli import app
 
 runner = CliRunner()
@@ -191,3 +192,16 @@ def test_wrong_or_corrupt_checkpoint_is_one_line(data_root, tmp_path):
     result = runner.invoke(app, ["eval", "--checkpoint", str(corrupt)])
     assert result.exit_code == 1 and "corrupt" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("pretrained", "scale", "expected"),
+                         [(False, None, 1e-3), (True, None, 1e-4), (False, 0.3, 3e-4),
+                          (True, 0.5, 5e-4)])
+def test_encoder_lr_scale_defaults_by_weights_and_applies_when_set(pretrained, scale, expected):
+    cfg = resolve_config("cpu", {"encoder": "tiny", "preset": "micro"}, ["decoder.dim=16"])
+    cfg.train.lr, cfg.train.encoder_lr_scale = 1e-3, scale
+    model = build_model(cfg.model)
+    model.encoder.pretrained = pretrained
+    lrs = {g["name"]: g["lr"] for g in build_optimizer(model, cfg).param_groups}
+    assert lrs["decoder"] == pytest.approx(1e-3)
+    assert lrs["encoder"] == pytest.approx(expected)

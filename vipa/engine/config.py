@@ -45,7 +45,9 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 16
     lr: float = 1e-3
-    encoder_lr_scale: float = 0.1
+    # None: 0.1 when the encoder loads pretrained weights, 1.0 when it starts random.
+    # A number applies either way (a from-scratch Swin needs a lower lr than the heads).
+    encoder_lr_scale: float | None = None
     weight_decay: float = 1e-2
     poly_power: float = 0.9
     warmup_steps: int = 0

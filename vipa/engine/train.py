@@ -83,13 +83,23 @@ class ResumableSampler(DistributedSampler):
 # ----------------------------------------------------------------------------- optimisation
 
 
+PRETRAINED_ENCODER_LR_SCALE = 0.1
+
+
 def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """AdamW; a pretrained encoder learns at ``lr * encoder_lr_scale``, new modules at ``lr``."""
+    """AdamW; the encoder learns at ``lr * encoder_lr_scale``, the new modules at ``lr``.
+
+    Unset, the scale is 0.1 for pretrained encoders (keep what they know) and
+    1.0 for random ones.
+    """
     t = cfg.train
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     encoder_ids = {id(p) for p in encoder_params}
     other = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
-    encoder_lr = t.lr * (t.encoder_lr_scale if model.encoder.pretrained else 1.0)
+    scale = t.encoder_lr_scale
+    if scale is None:
+        scale = PRETRAINED_ENCODER_LR_SCALE if model.encoder.pretrained else 1.0
+    encoder_lr = t.lr * scale
     groups = [{"params": other, "lr": t.lr, "name": "decoder"},
               {"params": encoder_params, "lr": encoder_lr, "name": "encoder"}]
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=t.weight_decay)
