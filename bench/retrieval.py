@@ -1,0 +1,98 @@
+"""Does VEG retrieve the target, and does the prediction follow the text?
+
+For each checkpoint, on an evenly spread subset of a split (images at the
+model's size, GT masks resized with them):
+
+- ``top1``: share of samples whose most relevant token lies on the target
+  (the GT mask downsampled to the token grid, as the contrastive loss sees it);
+- ``topK precision``: share of the K retrieved tokens that lie on the target;
+  the rest of the visual expression is distractors;
+- ``target cells``: mean number of target tokens per sample, next to the grid size;
+- ``mIoU``: of the thresholded predictions, at the model's input size;
+- ``text swap IoU``: IoU between the prediction for a sample's own phrase and for
+  another sample's phrase on the same image. Near 1 means the text is ignored.
+
+    python bench/retrieval.py runs/*/best.safetensors --samples 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from vipa.checkpoint import load_model
+from vipa.data.dataset import collate
+from vipa.engine.config import DataConfig, RunConfig
+from vipa.engine.datasets import build_dataset, evenly_spaced
+from vipa.model.losses import target_grid
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.flatten(1), b.flatten(1)
+    return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
+
+
+@torch.no_grad()
+def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
+             batch_size: int = 50) -> dict[str, float]:
+    """Retrieval and text-dependence statistics of one checkpoint (see the module doc)."""
+    model, loaded = load_model(checkpoint, torch.device("cpu"))
+    model.eval()
+    dataset = evenly_spaced(build_dataset(RunConfig(model=loaded.model_config, data=data),
+                                          split, train=False), samples)
+    k = model.veg.config.k
+    sums = {"top1": 0.0, "precision": 0.0, "cells": 0.0, "iou": 0.0, "swap_iou": 0.0}
+    count, grid = 0, 0
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+        ids, mask = model.tokenize(batch["text"])
+        output = model(batch["image"], ids, mask)
+        relevance = output.relevance.flatten(1)
+        grid = relevance.shape[1]
+        target = target_grid(batch["mask"].float(), output.relevance.shape[-2:]).flatten(1) > 0.5
+        ranked = relevance.topk(min(k, grid), dim=1).indices
+        gt = batch["mask"].bool().reshape(output.logits.shape)
+        predicted = output.logits.sigmoid() > 0.5
+        other = torch.roll(torch.arange(len(ids)), 1)
+        swapped = model(batch["image"], ids[other], mask[other]).logits.sigmoid() > 0.5
+        sums["top1"] += target.gather(1, ranked[:, :1]).float().sum().item()
+        sums["precision"] += target.gather(1, ranked).float().mean(1).sum().item()
+        sums["cells"] += target.sum().item()
+        sums["iou"] += _iou(predicted, gt).sum().item()
+        sums["swap_iou"] += _iou(predicted, swapped).sum().item()
+        count += len(ids)
+    result = {name: value / max(count, 1) for name, value in sums.items()}
+    return {**result, "k": k, "grid_tokens": grid, "samples": count}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--data", default="synthetic", help="dataset name, as in vipa train")
+    parser.add_argument("--data-root", default=None, help="dataset folder (RefCOCO family)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--json", action="store_true", help="one JSON object per checkpoint")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    if not args.json:
+        print("| checkpoint | K | top1 on target | topK precision | target cells | mIoU "
+              "| text swap IoU |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for checkpoint in args.checkpoints:
+        data = DataConfig(name=args.data, root=args.data_root)
+        r = diagnose(checkpoint, data, args.split, args.samples)
+        if args.json:
+            print(json.dumps({"checkpoint": str(checkpoint), **r}))
+        else:
+            print(f"| {checkpoint} | {r['k']} | {r['top1']:.3f} | {r['precision']:.3f} "
+                  f"| {r['cells']:.1f} / {r['grid_tokens']} | {r['iou']:.3f} "
+                  f"| {r['swap_iou']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

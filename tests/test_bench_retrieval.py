@@ -1,0 +1,62 @@
+"""bench/retrieval.py: retrieval hit rate, expression precision and text dependence."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from vipa.data.synthetic import generate_synthetic
+from vipa.engine.config import DataConfig, resolve_config
+from vipa.engine.train import train
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "retrieval.py"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(single_thread):
+    """These tests train; see ``single_thread`` in conftest."""
+
+
+@pytest.fixture(scope="module")
+def retrieval():
+    spec = importlib.util.spec_from_file_location("bench_retrieval", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
+    root = generate_synthetic(tmp_path_factory.mktemp("synth"), seed=4, n_train=8, n_val=6,
+                              n_test=2, image_size=48)
+    options = {"encoder": "tiny", "preset": "micro", "fusion": "early", "data_root": root,
+               "image_size": 64, "batch_size": 4, "max_steps": 1, "device": "cpu",
+               "output": tmp_path_factory.mktemp("run")}
+    # veg.level 16 at 64 px: a 4x4 token grid, all 16 of them retrieved (k = 16).
+    cfg = resolve_config("cpu", options, ["veg.k=16", "veg.level=16", "decoder.dim=16",
+                                          "train.warmup_steps=0", "train.val_every=100",
+                                          "data.max_val_samples=2"])
+    return train(cfg, progress=False).run_dir / "last.safetensors", root
+
+
+def test_precision_of_retrieving_every_token_is_the_target_share(retrieval, checkpoint):
+    path, root = checkpoint
+    r = retrieval.diagnose(path, DataConfig(root=str(root)), "val", samples=6, batch_size=4)
+    assert r["samples"] == 6 and r["k"] == 16 and r["grid_tokens"] == 16
+    # With K = every token, the expression holds all target cells and nothing else decides.
+    assert r["precision"] == pytest.approx(r["cells"] / 16)
+    assert 0 < r["cells"] < 16
+    for key in ("top1", "iou", "swap_iou"):
+        assert 0.0 <= r[key] <= 1.0
+
+
+def test_cli_prints_one_table_row_per_checkpoint(retrieval, checkpoint, capsys):
+    path, root = checkpoint
+    assert retrieval.main([str(path), str(path), "--data-root", str(root), "--samples", "3"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {path}")]
+    assert len(rows) == 2
