@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 from vipa.data.synthetic import generate_synthetic
 from vipa.engine.train import train
-
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "ablation.py"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,12 +20,7 @@ def _one_thread(single_thread):
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("bench_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_bench("ablation")
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 from vipa.data.synthetic import generate_synthetic
 from vipa.engine.config import DataConfig, resolve_config
 from vipa.engine.train import train
-
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "retrieval.py"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -22,12 +19,7 @@ def _one_thread(single_thread):
 
 @pytest.fixture(scope="module")
 def retrieval():
-    spec = importlib.util.spec_from_file_location("bench_retrieval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_bench("retrieval")
 
 
 @pytest.fixture(scope="module")

@@ -7,27 +7,19 @@ reported values), never how fast anything is.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "speed.py"
 TINY = ["encoder.name=tiny", "encoder.preset=micro", "image_size=64", "decoder.dim=16",
         "decoder.heads=2", "veg.heads=2", "veg.k=4"]
 
 
 @pytest.fixture(scope="module")
 def speed():
-    spec = importlib.util.spec_from_file_location("vipa_bench_speed", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_bench("speed")
 
 
 def test_report_on_a_tiny_model(speed, tmp_path, capsys):
