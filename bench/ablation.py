@@ -10,10 +10,10 @@ checkpoint on the next start. Then the mean and sample std over seeds, a bar
 chart and a section of ``docs/results.md`` (between ``<!-- ablation:begin -->``
 and ``<!-- ablation:end -->``) are rebuilt from ``results.jsonl`` alone.
 
-    python bench/ablation.py --quick                     # < 30 min on 2 CPU cores
-    python bench/ablation.py                             # the full budget
-    python bench/ablation.py --quick --seeds 0 --variants full,kv-language
-    python bench/ablation.py --quick --summarize-only    # tables, chart, docs only
+    python -m bench.ablation --quick                     # < 30 min on 2 CPU cores
+    python -m bench.ablation                             # the full budget
+    python -m bench.ablation --quick --seeds 0 --variants full,kv-language
+    python -m bench.ablation --quick --summarize-only    # tables, chart, docs only
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vipa.config import apply_overrides, to_dict
-from vipa.engine.config import RunConfig, resolve_config, saved_run_config
+from vipa.config import RunConfig, apply_overrides, resolve_config, saved_run_config, to_dict
 
 # --------------------------------------------------------------------------- budgets
 # The two training budgets, as overrides on top of the base preset (`--base-preset`,
@@ -47,7 +46,7 @@ QUICK: dict[str, Any] = {
     "model.image_size": 64,
     "model.veg.level": 8,  # an 8x8 token grid at 64 px, so top-K retrieval still selects
     # About the target's share of that grid (3 of 64 tokens on average): with K = 16, 13 of
-    # the 16 expression tokens were distractors (measured with bench/retrieval.py).
+    # the 16 expression tokens were distractors (measured with python -m bench.retrieval).
     "model.veg.k": 4,
     "train.encoder_lr_scale": 1.0,  # the conv encoder trains well at the full lr
     "train.batch_size": 8,
@@ -235,7 +234,7 @@ def run_one(cfg: RunConfig, variant: str, seed: int, *,
     recipe, or without a checkpoint, is started again from scratch.
     """
     if train_fn is None:
-        from vipa.engine.train import train as train_fn
+        from vipa.training import train as train_fn
     run_dir = Path(cfg.train.output)
     saved = saved_run_config(run_dir) if run_dir.is_dir() else None
     resume = (saved is not None and (run_dir / "last.safetensors").is_file()
@@ -542,7 +541,8 @@ def _csv(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None, *,
          train_fn: Callable[..., Any] | None = None) -> int:
     """Run the study (or only summarize it); 130 when stopped by Ctrl-C / SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m bench.ablation",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="the QUICK budget (< 30 min on 2 cores) instead of FULL")
@@ -588,7 +588,7 @@ def main(argv: Sequence[str] | None = None, *,
         parser.error(f"--seeds must be integers separated by commas, got {args.seeds!r}")
     if not seeds or not variants:
         parser.error("give at least one seed and one variant")
-    command = "python bench/ablation.py" + (" --quick" if args.quick else "")
+    command = "python -m bench.ablation" + (" --quick" if args.quick else "")
     if args.seeds != ",".join(map(str, DEFAULT_SEEDS)):
         command += f" --seeds {args.seeds}"
     if args.variants != ",".join(VARIANTS):

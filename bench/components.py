@@ -5,10 +5,10 @@ fusion call minus the unimodal vision pass it contains), VEG and decoder, by
 running each part as its own timed sub-call; times are medians over ``--runs``
 rounds (every part timed once per round) after ``--warmup`` rounds. The helpers
 (round-robin timer, FLOP counter, per-part split) are shared with
-``bench/speed.py``.
+:mod:`bench.speed`.
 
-    python bench/components.py --encoder tiny --preset micro
-    python bench/components.py --encoder swin-bert --preset tiny,base --image-size 480 \
+    python -m bench.components --encoder tiny --preset micro
+    python -m bench.components --encoder swin-bert --preset tiny,base --image-size 480 \\
         --device cuda --json
 """
 
@@ -150,7 +150,8 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.components",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="tiny")
     parser.add_argument("--preset", default="micro",
                         help="comma-separated presets; 'default' = the encoder's default")

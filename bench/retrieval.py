@@ -12,7 +12,7 @@ model's size, GT masks resized with them):
 - ``text swap IoU``: IoU between the prediction for a sample's own phrase and for
   another sample's phrase on the same image. Near 1 means the text is ignored.
 
-    python bench/retrieval.py runs/*/best.safetensors --samples 200
+    python -m bench.retrieval runs/*/best.safetensors --samples 200
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from vipa.checkpoint import load_model
+from vipa.config import DataConfig, RunConfig
+from vipa.data.build import build_dataset, evenly_spaced
 from vipa.data.dataset import collate
-from vipa.engine.config import DataConfig, RunConfig
-from vipa.engine.datasets import build_dataset, evenly_spaced
 from vipa.model.losses import target_grid
 
 
@@ -70,7 +70,8 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.retrieval",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--data", default="synthetic", help="dataset name, as in vipa train")
     parser.add_argument("--data-root", default=None, help="dataset folder (RefCOCO family)")

@@ -1,27 +1,47 @@
-"""Speed and cost of ``predict`` for each preset and device, VIPA against the classic decoder.
+"""Speed and cost of what ``vipa predict`` runs, per preset and device: VIPA vs classic decoder.
 
-For every preset (``vipa/presets``) and device, two models are built from the
-preset's model config with random weights and the same encoder: VIPA
-(``decoder.kv=visual``) and the classic decoder (``decoder.kv=language``). Both
-are timed round-robin (every model once per round, median over rounds), so a
-busy machine slows both alike and the VIPA / classic ratios stay fair.
+For every preset (``vipa/config/presets``) and device, two models are built
+from the preset's model config with random weights and the same encoder: VIPA
+(``decoder.kv=visual``) and the classic decoder (``decoder.kv=language``).
 
-Measured per model: latency of ``model.predict`` at batch 1 and throughput at
-the best batch size tried (a synthetic image already at the model's input size
-plus one phrase; ``torch.inference_mode``; CUDA: bf16 autocast), peak memory,
-parameters, GFLOPs and the encoder / fusion / VEG / decoder time split
-(``bench/components.py``). Separately: the cold start of ``vipa predict`` as a
-whole process (Python start, imports, checkpoint load, one prediction).
+What is timed: the call ``vipa predict`` makes for one image
+(:func:`vipa.inference.predict.segment`), on a
+:class:`vipa.inference.runtime.TorchRuntime` around each model:
+``runtime.run(images, *runtime.tokenize(texts))``, i.e. tokenizing, numpy to
+tensors, the forward pass under ``torch.inference_mode`` and the logits and
+relevance back to numpy. The input is a synthetic uint8 image already at the
+model's input size, put through :func:`vipa.inference.masks.preprocess` once
+(outside the timer) and repeated ``batch`` times with one phrase each, as
+``segment`` repeats an image per phrase; resizing the probabilities back to the
+image is not timed, and the tokenizer's warning about a cut phrase (a
+random-weight vocabulary splits it finely) is silenced while timing. On CUDA
+the call runs under bf16 autocast, what a GPU deployment would use (``vipa
+predict`` itself runs fp32); the CPU runs fp32.
 
-On the CPU a model whose first batch-1 ``predict`` takes more than 1 s (the
-``paper`` preset: Swin-B + BERT-base at 480 px) gets a reduced plan (5 runs,
-batch 1 only, 3 component rounds) so the default run ends in minutes;
-``--runs``, ``--warmup``, ``--batch-sizes`` and ``--component-runs`` override
-every plan. The plan each row used is in the output.
+How: every sample is one ``torch.utils.benchmark.Timer.timeit(number=1)`` (the
+Timer synchronizes CUDA before it reads the clock, runs with this process's
+torch threads, and makes two untimed calls right before the timed one).
+Samples are taken round-robin, every model once per round, so a busy machine
+slows both models alike and the VIPA / classic ratios stay fair; the two
+untimed calls re-warm the caches the other model just used. Latency is the
+median over rounds (``Measurement.merge(...).median``). Before the first round
+every model gets the plan's warm-up calls, the first (compiling) one included.
 
-    python bench/speed.py                                 # cpu,paper on cpu (+ cuda if present)
-    python bench/speed.py --presets cpu --device cuda --compile --json speed.json
-    python bench/speed.py --presets cpu,paper --threads 1 --json bench/results/speed-cpu.json \\
+Measured per model: latency at batch 1 and throughput at the best batch size
+tried, peak memory of one call (:mod:`bench.memory`), parameters, GFLOPs and the
+encoder / fusion / VEG / decoder time split (:mod:`bench.components`, forward
+passes on tensors). Separately: the cold start of ``vipa predict`` as a whole
+process (:mod:`bench.coldstart`). The markdown is written by :mod:`bench.report`.
+
+On the CPU a model whose first batch-1 call takes more than 1 s (the ``paper``
+preset: Swin-B + BERT-base at 480 px) gets a reduced plan (5 runs, batch 1
+only, 3 component rounds) so the default run ends in minutes; ``--runs``,
+``--warmup``, ``--batch-sizes`` and ``--component-runs`` override every plan.
+The plan each row used is in the output.
+
+    python -m bench.speed                                 # cpu,paper on cpu (+ cuda if present)
+    python -m bench.speed --presets cpu --device cuda --compile --json speed.json
+    python -m bench.speed --presets cpu,paper --threads 1 --json bench/results/speed-cpu.json \\
         --markdown bench/results/speed-cpu.md
 """
 
@@ -29,52 +49,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import ctypes
 import datetime
-import gc
-import importlib.util
 import json
+import logging
 import os
 import platform
-import resource
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
+from torch.utils.benchmark import Measurement, Timer
 
-from vipa.config import ModelConfig, apply_overrides
-from vipa.engine.config import load_preset
-from vipa.model import build_model
+from bench import components
+from bench.coldstart import cold_start
+from bench.memory import memory_method, peak_extra_mb, weights_mb
+from bench.models import DECODERS, PHRASE, build, compiled_copy, model_input, preset_model_config
+from bench.report import markdown
+from vipa.config import ModelConfig
+from vipa.inference.runtime import TorchRuntime
 
-
-def _load_components() -> ModuleType:
-    """``bench/components.py`` by path: ``bench`` is a folder of scripts, not a package."""
-    path = Path(__file__).resolve().with_name("components.py")
-    name = "vipa_bench_components"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-components = _load_components()
-
-PHRASE = "the red circle on the left"
-DECODERS = {"visual": "VIPA (kv=visual)", "language": "classic (kv=language)"}
 SLOW_FIRST_CALL_S = 1.0
 
 
@@ -96,11 +93,15 @@ SLOW_CPU_PLAN = Plan(runs=5, warmup=1, batch_sizes=(1,), component_runs=3, compo
 
 @dataclass
 class Variant:
-    """One model to time: a decoder kind in eager or ``torch.compile`` mode."""
+    """One model behind the runtime ``vipa predict`` uses: a decoder kind, eager or compiled."""
 
     kv: str
     mode: str
-    model: torch.nn.Module
+    runtime: TorchRuntime
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.runtime.model
 
 
 # ---------------------------------------------------------------------------- machine
@@ -151,117 +152,66 @@ def precision(device: torch.device) -> str:
     return "bf16-autocast" if device.type == "cuda" else "fp32"
 
 
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def inference(device: torch.device) -> Iterator[None]:
     """``torch.inference_mode`` plus, on CUDA, bf16 autocast."""
-    with torch.inference_mode():
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                yield
-        else:
-            yield
+    with torch.inference_mode(), autocast(device):
+        yield
 
 
-# ---------------------------------------------------------------------------- memory
+# ---------------------------------------------------------------------------- timing
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
+@contextlib.contextmanager
+def quiet_truncation() -> Iterator[None]:
+    """Silence ``Runtime.tokenize``'s per-call warning about a cut phrase while timing.
 
-
-def _malloc_trim() -> None:
-    """Hand freed heap pages back to the OS so the next call's pages show up in RSS again."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _can_reset_hwm() -> bool:
+    Random-weight tokenizers split the phrase into more pieces than a trained
+    vocabulary would; the count is still made, only the log line is dropped, so
+    no stderr write lands inside a timed call.
+    """
+    logger = logging.getLogger("vipa.inference.runtime")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        Path("/proc/self/clear_refs").write_text("5")
-        _status_kb("VmHWM")
-    except OSError:
-        return False
-    return True
+        yield
+    finally:
+        logger.setLevel(level)
 
 
-def memory_method(device: torch.device) -> str:
-    """How peak memory is measured on ``device`` (stored in the output)."""
-    if device.type == "cuda":
-        return ("torch.cuda.max_memory_allocated during one predict call minus the memory "
-                "allocated before it, plus the model's weights")
-    if _can_reset_hwm():
-        return ("peak RSS during one predict call (VmHWM, reset through /proc/self/clear_refs) "
-                "minus RSS before it (after gc and malloc_trim), plus the model's weights")
-    return ("growth of resource.getrusage ru_maxrss over one predict call, plus the model's "
-            "weights (a lower bound: only growth above earlier peaks is seen)")
-
-
-def peak_extra_mb(fn: Callable[[], object], device: torch.device) -> float:
-    """Extra memory one call needs above what is allocated before it, in MiB."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    _malloc_trim()
-    if _can_reset_hwm():
-        before = _status_kb("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")
-        fn()
-        return max(_status_kb("VmHWM") - before, 0) / 1024
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn()
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, 0) * scale / 2**20
-
-
-def weights_mb(model: torch.nn.Module) -> float:
-    """Bytes of parameters and buffers, in MiB."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
-
-
-# ---------------------------------------------------------------------------- models
-
-
-def preset_model_config(preset: str, overrides: list[str]) -> ModelConfig:
-    """The preset's model config with random weights (nothing downloaded), then ``overrides``."""
-    config = load_preset(preset).model
-    return apply_overrides(config, ["encoder.weights=random", *overrides])
-
-
-def build(config: ModelConfig, device: torch.device) -> torch.nn.Module:
-    """Seeded, so VIPA and the classic decoder get the same encoder weights."""
-    torch.manual_seed(0)
-    return build_model(config).to(device).eval()
-
-
-def compiled_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy whose ``forward`` is ``torch.compile``d, so ``predict`` runs the compiled graph."""
-    twin = copy.deepcopy(model)
-    twin.forward = torch.compile(twin.forward)
-    return twin
-
-
-def synthetic_images(size: int, batch: int, device: torch.device) -> torch.Tensor:
-    """A fixed random image repeated ``batch`` times, already at the model's input size."""
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, size, size, generator=generator)
-    return image.repeat(batch, 1, 1, 1).to(device)
-
-
-def predict_call(model: torch.nn.Module, size: int, batch: int,
+def runtime_call(runtime: TorchRuntime, batch: int,
                  device: torch.device) -> Callable[[], object]:
-    """``model.predict`` on ``batch`` copies of the image and phrase (tokenizing included)."""
-    images = synthetic_images(size, batch, device)
+    """What ``vipa predict`` runs for one image and ``batch`` phrases: tokenize, ``runtime.run``."""
+    images = model_input(runtime.image_size, batch)
     texts = [PHRASE] * batch
-    return lambda: model.predict(images, texts)
+
+    def call() -> object:
+        with autocast(device):
+            return runtime.run(images, *runtime.tokenize(texts))
+
+    return call
+
+
+def median_latency_ms(calls: dict[str, Callable[[], object]], warmup: int,
+                      runs: int) -> dict[str, float]:
+    """Median ms per call: ``warmup`` untimed rounds, then ``runs`` round-robin Timer samples."""
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    timers = {name: Timer("fn()", globals={"fn": fn}, label=name,
+                          num_threads=torch.get_num_threads()) for name, fn in calls.items()}
+    samples: dict[str, list[Measurement]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, timer in timers.items():
+            samples[name].append(timer.timeit(number=1))
+    return {name: Measurement.merge(ms)[0].median * 1000 for name, ms in samples.items()}
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -272,9 +222,6 @@ def _is_oom(error: BaseException) -> bool:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
-
-
-# ---------------------------------------------------------------------------- one preset
 
 
 def resolve_plan(args: argparse.Namespace, device: torch.device, first_call_s: float) -> Plan:
@@ -304,10 +251,50 @@ def resolve_plan(args: argparse.Namespace, device: torch.device, first_call_s: f
     return plan
 
 
-def time_predict(variants: dict[str, Variant], size: int, device: torch.device,
-                 args: argparse.Namespace, errors: dict[str, str],
+def first_calls(calls: dict[str, Callable[[], object]], variants: dict[str, Variant],
+                device: torch.device, errors: dict[str, str]) -> tuple[dict[str, float], bool]:
+    """One untimed call each (it compiles, fills caches): its ms, and whether memory ran out.
+
+    A compiled variant that fails is dropped from ``calls`` and reported in
+    ``errors``; an eager one that fails raises.
+    """
+    first_ms: dict[str, float] = {}
+    for name, fn in list(calls.items()):
+        try:
+            components.sync(device)
+            start = time.perf_counter()
+            fn()
+            components.sync(device)
+        except Exception as error:  # compile failure or OOM
+            if _is_oom(error):
+                return first_ms, True
+            if variants[name].mode != "compiled":
+                raise
+            errors[name] = _one_line(error)
+            del calls[name]
+            continue
+        first_ms[name] = (time.perf_counter() - start) * 1000
+    return first_ms, False
+
+
+def batch_rows(calls: dict[str, Callable[[], object]], variants: dict[str, Variant],
+               device: torch.device, plan: Plan, batch: int) -> dict[str, dict[str, Any]]:
+    """Latency, throughput and peak memory of every call at one batch size."""
+    ms = median_latency_ms(calls, plan.warmup - 1, plan.runs)
+    extra = {name: peak_extra_mb(fn, device) for name, fn in calls.items()}
+    return {name: {
+        "batch": batch,
+        "median_ms": round(ms[name], 3),
+        "samples_per_s": round(batch * 1000 / ms[name], 3),
+        "peak_extra_mb": round(extra[name], 1),
+        "peak_mb": round(weights_mb(variants[name].model) + extra[name], 1),
+    } for name in calls}
+
+
+def time_runtime(variants: dict[str, Variant], device: torch.device, args: argparse.Namespace,
+                 errors: dict[str, str],
                  ) -> tuple[Plan, dict[str, list[dict[str, Any]]], dict[str, float], str | None]:
-    """Time ``predict`` of every variant per batch size, round-robin; then its peak memory.
+    """Time every variant's runtime call per batch size, round-robin; then its peak memory.
 
     The first call per batch size is untimed (it compiles, and fills caches);
     at batch 1 its duration decides the plan. A compile failure drops that
@@ -317,58 +304,109 @@ def time_predict(variants: dict[str, Variant], size: int, device: torch.device,
     first_ms: dict[str, float] = {}
     plan: Plan | None = None
     stop_note = None
-    sizes = [1, *(b for b in (args.batch_sizes or Plan().batch_sizes) if b != 1)]
-    for batch in sizes:
+    for batch in [1, *(b for b in (args.batch_sizes or Plan().batch_sizes) if b != 1)]:
         if plan is not None and batch not in plan.batch_sizes:
             continue
-        calls = {name: predict_call(v.model, size, batch, device)
+        calls = {name: runtime_call(v.runtime, batch, device)
                  for name, v in variants.items() if name not in errors}
-        oom = False
-        for name, fn in list(calls.items()):
-            try:
-                components.sync(device)
-                start = time.perf_counter()
-                fn()
-                components.sync(device)
-            except Exception as error:  # compile failure or OOM
-                if _is_oom(error):
-                    oom = True
-                    break
-                if variants[name].mode != "compiled":
-                    raise
-                errors[name] = _one_line(error)
-                del calls[name]
-                continue
-            if batch == 1:
-                first_ms[name] = (time.perf_counter() - start) * 1000
+        ms, oom = first_calls(calls, variants, device, errors)
+        first_ms = ms if batch == 1 else first_ms
+        if not oom and plan is None:
+            eager_first = max(first_ms[f"{kv}/eager"] for kv in DECODERS) / 1000
+            plan = resolve_plan(args, device, eager_first)
+        try:
+            rows = {} if oom else batch_rows(calls, variants, device, plan, batch)
+        except Exception as error:  # OOM is reported, anything else raised
+            if not _is_oom(error):
+                raise
+            oom = True
         if oom:
             stop_note = f"batch {batch}: out of memory; larger batches not tried"
             torch.cuda.empty_cache()
             break
-        if plan is None:
-            eager_first = max(first_ms[f"{kv}/eager"] for kv in DECODERS) / 1000
-            plan = resolve_plan(args, device, eager_first)
-        try:
-            ms = components.median_ms(calls, device, plan.warmup - 1, plan.runs)
-            extra = {name: peak_extra_mb(fn, device) for name, fn in calls.items()}
-        except Exception as error:  # OOM is reported, anything else raised
-            if not _is_oom(error):
-                raise
-            stop_note = f"batch {batch}: out of memory; larger batches not tried"
-            torch.cuda.empty_cache()
-            break
-        for name in calls:
-            batches[name].append({
-                "batch": batch,
-                "median_ms": round(ms[name], 3),
-                "samples_per_s": round(batch * 1000 / ms[name], 3),
-                "peak_extra_mb": round(extra[name], 1),
-                "peak_mb": round(weights_mb(variants[name].model) + extra[name], 1),
-            })
-
+        for name, row in rows.items():
+            batches[name].append(row)
     if plan is None:
         raise RuntimeError(f"{stop_note}: nothing measured")
     return plan, batches, first_ms, stop_note
+
+
+def measure_components(models: dict[str, torch.nn.Module], size: int, device: torch.device,
+                       plan: Plan) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Per-part ms (every part of both models round-robin) and per-part FLOPs of each model."""
+    images = torch.from_numpy(model_input(size, 1)).to(device)
+    parts: dict[str, dict[str, Callable[[], object]]] = {}
+    calls: dict[str, Callable[[], object]] = {}
+    with inference(device):
+        for kv, model in models.items():
+            ids, mask = model.tokenize([PHRASE])
+            parts[kv] = components.component_calls(model, images, ids.to(device), mask.to(device))
+            calls.update({f"{kv}:{part}": fn for part, fn in parts[kv].items()})
+        part_ms = components.median_ms(calls, device, plan.component_warmup,
+                                       plan.component_runs)
+        flops = {kv: {part: components.count_flops(fn) for part, fn in own.items()
+                      if part != "total"} for kv, own in parts.items()}
+    ms = {kv: components.split_parts({part: part_ms[f"{kv}:{part}"] for part in own})
+          for kv, own in parts.items()}
+    return ms, flops
+
+
+# ---------------------------------------------------------------------------- one preset
+
+
+def make_variants(models: dict[str, torch.nn.Module], device: torch.device, compile_too: bool,
+                  errors: dict[str, str]) -> dict[str, Variant]:
+    """A runtime per model, plus one per ``torch.compile``d copy when asked."""
+    variants = {f"{kv}/eager": Variant(kv, "eager", TorchRuntime(model, str(device)))
+                for kv, model in models.items()}
+    if compile_too:
+        for kv, model in models.items():
+            try:
+                runtime = TorchRuntime(compiled_copy(model), str(device))
+                variants[f"{kv}/compiled"] = Variant(kv, "compiled", runtime)
+            except Exception as error:  # reported, not fatal
+                errors[f"{kv}/compiled"] = _one_line(error)
+    return variants
+
+
+def model_entry(kv: str, model: torch.nn.Module, config: ModelConfig, ms: dict[str, float],
+                flops: dict[str, int]) -> dict[str, Any]:
+    """What one model is and costs: config, parameters, GFLOPs, time split; modes come later."""
+    flops = {**flops, "total": flops["text"] + flops["fusion+vision"] + flops["veg"]
+             + flops["decoder"]}
+    return {
+        "kv": kv,
+        "encoder": config.encoder.name,
+        "encoder_preset": config.encoder.preset,
+        "fusion": config.fusion.name,
+        "decoder_dim": config.decoder.dim,
+        "veg_k": config.veg.k,
+        "params": components.part_params(model),
+        "weights_mb": round(weights_mb(model), 1),
+        "gflops": {k: round(v / 1e9, 4) for k, v in components.split_parts(flops).items()},
+        "component_ms": {k: round(v, 3) for k, v in ms.items()},
+        "component_pct": {k: round(100 * ms[k] / (ms["total"] or 1.0), 1)
+                          for k in components.PARTS},
+        "modes": {},
+    }
+
+
+def mode_entry(name: str, batches: dict[str, list[dict[str, Any]]], first_ms: dict[str, float],
+               errors: dict[str, str], stop_note: str | None) -> dict[str, Any]:
+    """One variant's timings: latency, best throughput, peak memory and every batch row."""
+    mode: dict[str, Any] = {"first_call_ms": round(first_ms.get(name, 0.0), 1)}
+    if name in errors or not batches[name]:
+        mode["error"] = errors.get(name, stop_note or "not measured")
+        return mode
+    rows = batches[name]
+    best = max(rows, key=lambda row: row["samples_per_s"])
+    mode.update({
+        "latency_ms": rows[0]["median_ms"],
+        "throughput": {"batch": best["batch"], "samples_per_s": best["samples_per_s"]},
+        "peak_mb": rows[0]["peak_mb"],
+        "batches": rows,
+    })
+    return mode
 
 
 def bench_preset(preset: str, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
@@ -377,79 +415,24 @@ def bench_preset(preset: str, device: torch.device, args: argparse.Namespace) ->
                for kv in DECODERS}
     size = configs["visual"].image_size
     models = {kv: build(config, device) for kv, config in configs.items()}
-    variants = {f"{kv}/eager": Variant(kv, "eager", model) for kv, model in models.items()}
     errors: dict[str, str] = {}
-    if args.compile:
-        for kv, model in models.items():
-            try:
-                variants[f"{kv}/compiled"] = Variant(kv, "compiled", compiled_copy(model))
-            except Exception as error:  # reported, not fatal
-                errors[f"{kv}/compiled"] = _one_line(error)
-
-    with inference(device):
-        plan, batches, first_ms, stop_note = time_predict(variants, size, device, args, errors)
-        parts = {}
-        calls = {}
-        for kv, model in models.items():
-            ids, mask = model.tokenize([PHRASE])
-            own = components.component_calls(model, synthetic_images(size, 1, device),
-                                              ids.to(device), mask.to(device))
-            parts[kv] = own
-            calls.update({f"{kv}:{part}": fn for part, fn in own.items()})
-        part_ms = components.median_ms(calls, device, plan.component_warmup,
-                                       plan.component_runs)
-        part_flops = {kv: {part: components.count_flops(fn) for part, fn in own.items()
-                           if part != "total"} for kv, own in parts.items()}
-
+    variants = make_variants(models, device, args.compile, errors)
+    with quiet_truncation():
+        plan, batches, first_ms, stop_note = time_runtime(variants, device, args, errors)
+    part_ms, part_flops = measure_components(models, size, device, plan)
     result: dict[str, Any] = {
-        "preset": preset,
-        "device": str(device),
-        "precision": precision(device),
-        "compile": bool(args.compile),
-        "image_size": size,
-        "phrase": PHRASE,
-        "plan": asdict(plan),
-        "memory_method": memory_method(device),
-        "models": {},
+        "preset": preset, "device": str(device), "precision": precision(device),
+        "compile": bool(args.compile), "image_size": size, "phrase": PHRASE,
+        "plan": asdict(plan), "memory_method": memory_method(device), "models": {},
     }
     if stop_note:
         result["note"] = stop_note
     for kv, model in models.items():
-        config = configs[kv]
-        flops = part_flops[kv]
-        flops["total"] = flops["text"] + flops["fusion+vision"] + flops["veg"] + flops["decoder"]
-        ms = components.split_parts({part: part_ms[f"{kv}:{part}"] for part in parts[kv]})
-        entry: dict[str, Any] = {
-            "kv": kv,
-            "encoder": config.encoder.name,
-            "encoder_preset": config.encoder.preset,
-            "fusion": config.fusion.name,
-            "decoder_dim": config.decoder.dim,
-            "veg_k": config.veg.k,
-            "params": components.part_params(model),
-            "weights_mb": round(weights_mb(model), 1),
-            "gflops": {k: round(v / 1e9, 4) for k, v in components.split_parts(flops).items()},
-            "component_ms": {k: round(v, 3) for k, v in ms.items()},
-            "component_pct": {k: round(100 * ms[k] / (ms["total"] or 1.0), 1)
-                              for k in components.PARTS},
-            "modes": {},
-        }
+        entry = model_entry(kv, model, configs[kv], part_ms[kv], part_flops[kv])
         for name, variant in variants.items():
-            if variant.kv != kv:
-                continue
-            mode: dict[str, Any] = {"first_call_ms": round(first_ms.get(name, 0.0), 1)}
-            if name in errors or not batches[name]:
-                mode["error"] = errors.get(name, stop_note or "not measured")
-            else:
-                rows = batches[name]
-                best = max(rows, key=lambda row: row["samples_per_s"])
-                mode.update({
-                    "latency_ms": rows[0]["median_ms"],
-                    "throughput": {"batch": best["batch"], "samples_per_s": best["samples_per_s"]},
-                    "peak_mb": rows[0]["peak_mb"],
-                    "batches": rows,
-                })
-            entry["modes"][variant.mode] = mode
+            if variant.kv == kv:
+                entry["modes"][variant.mode] = mode_entry(name, batches, first_ms, errors,
+                                                          stop_note)
         result["models"][kv] = entry
     for name, error in errors.items():  # a variant that failed before it existed
         kv, mode_name = name.split("/")
@@ -488,151 +471,7 @@ def _compile_speedups(models: dict[str, dict[str, Any]]) -> None:
                 eager["latency_ms"] / compiled["latency_ms"], 3)
 
 
-# ---------------------------------------------------------------------------- cold start
-
-
-def vipa_command() -> list[str]:
-    """The ``vipa`` console script beside this interpreter, else ``python -m vipa_cli``."""
-    script = shutil.which("vipa", path=str(Path(sys.executable).parent)) or shutil.which("vipa")
-    return [script] if script else [sys.executable, "-m", "vipa_cli"]
-
-
-def _test_image(path: Path) -> None:
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (320, 240), (90, 110, 90))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((40, 70, 120, 150), fill=(220, 30, 30))
-    draw.rectangle((190, 60, 280, 170), fill=(40, 60, 210))
-    image.save(path)
-
-
-def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str],
-               threads: int | None) -> dict[str, Any]:
-    """Wall time of ``vipa predict`` as a fresh process, and of its imports alone.
-
-    The checkpoint is written with :func:`vipa.checkpoint.save_checkpoint`, as
-    training writes it; both commands run round-robin, ``runs`` times each.
-    """
-    from vipa.checkpoint import save_checkpoint
-
-    env = os.environ.copy()
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    with tempfile.TemporaryDirectory(prefix="vipa-speed-") as tmp:
-        folder = Path(tmp)
-        model = build(preset_model_config(preset, overrides), torch.device("cpu"))
-        checkpoint = save_checkpoint(folder / "model.safetensors", model)
-        del model
-        image = folder / "image.png"
-        _test_image(image)
-        predict = [*vipa_command(), "predict", str(image), "the red circle", "--checkpoint",
-                   str(checkpoint), "--out", str(folder / "out"), "--device", device.type]
-        imports = [sys.executable, "-c", "import torch, vipa.engine.predict, vipa.model"]
-        times: dict[str, list[float]] = {"predict": [], "imports": []}
-        for _ in range(runs):
-            for name, command in (("imports", imports), ("predict", predict)):
-                start = time.perf_counter()
-                done = subprocess.run(command, env=env, capture_output=True, text=True)
-                elapsed = time.perf_counter() - start
-                if done.returncode != 0:
-                    tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-                    return {"preset": preset, "device": str(device), "command": predict,
-                            "error": f"{name} exited {done.returncode}: {' '.join(tail)}"}
-                times[name].append(elapsed)
-        written = sorted(p.name for p in (folder / "out").glob("*.png"))
-        size_mb = checkpoint.stat().st_size / 2**20
-    return {
-        "preset": preset,
-        "device": str(device),
-        "runs": runs,
-        "command": ["vipa", *predict[len(vipa_command()):]],
-        "checkpoint_mb": round(size_mb, 1),
-        "median_s": round(statistics.median(times["predict"]), 3),
-        "times_s": [round(t, 3) for t in times["predict"]],
-        "imports_median_s": round(statistics.median(times["imports"]), 3),
-        "outputs": written,
-    }
-
-
-# ---------------------------------------------------------------------------- report
-
-
-def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The report as markdown: a machine line, one table, the plans, the cold start."""
-    machine = report["machine"]
-    lines = [
-        f"Machine: {machine['cpu']} ({machine['cpu_count']} CPU cores, torch threads "
-        f"{machine['torch_threads']}); torch {machine['torch']}, Python {machine['python']}; "
-        f"{machine['date']}; load average at start "
-        f"{', '.join(f'{x:.2f}' for x in machine['load_average'] or [])}, at the end "
-        f"{', '.join(f'{x:.2f}' for x in machine.get('load_average_end') or [])} "
-        "(1, 5, 15 min).",
-        "",
-        "| preset | device | mode | decoder | params (M) | GFLOPs | latency ms (batch 1) "
-        "| throughput /s (best batch) | peak MB (batch 1) "
-        "| eager time split % enc / fusion / VEG / dec |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    notes = []
-    for row in report["results"]:
-        where = f"{row['device']} {row['precision']}"
-        for mode in row["ratios"]:
-            first = True
-            for kv, entry in row["models"].items():
-                data = entry["modes"].get(mode, {})
-                pct = entry["component_pct"]
-                split = " / ".join(f"{pct[p]:.1f}" for p in ("encoder", "fusion", "veg",
-                                                              "decoder"))
-                if "error" in data or not data:
-                    timing = [f"failed: {data.get('error', 'not measured')[:80]}", "", ""]
-                else:
-                    tp = data["throughput"]
-                    timing = [_fmt(data["latency_ms"], 1),
-                              f"{_fmt(tp['samples_per_s'], 2)} (b={tp['batch']})",
-                              _fmt(data["peak_mb"], 1)]
-                lines.append("| " + " | ".join([
-                    row["preset"] if first else "", where if first else "",
-                    mode if first else "", DECODERS[kv],
-                    _fmt(entry["params"]["total"] / 1e6, 2), _fmt(entry["gflops"]["total"], 2),
-                    *timing, split]) + " |")
-                first = False
-            r = row["ratios"][mode]
-            lines.append("| | | | **VIPA / classic** | " + " | ".join([
-                _fmt(r["params"], 3, "x"), _fmt(r["gflops"], 3, "x"), _fmt(r["latency"], 3, "x"),
-                _fmt(r["throughput"], 3, "x"), _fmt(r["peak_mb"], 3, "x"), ""]) + " |")
-        plan = row["plan"]
-        notes.append(
-            f"- {row['preset']} on {row['device']} ({row['image_size']} px): median of "
-            f"{plan['runs']} runs after {plan['warmup']} warm-up call(s), batch sizes "
-            f"{'/'.join(map(str, plan['batch_sizes']))}, component split from "
-            f"{plan['component_runs']} round(s) ({plan['reason']})."
-            + (f" {row['note']}." if row.get("note") else ""))
-        for kv, entry in row["models"].items():
-            compiled = entry["modes"].get("compiled", {})
-            if compiled.get("first_call_ms"):
-                notes.append(f"  - {DECODERS[kv]}: first compiled call (compiling) "
-                             f"{compiled['first_call_ms'] / 1000:.1f} s, latency speed-up "
-                             f"{_fmt(compiled.get('latency_speedup_vs_eager'), 2, 'x')}")
-    lines += ["", "Plans:", *notes, "",
-              "Peak memory: " + "; ".join(sorted({f"{r['device']}: {r['memory_method']}"
-                                                 for r in report["results"]})) + "."]
-    if report.get("cold_start"):
-        lines += ["", "| `vipa predict` cold start | device | checkpoint MB | median s "
-                  "| imports alone s | runs |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-        for cold in report["cold_start"]:
-            if "error" in cold:
-                lines.append(f"| {cold['preset']} | {cold['device']} | failed: "
-                             f"{cold['error'][:100]} | | | |")
-                continue
-            lines.append(f"| {cold['preset']} preset, random weights | {cold['device']} | "
-                         f"{cold['checkpoint_mb']:.1f} | {cold['median_s']:.2f} | "
-                         f"{cold['imports_median_s']:.2f} | {cold['runs']} |")
-    return "\n".join(lines) + "\n"
+# ---------------------------------------------------------------------------- CLI
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -642,15 +481,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the markdown table; write JSON / markdown when asked."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options of ``python -m bench.speed``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.speed",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="cpu,paper",
                         help="comma-separated presets (names or YAML files)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, auto or a comma list (default: cpu, plus cuda if present)")
     parser.add_argument("--runs", type=int, default=None,
-                        help="timed runs per batch size (default 10; 3 for a slow CPU model)")
+                        help="timed runs per batch size (default 10; 5 for a slow CPU model)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed calls before timing, the first included (default 3)")
     parser.add_argument("--batch-sizes", type=_int_list, default=None,
@@ -668,25 +508,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="model config override for every preset, e.g. decoder.dim=64")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown here")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole report: machine, every (preset, device), then the cold starts."""
+    devices = resolve_devices(args.device)
+    report: dict[str, Any] = {"machine": machine_info(devices), "results": [], "cold_start": []}
+    for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
+        for device in devices:
+            print(f"[speed] {preset} on {device} ...", file=sys.stderr, flush=True)
+            report["results"].append(bench_preset(preset, device, args))
+    if not args.skip_cold_start:
+        for device in devices:
+            print(f"[speed] cold start on {device} ...", file=sys.stderr, flush=True)
+            report["cold_start"].append(cold_start(args.cold_start_preset, device,
+                                                   args.cold_start_runs, args.set, args.threads))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the markdown table; write JSON / markdown when asked."""
+    args = build_parser().parse_args(argv)
     threads_before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        devices = resolve_devices(args.device)
-        report: dict[str, Any] = {"machine": machine_info(devices), "results": [],
-                                  "cold_start": []}
-        for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
-            for device in devices:
-                print(f"[speed] {preset} on {device} ...", file=sys.stderr, flush=True)
-                report["results"].append(bench_preset(preset, device, args))
-        if not args.skip_cold_start:
-            for device in devices:
-                print(f"[speed] cold start on {device} ...", file=sys.stderr, flush=True)
-                report["cold_start"].append(cold_start(args.cold_start_preset, device,
-                                                       args.cold_start_runs, args.set,
-                                                       args.threads))
+        report = run(args)
     finally:
         torch.set_num_threads(threads_before)
     if hasattr(os, "getloadavg"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from vipa.errors import WeightsNotFoundError
+from vipa.errors import WeightsNotFoundError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,6 @@ def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
-def one_line(text: str) -> str:
-    """Collapse whitespace so an error message stays on one line."""
-    return " ".join(str(text).split())
-
-
 def weights_not_found(what: str, looked_for: str, option: str,
                       example: str) -> WeightsNotFoundError:
     """The one-line error every encoder raises for weights it cannot find.
@@ -79,19 +74,20 @@ def weights_not_found(what: str, looked_for: str, option: str,
 def require_file(path: str | os.PathLike[str], what: str, option: str,
                  example: str = "/path/model.safetensors") -> Path:
     """``path`` as a Path when it is an existing file, else WeightsNotFoundError."""
-    resolved = Path(path).expanduser()
-    if not resolved.is_file():
-        raise weights_not_found(what, f"file {resolved}", option, example)
-    return resolved
+    return _require(Path(path).expanduser(), Path.is_file, "file", what, option, example)
 
 
 def require_dir(path: str | os.PathLike[str], what: str, option: str,
                 example: str = "/path/bert-dir") -> Path:
     """``path`` as a Path when it is an existing directory, else WeightsNotFoundError."""
-    resolved = Path(path).expanduser()
-    if not resolved.is_dir():
-        raise weights_not_found(what, f"directory {resolved}", option, example)
-    return resolved
+    return _require(Path(path).expanduser(), Path.is_dir, "directory", what, option, example)
+
+
+def _require(path: Path, exists, kind: str, what: str, option: str,  # noqa: ANN001
+             example: str) -> Path:
+    if not exists(path):
+        raise weights_not_found(what, f"{kind} {path}", option, example)
+    return path
 
 
 def hub_file(repo_id: str, filenames: Sequence[str], what: str, option: str,

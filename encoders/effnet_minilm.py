@@ -22,17 +22,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vipa.errors import ConfigError, WeightsNotFoundError
-from vipa_encoders._text import (
-    DEFAULT_VOCAB_CAP,
+from vipa.errors import ConfigError, WeightsNotFoundError, one_line
+from vipa_encoders._weights import load_encoder_state, require_file
+from vipa_encoders.bert_text import (
     BertTextEncoder,
     BertTextTower,
-    WordPieceTokenizer,
     bert_config,
     load_bert,
     random_bert,
 )
-from vipa_encoders._weights import load_encoder_state, one_line, require_file
+from vipa_encoders.wordpiece import DEFAULT_VOCAB_CAP, WordPieceTokenizer
 from vipa_plugins import hookimpl
 from vipa_plugins.contracts import VisionLanguageEncoder
 
@@ -120,7 +119,7 @@ class EffnetMiniLMEncoder(BertTextTower, VisionLanguageEncoder):
     """EfficientNet-Lite0 blocks grouped into stages at strides 4/8/16/32 + MiniLM text."""
 
     def __init__(self, vision: nn.Module, text: BertTextEncoder, tokenizer: WordPieceTokenizer,
-                 *, image_size: int, max_text_len: int, pretrained: bool) -> None:
+                 *, image_size: int, pretrained: bool) -> None:
         super().__init__()
         # Group blocks with feature_info: stage i ends at the block whose output has
         # reduction STAGE_STRIDES[i]; everything before stride 4 folds into the stem.
@@ -134,11 +133,10 @@ class EffnetMiniLMEncoder(BertTextTower, VisionLanguageEncoder):
         self.stages = nn.ModuleList(nn.Sequential(*vision.blocks[bounds[i]:bounds[i + 1]])
                                     for i in range(len(STAGE_STRIDES)))
         self.text = text
-        self.text_tokenizer = tokenizer
+        self.tokenizer = tokenizer
         self.out_channels = tuple(channels[s] for s in STAGE_STRIDES)
         self.strides = STAGE_STRIDES
         self.text_dim = text.dim
-        self.max_text_len = max_text_len
         self.image_size = image_size
         self.image_mean = (0.5, 0.5, 0.5)
         self.image_std = (0.5, 0.5, 0.5)
@@ -198,7 +196,6 @@ def build_effnet_minilm(preset: str | None = None, weights: str = "pretrained",
     else:
         text, tokenizer = _random_minilm(max_text_len, vocab_size)
     encoder = EffnetMiniLMEncoder(vision, text, tokenizer, image_size=image_size,
-                                  max_text_len=max_text_len,
                                   pretrained=vision_file is not None or text_dir is not None)
     if local_state:
         load_encoder_state(encoder, weights, WHAT)

@@ -14,23 +14,21 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from vipa.errors import CheckpointError, ConfigError
-from vipa_encoders._text import (
-    DEFAULT_VOCAB_CAP,
+from vipa.errors import CheckpointError, ConfigError, one_line
+from vipa_encoders._weights import (
+    hub_file,
+    load_encoder_state,
+    require_file,
+    weights_not_found,
+)
+from vipa_encoders.bert_text import (
     BertTextEncoder,
     BertTextTower,
-    WordPieceTokenizer,
     bert_config,
     load_bert,
     random_bert,
 )
-from vipa_encoders._weights import (
-    hub_file,
-    load_encoder_state,
-    one_line,
-    require_file,
-    weights_not_found,
-)
+from vipa_encoders.wordpiece import DEFAULT_VOCAB_CAP, WordPieceTokenizer
 from vipa_plugins import hookimpl
 from vipa_plugins.contracts import IMAGENET_MEAN, IMAGENET_STD, VisionLanguageEncoder
 
@@ -90,15 +88,14 @@ class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
     """
 
     def __init__(self, vision: nn.Module, text: BertTextEncoder, tokenizer: WordPieceTokenizer,
-                 *, image_size: int, max_text_len: int, pretrained: bool) -> None:
+                 *, image_size: int, pretrained: bool) -> None:
         super().__init__()
         self.vision = vision
         self.text = text
-        self.text_tokenizer = tokenizer
+        self.tokenizer = tokenizer
         self.out_channels = tuple(int(info["num_chs"]) for info in vision.feature_info)
         self.strides = tuple(int(info["reduction"]) for info in vision.feature_info)
         self.text_dim = text.dim
-        self.max_text_len = max_text_len
         self.image_size = image_size
         self.image_mean = IMAGENET_MEAN
         self.image_std = IMAGENET_STD
@@ -140,6 +137,42 @@ def _vision_file(preset_name: str, preset: SwinBertPreset, weights: str,
     return hub_file(repo_id, WEIGHT_FILES, f"{WHAT} vision", "vision_weights")
 
 
+def _text_source(name: str, spec: SwinBertPreset, weights: str,
+                 text_weights: str | None) -> str | None:
+    """A BERT folder or hub id to load the text tower from, or None (random weights)."""
+    if text_weights is not None:
+        return str(Path(text_weights).expanduser().resolve())
+    if weights != "pretrained":
+        return None
+    if spec.bert_id is None:
+        raise weights_not_found(f"{WHAT} text",
+                                f"a pretrained BERT for preset {name!r} (none is published)",
+                                "text_weights", "/path/bert-dir")
+    return spec.bert_id
+
+
+def _build_vision(name: str, spec: SwinBertPreset, vision_file: Path | None, image_size: int,
+                  drop_path_rate: float) -> nn.Module:
+    """timm's Swin at this preset's layout, with the weights of ``vision_file`` when given."""
+    import timm
+
+    try:
+        return timm.create_model(
+            spec.timm_name, pretrained=vision_file is not None,
+            pretrained_cfg_overlay=dict(file=str(vision_file)) if vision_file else None,
+            num_classes=0, global_pool="", img_size=image_size, embed_dim=spec.embed_dim,
+            depths=spec.depths, num_heads=spec.num_heads, window_size=spec.window_size,
+            always_partition=spec.always_partition, strict_img_size=False,
+            drop_path_rate=drop_path_rate,
+        )
+    except (RuntimeError, KeyError, ValueError) as error:
+        if vision_file is None:
+            raise
+        raise CheckpointError(one_line(
+            f"{WHAT} vision weights {vision_file} do not fit preset {name!r}: {error}"
+        )[:400]) from error
+
+
 def build_swin_bert(preset: str | None = None, weights: str = "random",
                     image_size: int | None = None, *, vision_weights: str | None = None,
                     text_weights: str | None = None, max_text_len: int = 20,
@@ -167,33 +200,8 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
 
     # Resolve both towers' sources before building anything, so a missing file fails fast.
     vision_file = _vision_file(name, spec, tower_weights, vision_weights)
-    text_source: str | None = None
-    if text_weights is not None:
-        text_source = str(Path(text_weights).expanduser().resolve())
-    elif tower_weights == "pretrained":
-        if spec.bert_id is None:
-            raise weights_not_found(f"{WHAT} text",
-                                    f"a pretrained BERT for preset {name!r} (none is published)",
-                                    "text_weights", "/path/bert-dir")
-        text_source = spec.bert_id
-
-    import timm
-
-    try:
-        vision = timm.create_model(
-            spec.timm_name, pretrained=vision_file is not None,
-            pretrained_cfg_overlay=dict(file=str(vision_file)) if vision_file else None,
-            num_classes=0, global_pool="", img_size=image_size, embed_dim=spec.embed_dim,
-            depths=spec.depths, num_heads=spec.num_heads, window_size=spec.window_size,
-            always_partition=spec.always_partition, strict_img_size=False,
-            drop_path_rate=drop_path_rate,
-        )
-    except (RuntimeError, KeyError, ValueError) as error:
-        if vision_file is None:
-            raise
-        raise CheckpointError(one_line(
-            f"{WHAT} vision weights {vision_file} do not fit preset {name!r}: {error}"
-        )[:400]) from error
+    text_source = _text_source(name, spec, tower_weights, text_weights)
+    vision = _build_vision(name, spec, vision_file, image_size, drop_path_rate)
     if text_source is not None:
         text, tokenizer = load_bert(text_source, what=f"{WHAT} text", max_len=max_text_len)
     else:
@@ -202,7 +210,6 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
         text = BertTextEncoder(random_bert(config))
         tokenizer = WordPieceTokenizer(max_len=max_text_len, vocab_cap=vocab_size)
     encoder = SwinBertEncoder(vision, text, tokenizer, image_size=image_size,
-                              max_text_len=max_text_len,
                               pretrained=vision_file is not None or text_source is not None)
     if local_state:
         load_encoder_state(encoder, weights, WHAT)

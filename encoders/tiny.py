@@ -1,25 +1,22 @@
 """`tiny`: a small conv + bag-of-words encoder that fills the encoder contract.
 
 It exists for fast tests and as the reference a plugin author copies: four
-strided conv stages (strides 4, 8, 16, 32) and a hashing word tokenizer that
-needs no vocabulary file, so it builds offline with nothing downloaded.
+strided conv stages (strides 4, 8, 16, 32) and a hashing word tokenizer
+(:class:`vipa_encoders.hashing.HashingTokenizer`) that needs no vocabulary file, so it builds
+offline with nothing downloaded.
 """
 
 from __future__ import annotations
 
-import re
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from vipa.errors import ConfigError, WeightsNotFoundError
+from vipa.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from vipa_encoders.hashing import HashingTokenizer
 from vipa_plugins import hookimpl
-from vipa_plugins.contracts import TextFeatures, VisionLanguageEncoder
-
-_WORD = re.compile(r"[a-z0-9]+")
+from vipa_plugins.contracts import TextFeatures, Tokenizer, VisionLanguageEncoder
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -42,8 +39,7 @@ class TinyEncoder(VisionLanguageEncoder):
         self.out_channels = (width, width * 2, width * 4, width * 8)
         self.strides = (4, 8, 16, 32)
         self.text_dim = text_dim
-        self.max_text_len = max_text_len
-        self.vocab_size = vocab_size
+        self.tokenizer = HashingTokenizer(max_text_len, vocab_size)
         self.stem_conv = nn.Sequential(
             nn.Conv2d(3, width, 3, stride=2, padding=1), nn.GroupNorm(1, width), nn.GELU()
         )
@@ -72,18 +68,14 @@ class TinyEncoder(VisionLanguageEncoder):
         sentence = words.sum(dim=1) / counts
         return TextFeatures(words=words, mask=mask, sentence=sentence)
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        rows = []
-        for text in texts:
-            words = _WORD.findall(text.lower())[: self.max_text_len] or [""]
-            rows.append([1 + zlib.crc32(w.encode()) % (self.vocab_size - 1) for w in words])
-        length = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), length, dtype=torch.long)
-        mask = torch.zeros(len(rows), length, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return ids, mask
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """A hashing tokenizer whose buckets fit the word embedding."""
+        if not isinstance(tokenizer, HashingTokenizer) \
+                or tokenizer.vocab_size > self.embed.num_embeddings \
+                or tokenizer.max_len > self.position.shape[0]:
+            raise CheckpointError("the stored tokenizer does not fit the tiny encoder's text "
+                                  "embedding")
+        self.tokenizer = tokenizer
 
 
 PRESETS = {"micro": 8, "tiny": 16, "small": 32}
@@ -121,3 +113,4 @@ def build_tiny(preset: str | None = None, weights: str = "random", image_size: i
 def register_encoders(register) -> None:
     register("tiny", build_tiny,
              description="Tiny conv pyramid + hashed bag-of-words text; tests and plugin example")
+

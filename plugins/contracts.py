@@ -22,6 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vipa_plugins.tokenizers import Tokenizer
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Fusion", "TextFeatures", "Tokenizer",
+           "VisionLanguageEncoder", "check_encoder"]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -47,7 +52,8 @@ class VisionLanguageEncoder(nn.Module, abc.ABC):
     - ``out_channels``: channels of each stage's output, e.g. ``(96, 192, 384, 768)``
     - ``strides``: the output stride of each stage, e.g. ``(4, 8, 16, 32)``
     - ``text_dim``: width D of word and sentence features
-    - ``max_text_len``: tokens kept per phrase (longer phrases are truncated)
+    - ``tokenizer``: the :class:`Tokenizer` of the text tower, ``max_len`` equal to
+      the ``max_text_len`` the factory was given
     - ``image_mean`` / ``image_std``: the normalisation the vision weights expect
     - ``pretrained``: True when weights came from a pretrained checkpoint
       (training then gives the encoder a lower learning rate)
@@ -56,7 +62,7 @@ class VisionLanguageEncoder(nn.Module, abc.ABC):
     out_channels: tuple[int, ...]
     strides: tuple[int, ...]
     text_dim: int
-    max_text_len: int = 20
+    tokenizer: Tokenizer
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
     pretrained: bool = False
@@ -85,14 +91,6 @@ class VisionLanguageEncoder(nn.Module, abc.ABC):
     def encode_text(self, token_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
         """Token ids and mask (B, L) -> word and sentence features."""
 
-    @abc.abstractmethod
-    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Phrases -> (token_ids, attention_mask), both int64 (B, L), L <= max_text_len.
-
-        Pads to the longest phrase in the batch; ``attention_mask`` is 1 for real
-        tokens. Every phrase keeps at least one token.
-        """
-
     def forward_features(self, images: Tensor) -> list[Tensor]:
         """All stage outputs with no cross-modal interaction."""
         x = self.stem(images)
@@ -102,15 +100,13 @@ class VisionLanguageEncoder(nn.Module, abc.ABC):
             features.append(x)
         return features
 
-    def fit_tokenizer(self, texts: Sequence[str]) -> None:  # noqa: B027 - optional hook
-        """Adapt the tokenizer to a corpus; for encoders with no fixed vocabulary."""
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Phrases -> (token_ids, attention_mask) through :attr:`tokenizer`."""
+        return self.tokenizer(texts)
 
-    def tokenizer_state(self) -> dict[str, str] | None:
-        """Serialisable tokenizer state to store with a checkpoint (None: nothing to store)."""
-        return None
-
-    def load_tokenizer_state(self, state: dict[str, str]) -> None:  # noqa: B027
-        """Restore what :meth:`tokenizer_state` returned."""
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Use ``tokenizer`` (e.g. the one a checkpoint carries); encoders check it fits."""
+        self.tokenizer = tokenizer
 
     def normalize(self, images: Tensor) -> Tensor:
         """Map images in [0, 1] to the distribution the vision weights expect."""
@@ -133,9 +129,12 @@ class Fusion(nn.Module, abc.ABC):
 
 def check_encoder(encoder: VisionLanguageEncoder) -> None:
     """Raise TypeError when an encoder's declared attributes are inconsistent."""
-    for attribute in ("out_channels", "strides", "text_dim"):
+    for attribute in ("out_channels", "strides", "text_dim", "tokenizer"):
         if not hasattr(encoder, attribute):
             raise TypeError(f"{type(encoder).__name__} does not set {attribute!r}")
+    if not isinstance(encoder.tokenizer, Tokenizer):
+        raise TypeError(f"{type(encoder).__name__}.tokenizer is a "
+                        f"{type(encoder.tokenizer).__name__}, not a vipa Tokenizer")
     if len(encoder.out_channels) != len(encoder.strides):
         raise TypeError(
             f"{type(encoder).__name__}: out_channels {encoder.out_channels} and strides "

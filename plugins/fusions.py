@@ -17,16 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from vipa.model.layers import fit_heads
 from vipa_plugins import hookimpl
 from vipa_plugins.contracts import Fusion, TextFeatures, VisionLanguageEncoder
-
-
-def _heads(dim: int, heads: int) -> int:
-    # Tiny widths (8, 16 channels) cannot hold many heads.
-    heads = max(1, min(heads, dim))
-    while dim % heads:
-        heads -= 1
-    return heads
 
 
 class NoFusion(Fusion):
@@ -47,7 +40,7 @@ class _PixelsToWords(nn.Module):
 
     def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(channels, _heads(channels, heads), kdim=text_dim,
+        self.attn = nn.MultiheadAttention(channels, fit_heads(channels, heads), kdim=text_dim,
                                           vdim=text_dim, batch_first=True)
 
     def attend(self, pixels: Tensor, text: TextFeatures) -> Tensor:

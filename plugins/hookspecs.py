@@ -29,14 +29,15 @@ def register_encoders(register: Register) -> None:
     """Register vision-language encoders.
 
     Call ``register(name, factory, description=...)`` once per encoder, where
-    ``factory(preset=None, weights="random", image_size=None, **options)``
-    returns a :class:`vipa_plugins.contracts.VisionLanguageEncoder`.
+    ``factory(preset=None, weights="random", image_size=None, max_text_len=20,
+    **options)`` returns a :class:`vipa_plugins.contracts.VisionLanguageEncoder`.
 
-    Every factory accepts these three keywords: ``preset`` (a size name such
+    Every factory accepts these four keywords: ``preset`` (a size name such
     as ``micro`` or ``base``; None = the encoder's default), ``weights``
-    (``random``, ``pretrained``, or a local path) and ``image_size`` (the
+    (``random``, ``pretrained``, or a local path), ``image_size`` (the
     square input resolution the model will run at; encoders that do not care
-    ignore it). Unknown presets raise ``vipa.errors.ConfigError``; weights that
+    ignore it) and ``max_text_len`` (the ``max_len`` its tokenizer must cut
+    phrases to). Unknown presets raise ``vipa.errors.ConfigError``; weights that
     cannot be found offline raise ``vipa.errors.WeightsNotFoundError``.
     """
 
@@ -48,4 +49,15 @@ def register_fusions(register: Register) -> None:
     Call ``register(name, factory, description=...)`` once per fusion, where
     ``factory(out_channels=..., text_dim=..., **options)`` returns a
     :class:`vipa_plugins.contracts.Fusion`.
+    """
+
+
+@hookspec
+def register_tokenizers(register: Register) -> None:
+    """Register tokenizer classes, so a tokenizer can be rebuilt without its encoder.
+
+    Call ``register(name, cls, description=...)`` once per
+    :class:`vipa_plugins.contracts.Tokenizer` subclass an encoder of the plugin
+    uses; checkpoints and export sidecars store the name beside
+    ``tokenizer.state()`` and rebuild it with ``cls.from_state(state)``.
     """

@@ -7,7 +7,6 @@ broken, so discovery walks the entry points itself and records failures.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass
 from importlib import metadata
@@ -15,6 +14,7 @@ from typing import Any
 
 import pluggy
 
+from vipa.errors import did_you_mean, distribution_label, first_line
 from vipa_plugins import hookspecs
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,15 @@ class BrokenPlugin:
     version: str | None
     error: str
 
+    @property
+    def source(self) -> str:
+        """``dist version`` when installed from a distribution, else the entry-point target."""
+        return distribution_label(self.distribution, self.version) or self.target
+
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    text = first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
 class VipaPluginManager(pluggy.PluginManager):
@@ -80,10 +85,7 @@ class VipaPluginManager(pluggy.PluginManager):
                 caller.name for caller in (self.get_hookcallers(plugin) or [])
                 if not caller.has_spec()
             )
-            hints = []
-            for hook in bad:
-                close = difflib.get_close_matches(hook, known, n=1)
-                hints.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints = [f"{hook!r}{did_you_mean(hook, known)}" for hook in bad]
             self.unregister(plugin)
             self._distributions.pop(name, None)
             self._record_broken(name, target, dist_name, dist_version,

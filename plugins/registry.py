@@ -17,12 +17,14 @@ from vipa.errors import (
     UnknownEncoderError,
     UnknownFusionError,
     UnknownNameError,
+    UnknownTokenizerError,
+    distribution_label,
 )
 from vipa_plugins.manager import VipaPluginManager, get_plugin_manager
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("encoder", "fusion")
+KINDS = ("encoder", "fusion", "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,8 @@ class Registration:
     @property
     def source(self) -> str:
         """Human-readable origin: ``dist version`` or the run-time plugin name."""
-        if self.distribution:
-            return f"{self.distribution} {self.version or ''}".strip()
-        return f"{self.plugin} (registered at run time)"
+        return (distribution_label(self.distribution, self.version)
+                or f"{self.plugin} (registered at run time)")
 
 
 def collect(kind: str, manager: VipaPluginManager | None = None) -> dict[str, Registration]:
@@ -96,7 +97,7 @@ def _lookup(kind: str, name: str, error: type[UnknownNameError]) -> Registration
         return found[name]
     culprit = next((b for b in manager.broken if b.name == name), None)
     if culprit is not None:
-        source = f"{culprit.distribution} {culprit.version or ''}".strip() or culprit.target
+        source = culprit.source
         raise PluginError(
             f"{kind} {name!r} comes from plugin {culprit.name!r} ({source}), "
             f"which failed to load: {culprit.error}"
@@ -115,6 +116,33 @@ def get_encoder(name: str) -> Registration:
 def get_fusion(name: str) -> Registration:
     """The registration of fusion ``name``; UnknownFusionError lists the known ones."""
     return _lookup("fusion", name, UnknownFusionError)
+
+
+def get_tokenizer(name: str) -> Registration:
+    """The registration of tokenizer class ``name``; UnknownTokenizerError lists the known ones."""
+    return _lookup("tokenizer", name, UnknownTokenizerError)
+
+
+def tokenizer_name(tokenizer: Any) -> str:
+    """The name ``tokenizer``'s class is registered under; PluginError when it is not."""
+    for registration in collect("tokenizer").values():
+        if registration.factory is type(tokenizer):
+            return registration.name
+    raise PluginError(f"tokenizer class {type(tokenizer).__qualname__} is not registered; its "
+                      "plugin must register it with the register_tokenizers hook")
+
+
+def dump_tokenizer(tokenizer: Any) -> dict[str, Any]:
+    """``{"name": ..., "state": ...}``: what :func:`load_tokenizer` rebuilds it from."""
+    return {"name": tokenizer_name(tokenizer), "state": tokenizer.state()}
+
+
+def load_tokenizer(record: dict[str, Any]) -> Any:
+    """Rebuild a tokenizer from :func:`dump_tokenizer`'s record, without its encoder."""
+    if not isinstance(record, dict) or not isinstance(record.get("state"), dict) \
+            or not isinstance(record.get("name"), str):
+        raise PluginError("a stored tokenizer must be {'name': ..., 'state': {...}}")
+    return get_tokenizer(record["name"]).factory.from_state(record["state"])
 
 
 def _drop_unset(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,13 +1,11 @@
-"""Shared fixtures: an isolated plugin manager, fake installed distributions, bench scripts."""
+"""Shared fixtures: an isolated plugin manager, fake installed distributions, one thread."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -62,15 +60,3 @@ def single_thread():
     yield
     torch.set_num_threads(threads)
 
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def load_bench(name: str) -> Iterator[ModuleType]:
-    """Import ``bench/<name>.py`` (not a package) for one test module, then forget it."""
-    spec = importlib.util.spec_from_file_location(f"vipa_bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)

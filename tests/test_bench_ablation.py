@@ -1,4 +1,4 @@
-"""bench/ablation.py: rows per run, skip on restart, statistics, docs section, chart."""
+"""bench.ablation: rows per run, skip on restart, statistics, docs section, chart."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import load_bench
 
+from bench import ablation
 from vipa.data.synthetic import generate_synthetic
-from vipa.engine.train import train
+from vipa.training import train
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(single_thread):
     """These tests train; see ``single_thread`` in conftest."""
-
-
-@pytest.fixture(scope="module")
-def ablation():
-    yield from load_bench("ablation")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ class Counting:
         return train(cfg, **kwargs)
 
 
-def test_study_records_skips_summarizes_and_documents(ablation, data_root, tmp_path):
+def test_study_records_skips_summarizes_and_documents(data_root, tmp_path):
     out, docs, image = tmp_path / "study", tmp_path / "results.md", tmp_path / "ablation.png"
     docs.write_text("# Results\n\n## Speed and cost\n\nkeep me\n")
     argv = ["--variants", "full,kv-language,cues-local-global", "--seeds", "0,1",
@@ -110,7 +105,7 @@ def test_study_records_skips_summarizes_and_documents(ablation, data_root, tmp_p
     assert third.calls == []
 
 
-def test_a_changed_recipe_is_never_mixed_into_old_rows(ablation, data_root, tmp_path):
+def test_a_changed_recipe_is_never_mixed_into_old_rows(data_root, tmp_path):
     out = tmp_path / "study"
     out.mkdir()
     cfg = ablation.variant_config("full", 0, out / "runs" / "full-seed0",
@@ -124,7 +119,7 @@ def test_a_changed_recipe_is_never_mixed_into_old_rows(ablation, data_root, tmp_
                            train_fn=Counting(), echo=lambda _: None)
 
 
-def test_verdict_rule(ablation):
+def test_verdict_rule():
     def rows(variant: str, values: list[float]) -> list[dict]:
         return [{"variant": variant, "seed": i, "metrics": {"mIoU": v, "oIoU": v}, "budget": {}}
                 for i, v in enumerate(values)]

@@ -1,25 +1,20 @@
-"""bench/retrieval.py: retrieval hit rate, expression precision and text dependence."""
+"""bench.retrieval: retrieval hit rate, expression precision and text dependence."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from conftest import load_bench
 
+from bench import retrieval
+from vipa.config import DataConfig, resolve_config
 from vipa.data.synthetic import generate_synthetic
-from vipa.engine.config import DataConfig, resolve_config
-from vipa.engine.train import train
+from vipa.training import train
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(single_thread):
     """These tests train; see ``single_thread`` in conftest."""
-
-
-@pytest.fixture(scope="module")
-def retrieval():
-    yield from load_bench("retrieval")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +31,7 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
     return train(cfg, progress=False).run_dir / "last.safetensors", root
 
 
-def test_precision_of_retrieving_every_token_is_the_target_share(retrieval, checkpoint):
+def test_precision_of_retrieving_every_token_is_the_target_share(checkpoint):
     path, root = checkpoint
     r = retrieval.diagnose(path, DataConfig(root=str(root)), "val", samples=6, batch_size=4)
     assert r["samples"] == 6 and r["k"] == 16 and r["grid_tokens"] == 16
@@ -47,7 +42,7 @@ def test_precision_of_retrieving_every_token_is_the_target_share(retrieval, chec
         assert 0.0 <= r[key] <= 1.0
 
 
-def test_cli_prints_one_table_row_per_checkpoint(retrieval, checkpoint, capsys):
+def test_cli_prints_one_table_row_per_checkpoint(checkpoint, capsys):
     path, root = checkpoint
     assert retrieval.main([str(path), str(path), "--data-root", str(root), "--samples", "3"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {path}")]

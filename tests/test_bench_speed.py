@@ -1,4 +1,4 @@
-"""bench/speed.py runs end to end on a tiny model and writes a complete, consistent report.
+"""bench.speed runs end to end on a tiny model and writes a complete, consistent report.
 
 Only structure and sanity are checked (positive times, ratios made from the
 reported values), never how fast anything is.
@@ -11,18 +11,14 @@ import json
 
 import pytest
 import torch
-from conftest import load_bench
+
+from bench import speed
 
 TINY = ["encoder.name=tiny", "encoder.preset=micro", "image_size=64", "decoder.dim=16",
         "decoder.heads=2", "veg.heads=2", "veg.k=4"]
 
 
-@pytest.fixture(scope="module")
-def speed():
-    yield from load_bench("speed")
-
-
-def test_report_on_a_tiny_model(speed, tmp_path, capsys):
+def test_report_on_a_tiny_model(tmp_path, capsys):
     threads = torch.get_num_threads()
     out_json, out_md = tmp_path / "speed.json", tmp_path / "speed.md"
     argv = ["--presets", "cpu", "--device", "cpu", "--runs", "2", "--warmup", "1",
@@ -91,7 +87,7 @@ def _args(**given) -> argparse.Namespace:
     return argparse.Namespace(**{**values, **given})
 
 
-def test_plan_is_reduced_for_a_slow_cpu_model_unless_given(speed):
+def test_plan_is_reduced_for_a_slow_cpu_model_unless_given():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert speed.resolve_plan(_args(), cpu, 0.05) == speed.Plan()
     slow = speed.resolve_plan(_args(), cpu, 12.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -9,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from vipa.errors import CheckpointError, ConfigError, WeightsNotFoundError
-from vipa_encoders._text import WordPieceTokenizer
 from vipa_encoders.effnet_minilm import efficientnet_lite0, efficientnet_weights_file
 from vipa_encoders.swin_bert import build_swin_bert
+from vipa_encoders.wordpiece import WordPieceTokenizer
 from vipa_plugins import registry
 from vipa_plugins.contracts import check_encoder
 
@@ -79,8 +80,8 @@ def test_tokenize_pads_truncates_and_survives_empty_text(swin_micro):
     long = " ".join(["word"] * 60)
     ids, mask = swin_micro.tokenize(["a b", long, ""])
     assert ids.dtype == mask.dtype == torch.int64
-    assert ids.shape == (3, swin_micro.max_text_len)
-    assert mask.sum(dim=1).tolist()[1] == swin_micro.max_text_len
+    assert ids.shape == (3, swin_micro.tokenizer.max_len)
+    assert mask.sum(dim=1).tolist()[1] == swin_micro.tokenizer.max_len
     assert mask.sum(dim=1).min() >= 1
     assert torch.all(ids[mask == 0] == 0)  # [PAD] is id 0
     text = swin_micro.encode_text(ids, mask)
@@ -117,7 +118,19 @@ def test_vision_weights_from_a_local_safetensors_file(tmp_path, swin_micro):
 
 def test_swin_micro_state_dict_does_not_depend_on_image_size(swin_micro):
     at_128 = build_swin_bert("micro", image_size=128)
-    at_128.load_state_dict(swin_micro.state_dict())  # e.g. trained at 64, evaluated at 128
+    trained = swin_micro.state_dict()
+    assert {k: v.shape for k, v in at_128.state_dict().items()} == \
+        {k: v.shape for k, v in trained.items()}
+    at_128.load_state_dict(trained)  # strict: e.g. trained at 64, evaluated at 128
+    at_128.eval()
+    swin_micro.eval()
+    image = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        features = at_128.forward_features(image)
+        same = swin_micro.forward_features(image)  # the 64 px build runs 128 px input too
+    assert [f.shape[-1] for f in features] == [32, 16, 8, 4]
+    for mine, theirs in zip(features, same, strict=True):
+        torch.testing.assert_close(mine, theirs)  # the weights, not the size, decide the output
 
 
 def test_text_weights_from_a_save_pretrained_folder(tmp_path):
@@ -143,7 +156,7 @@ def test_text_weights_from_a_save_pretrained_folder(tmp_path):
     expected = tokenizer(["The man", "red cars"], padding=True, return_tensors="pt")
     assert torch.equal(ids, expected["input_ids"])
     assert torch.equal(mask, expected["attention_mask"])
-    encoder.fit_tokenizer(PHRASES)  # pretrained vocabulary: fitting is a no-op
+    encoder.tokenizer.fit(PHRASES)  # pretrained vocabulary: fitting is a no-op
     assert torch.equal(encoder.tokenize(["The man", "red cars"])[0], ids)
 
 
@@ -181,30 +194,31 @@ def test_effnet_without_packages_names_the_extra(monkeypatch):
 def test_wordpiece_fit_and_state_round_trip(swin_micro):
     before = swin_micro.tokenize(["the man on the left"])[0]
     assert before.shape[1] > 6  # the default vocabulary spells words letter by letter
-    swin_micro.fit_tokenizer(PHRASES * 3)
+    swin_micro.tokenizer.fit(PHRASES * 3)
     ids, mask = swin_micro.tokenize(["the man on the left", "a zebra!"])
     assert ids.shape[1] < before.shape[1]  # fitted pieces cover whole words now
     assert ids.max() < swin_micro.text.vocab_rows
     assert (ids[mask.bool()] != 1).all()  # no [UNK]: unseen words split into characters
-    state = swin_micro.tokenizer_state()
-    assert all(isinstance(v, str) for v in state.values())
+    record = registry.dump_tokenizer(swin_micro.tokenizer)
+    assert record["name"] == "wordpiece"
+    assert json.loads(json.dumps(record)) == record  # JSON-serialisable as it is
 
     fresh = build_swin_bert("micro", image_size=64)
     assert not torch.equal(fresh.tokenize(["the man on the left"])[0], ids[:1, : before.shape[1]])
-    fresh.load_tokenizer_state(state)
+    fresh.set_tokenizer(registry.load_tokenizer(record))
     again, again_mask = fresh.tokenize(["the man on the left", "a zebra!"])
     assert torch.equal(again, ids) and torch.equal(again_mask, mask)
 
     small = build_swin_bert("micro", image_size=64, vocab_size=200)
     with pytest.raises(CheckpointError, match="rows"):
-        small.load_tokenizer_state(_fitted_state(2000))
+        small.set_tokenizer(_fitted(2000))
 
 
-def _fitted_state(cap: int) -> dict[str, str]:
+def _fitted(cap: int) -> WordPieceTokenizer:
     tokenizer = WordPieceTokenizer(vocab_cap=cap)
     tokenizer.fit([f"word{i} token{i * 7} piece{i * 13}" for i in range(200)])
     assert tokenizer.vocab_size > 200
-    return tokenizer.state()
+    return tokenizer
 
 
 def test_effnet_classifies_chelsea_as_a_cat(effnet):
@@ -229,7 +243,7 @@ def test_minilm_sentence_embeddings_are_sensible(effnet):
         sentence = F.normalize(effnet.encode_text(ids, mask).sentence, dim=-1)
     similarity = sentence @ sentence.T
     assert similarity[0, 1] > similarity[0, 2] + 0.2
-    assert effnet.tokenizer_state() is not None
+    assert registry.dump_tokenizer(effnet.tokenizer)["state"]["fittable"] is False
 
 
 def test_effnet_random_weights_keep_the_packaged_tokenizer(effnet):

@@ -13,32 +13,27 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vipa.checkpoint import save_checkpoint
-from vipa.config import EncoderConfig, FusionConfig, ModelConfig
+from vipa.config import EncoderConfig, FusionConfig, ModelConfig, resolve_config
 from vipa.data.dataset import RISDataset
 from vipa.data.synthetic import generate_synthetic
-from vipa.engine.config import resolve_config
-from vipa.engine.export import (
-    ExportError,
-    _Exportable,
-    export_checkpoint,
-    export_model,
-    read_sidecar,
-    verify_export,
-)
-from vipa.engine.predict import ExportedPredictor, tokenizer_from_spec, tokenizer_spec
-from vipa.engine.train import train
+from vipa.errors import ExportError
+from vipa.inference.export import Exportable, export_checkpoint, export_model, verify_export
+from vipa.inference.runtime import load_exported
+from vipa.inference.sidecar import read_sidecar
 from vipa.model import build_model
+from vipa.training import train
 from vipa_cli import app
 
 runner = CliRunner()
 PRESETS = {"tiny": "micro", "swin-bert": "micro", "effnet-minilm": None}
 
 
-def small_model(encoder: str, fusion: str):
+def small_model(encoder: str, fusion: str, max_text_len: int = 20):
     """A random-weight model of the smallest preset; 64 px keeps every encoder's maps >= 2x2."""
     config = ModelConfig(encoder=EncoderConfig(name=encoder, preset=PRESETS[encoder],
                                                weights="random"),
-                         fusion=FusionConfig(name=fusion), image_size=64)
+                         fusion=FusionConfig(name=fusion), image_size=64,
+                         max_text_len=max_text_len)
     config.veg.k = 4
     config.decoder.dim = 16
     torch.manual_seed(0)
@@ -55,8 +50,8 @@ def test_export_verifies_for_every_encoder_and_fusion(encoder, fusion, fmt, tmp_
     assert result.output.is_file() and result.sidecar.is_file()
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
     meta = read_sidecar(output)
-    assert meta["format"] == fmt and meta["encoder"] == encoder
-    assert meta["image_size"] == 64 and meta["threshold"] == 0.5
+    assert meta.format == fmt and meta.encoder == encoder
+    assert meta.image_size == 64 and meta.threshold == 0.5
 
 
 def test_verification_fails_beyond_the_tolerance(tmp_path):
@@ -64,11 +59,11 @@ def test_verification_fails_beyond_the_tolerance(tmp_path):
     result = export_model(model, tmp_path / "m.onnx", "onnx")
     assert 0 < result.max_abs_diff <= 1e-4
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        verify_export(_Exportable(model).eval(), tmp_path / "m.onnx", "onnx", tolerance=0.0)
+        verify_export(Exportable(model).eval(), tmp_path / "m.onnx", tolerance=0.0)
     # A graph from another model with the same shapes: verification catches it.
     export_model(small_model("tiny", "late"), tmp_path / "other.onnx", "onnx")
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        verify_export(_Exportable(model).eval(), tmp_path / "other.onnx", "onnx")
+        verify_export(Exportable(model).eval(), tmp_path / "other.onnx")
 
 
 def test_export_leaves_the_model_in_its_mode(tmp_path):
@@ -78,16 +73,19 @@ def test_export_leaves_the_model_in_its_mode(tmp_path):
 
 
 @pytest.mark.parametrize("encoder", ["tiny", "swin-bert"])
-def test_tokenizer_rebuilds_from_the_sidecar_alone(encoder):
-    model = small_model(encoder, "early")
-    if encoder == "swin-bert":
-        model.encoder.fit_tokenizer(["the red circle", "a blue square on the left"])
+def test_tokenizer_rebuilds_from_the_sidecar_alone(encoder, tmp_path):
     phrases = ["the red circle", "a blue square on the left of everything"]
-    for limit in (model.config.max_text_len, 4):  # 4: the model cuts below the tokenizer
-        model.config.max_text_len = limit
-        rebuilt = tokenizer_from_spec(tokenizer_spec(model.encoder, limit), limit)
-        for got, want in zip(rebuilt(phrases), model.tokenize(phrases), strict=True):
-            assert torch.equal(got, want)
+    for limit in (20, 4):  # 4: the second phrase is cut
+        model = small_model(encoder, "early", max_text_len=limit)
+        if encoder == "swin-bert":
+            model.encoder.tokenizer.fit(["the red circle", "a blue square on the left"])
+        export_model(model, tmp_path / f"m{limit}.onnx", "onnx", verify=False)
+        rebuilt = load_exported(tmp_path / f"m{limit}.onnx", "cpu").tokenizer
+        assert rebuilt.max_len == limit and type(rebuilt) is type(model.encoder.tokenizer)
+        want = model.tokenize(phrases)
+        assert want[1].sum(1).max() <= limit
+        for got, expected in zip(rebuilt(phrases), want, strict=True):
+            assert torch.equal(got, expected)
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +143,11 @@ def test_predictor_reads_only_the_sidecar(trained, tmp_path):
     checkpoint, _ = trained
     output = tmp_path / "m.onnx"
     export_checkpoint(checkpoint, output, "onnx", verify=False)
-    predictor = ExportedPredictor(output, "cpu")
-    assert predictor.image_size == 64 and predictor.k == 4
+    runtime = load_exported(output, "cpu")
+    assert runtime.image_size == 64 and runtime.expression_size == 4
     (tmp_path / "m.onnx.vipa.json").unlink()
     with pytest.raises(Exception, match="vipa.json is missing"):
-        ExportedPredictor(output, "cpu")
+        load_exported(output, "cpu")
 
 
 def test_export_cli_errors(trained, tmp_path):

@@ -95,7 +95,22 @@ def test_fusion_uses_text_and_ignores_padding(encoder, name):
     assert not torch.allclose(base, changed, atol=1e-4)
 
 
-def test_fusion_heads_option(encoder):
-    fusion = _fusion("late", encoder, heads=4)
+@pytest.mark.parametrize("name", ["early", "late"])
+def test_fusion_heads_option(encoder, name):
+    # tiny micro stages are 8, 16, 32, 64 wide: 3 heads divide none of them, so each level
+    # uses the largest head count <= 3 that divides its width (2), never a silent 1.
+    fusion = _fusion(name, encoder, heads=3)
+    single = _fusion(name, encoder, heads=1)
+    levels = fusion.blocks if name == "early" else fusion.levels
+    assert [level.attn.num_heads for level in levels] == [2, 2, 2, 2]
+    single.load_state_dict(fusion.state_dict())  # same parameters, only the head split differs
+    for level in (single.blocks if name == "early" else single.levels):
+        assert level.attn.num_heads == 1
+    for module in (fusion, single):  # open the zero-initialised gates so attention matters
+        for parameter in module.parameters():
+            if parameter.dim() == 1 and not parameter.any():
+                torch.nn.init.constant_(parameter, 0.5)
     images, text = _inputs(encoder)
-    assert fusion(encoder, images, text)[0].shape[1] == encoder.out_channels[0]
+    multi_out, single_out = fusion(encoder, images, text), single(encoder, images, text)
+    assert multi_out[0].shape[1] == encoder.out_channels[0]
+    assert not torch.allclose(multi_out[-1], single_out[-1], atol=1e-5)

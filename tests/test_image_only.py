@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vipa.config import ModelConfig, VEGConfig, apply_overrides
+from vipa.checkpoint import load_model
+from vipa.config import ModelConfig, VEGConfig, apply_overrides, resolve_config
+from vipa.data.build import build_dataset
 from vipa.data.synthetic import generate_synthetic
-from vipa.engine.config import resolve_config
-from vipa.engine.datasets import build_dataset
-from vipa.engine.train import train
 from vipa.model import VipaLoss, build_model
 from vipa.model.veg import VisualExpressionGenerator
+from vipa.training import train
 from vipa_plugins.contracts import TextFeatures
 
 
@@ -57,8 +57,17 @@ def test_image_only_training_has_a_finite_loss(data_root, tmp_path):
                (result.run_dir / "metrics.jsonl").read_text().splitlines() if line]
     losses = [r["loss"] for r in records if "loss" in r]
     assert result.step == 2 and len(losses) == 2
-    assert all(math.isfinite(x) for x in losses)
-    assert math.isfinite(records[-1]["val"]["mIoU"])
+    assert all(math.isfinite(x) and x > 0 for x in losses)
+    val = records[-1]["val"]
+    assert math.isfinite(val["mIoU"]) and val["samples"] == 4
+    # The two steps trained on empty phrases changed the weights, all of them finite.
+    trained, _ = load_model(result.last)
+    torch.manual_seed(0)  # train() seeds like this before it builds the model
+    initial = build_model(trained.config)
+    changed = [name for name, p in trained.named_parameters()
+               if not torch.equal(p, initial.state_dict()[name])]
+    assert changed and all(torch.isfinite(p).all() for p in trained.parameters())
+    assert any(name.startswith("decoder.") for name in changed)
 
 
 ENCODERS = [("tiny", "micro", 32), ("swin-bert", "micro", 64), ("effnet-minilm", None, 64)]
@@ -70,7 +79,7 @@ def test_every_builtin_encoder_takes_an_all_empty_batch(name, preset, size):
     overrides = [f"encoder.name={name}", "encoder.weights=random", f"image_size={size}",
                  "veg.k=4", "decoder.dim=16"] + ([f"encoder.preset={preset}"] if preset else [])
     model = build_model(apply_overrides(ModelConfig(), overrides))
-    model.encoder.fit_tokenizer(["", ""])  # what image-only training fits on
+    model.encoder.tokenizer.fit(["", ""])  # what image-only training fits on
     ids, mask = model.tokenize(["", ""])
     assert mask.sum(dim=1).min() >= 1  # the contract: every phrase keeps a token
     out = model(torch.rand(2, 3, size, size), ids, mask)

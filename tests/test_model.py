@@ -76,7 +76,7 @@ def test_forward_backward_every_fusion_and_kv(fusion, kv):
 def test_build_from_config_alone_and_default_is_full_vipa():
     cfg = ModelConfig()
     assert (cfg.veg.retrieval, cfg.veg.refine, cfg.veg.cues, cfg.decoder.kv) == \
-        ("on", "on", "local-global", "visual")
+        (True, True, "local-global", "visual")
     model = _model()
     assert model.config.fusion.name == "early"
     assert model.encoder.strides[model.veg_index] == 16

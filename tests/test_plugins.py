@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -123,8 +124,9 @@ def test_plugin_registering_twice_across_distributions(fake_distribution):
         registry.fusions()
 
 
-def test_pip_installed_example_plugin_is_discovered(tmp_path, fresh_plugins):
-    """Install examples/vipa-example-encoder with pip and select it by name."""
+@pytest.fixture
+def example_plugin(tmp_path, fresh_plugins):
+    """examples/vipa-example-encoder, pip-installed into a folder on sys.path for one test."""
     source = tmp_path / "src"
     shutil.copytree(ROOT / "examples" / "vipa-example-encoder", source)
     target = tmp_path / "site"
@@ -135,26 +137,65 @@ def test_pip_installed_example_plugin_is_discovered(tmp_path, fresh_plugins):
     )
     sys.path.insert(0, str(target))
     try:
-        listing = CliRunner().invoke(app, ["plugins", "--json"])
-        assert listing.exit_code == 0, listing.output
-        listed = {e["name"]: e for e in json.loads(listing.output)["encoders"]}
-        assert listed["s2d-bow"]["distribution"] == "vipa-example-encoder"
-        found = registry.get_encoder("s2d-bow")
-        assert found.distribution == "vipa-example-encoder" and found.version == "0.1.0"
-        encoder = registry.create_encoder("s2d-bow", preset=None, weights="random",
-                                          image_size=64)
-        assert isinstance(encoder, VisionLanguageEncoder)
-        check_encoder(encoder)
-        fusion = registry.create_fusion("none", out_channels=encoder.out_channels,
-                                        text_dim=encoder.text_dim)
-        ids, mask = encoder.tokenize(["the left dog", "cat"])
-        text = encoder.encode_text(ids, mask)
-        features = fusion(encoder, torch.rand(2, 3, 64, 64), text)
-        assert [f.shape[1] for f in features] == list(encoder.out_channels)
-        assert [64 // f.shape[-1] for f in features] == list(encoder.strides)
+        yield target
     finally:
         sys.path.remove(str(target))
         sys.modules.pop("vipa_example_encoder", None)
+
+
+def test_pip_installed_example_plugin_is_discovered(example_plugin):
+    """Install examples/vipa-example-encoder with pip and select it by name."""
+    listing = CliRunner().invoke(app, ["plugins", "--json"])
+    assert listing.exit_code == 0, listing.output
+    listed = {e["name"]: e for e in json.loads(listing.output)["encoders"]}
+    assert listed["s2d-bow"]["distribution"] == "vipa-example-encoder"
+    found = registry.get_encoder("s2d-bow")
+    assert found.distribution == "vipa-example-encoder" and found.version == "0.1.0"
+    encoder = registry.create_encoder("s2d-bow", preset=None, weights="random",
+                                      image_size=64)
+    assert isinstance(encoder, VisionLanguageEncoder)
+    check_encoder(encoder)
+    fusion = registry.create_fusion("none", out_channels=encoder.out_channels,
+                                    text_dim=encoder.text_dim)
+    ids, mask = encoder.tokenize(["the left dog", "cat"])
+    text = encoder.encode_text(ids, mask)
+    features = fusion(encoder, torch.rand(2, 3, 64, 64), text)
+    assert [f.shape[1] for f in features] == list(encoder.out_channels)
+    assert [64 // f.shape[-1] for f in features] == list(encoder.strides)
+
+
+def test_example_plugin_predicts_exports_and_runs_in_onnxruntime(example_plugin, tmp_path):
+    """A third-party encoder goes through checkpoint, predict, export and onnxruntime alike."""
+    from PIL import Image
+
+    from vipa.checkpoint import save_checkpoint
+    from vipa.config import ModelConfig, apply_overrides
+    from vipa.model import build_model
+
+    torch.manual_seed(0)
+    config = apply_overrides(ModelConfig(), ["encoder.name=s2d-bow", "image_size=64",
+                                             "veg.k=4", "decoder.dim=16", "max_text_len=6"])
+    checkpoint = save_checkpoint(tmp_path / "m.safetensors", build_model(config))
+    image = tmp_path / "scene.png"
+    Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8)
+                    ).save(image)
+    phrases = ["the left dog", "a cat that is sitting on the mat by the door"]  # 2nd is cut
+    cli = CliRunner()
+    exported = cli.invoke(app, ["export", "--checkpoint", str(checkpoint), "--output",
+                                str(tmp_path / "m.onnx")])
+    assert exported.exit_code == 0 and "verified" in exported.output, exported.output
+    runs = {}
+    for name, source in (("torch", ["--checkpoint", str(checkpoint)]),
+                         ("onnx", ["--model", str(tmp_path / "m.onnx")])):
+        result = cli.invoke(app, ["predict", str(image), *phrases, *source, "--device", "cpu",
+                                  "--out", str(tmp_path / name), "--json"])
+        assert result.exit_code == 0, result.output
+        runs[name] = [json.loads(line) for line in result.stdout.splitlines()]
+    for want, got in zip(runs["torch"], runs["onnx"], strict=True):
+        assert Image.open(got["mask"]).size == (80, 48)
+        assert np.array_equal(np.asarray(Image.open(want["mask"])),
+                              np.asarray(Image.open(got["mask"])))
+        assert abs(want["mean_probability"] - got["mean_probability"]) < 1e-4
 
 
 def test_tiny_encoder_fills_the_contract():
@@ -162,11 +203,11 @@ def test_tiny_encoder_fills_the_contract():
     check_encoder(encoder)
     ids, mask = encoder.tokenize(["the small red circle", "", "x " * 40])
     assert ids.dtype == torch.long and mask.dtype == torch.long
-    assert ids.shape[1] == encoder.max_text_len  # the long phrase is truncated
+    assert ids.shape[1] == encoder.tokenizer.max_len  # the long phrase is truncated
     assert mask.sum(1).min() >= 1  # even an empty phrase keeps one token
     text = encoder.encode_text(ids, mask)
     assert isinstance(text, TextFeatures)
-    assert text.words.shape == (3, encoder.max_text_len, encoder.text_dim)
+    assert text.words.shape == (3, encoder.tokenizer.max_len, encoder.text_dim)
     assert text.sentence.shape == (3, encoder.text_dim)
     features = encoder.forward_features(torch.rand(3, 3, 64, 64))
     assert [f.shape[-1] for f in features] == [16, 8, 4, 2]

@@ -11,12 +11,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from vipa.config import resolve_config
 from vipa.data.dataset import RISDataset
 from vipa.data.synthetic import generate_synthetic
-from vipa.engine.config import resolve_config
-from vipa.engine.predict import TorchPredictor, predict_image, read_image
-from vipa.engine.train import train
 from vipa.errors import DataError
+from vipa.inference.io import read_image
+from vipa.inference.predict import predict_image
+from vipa.inference.runtime import TorchRuntime
+from vipa.training import train
 from vipa_cli import app
 
 runner = CliRunner()
@@ -84,7 +86,7 @@ def test_predict_writes_mask_and_overlay_at_original_size(checkpoint, photo, tmp
 
 
 def test_two_phrases_run_as_one_batch_and_match_single_runs(checkpoint, photo, tmp_path):
-    predictor = TorchPredictor(checkpoint, "cpu")
+    predictor = TorchRuntime.from_checkpoint(checkpoint, "cpu")
     calls = []
     run = predictor.run
     predictor.run = lambda *a: calls.append(a[0].shape[0]) or run(*a)
@@ -178,7 +180,7 @@ def test_image_modes_and_exif_orientation(checkpoint, tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to display": displayed size is 40 wide, 60 tall
     rotated.save(tmp_path / "rotated.jpg", exif=exif)
     assert read_image(tmp_path / "rotated.jpg").shape == (60, 40, 3)
-    predictor = TorchPredictor(checkpoint, "cpu")
+    predictor = TorchRuntime.from_checkpoint(checkpoint, "cpu")
     for name in (*cases, "rotated.jpg"):
         [result] = predict_image(predictor, tmp_path / name, ["the red square"], tmp_path / "o")
         expected = (40, 60) if name == "rotated.jpg" else (60, 40)
@@ -187,9 +189,9 @@ def test_image_modes_and_exif_orientation(checkpoint, tmp_path):
 
 
 def test_long_phrase_is_truncated_with_a_warning(checkpoint, photo, tmp_path, caplog):
-    predictor = TorchPredictor(checkpoint, "cpu")
-    phrase = " ".join(["word"] * (predictor.tokenizer.limit + 5))
-    with caplog.at_level(logging.WARNING, logger="vipa.engine.predict"):
+    predictor = TorchRuntime.from_checkpoint(checkpoint, "cpu")
+    phrase = " ".join(["word"] * (predictor.tokenizer.max_len + 5))
+    with caplog.at_level(logging.WARNING, logger="vipa.inference.runtime"):
         [result] = predict_image(predictor, photo, [phrase], tmp_path)
     assert "truncated" in caplog.text
     assert Path(result.mask).is_file()

@@ -235,7 +235,7 @@ def test_ensure_synthetic_generates_once_into_the_cache(tmp_path: Path,
         calls.append(seed)
         return real(out_dir, seed=seed, n_train=6, n_val=3, n_test=3, image_size=48)
 
-    monkeypatch.setattr(synthetic, "generate_synthetic", small)
+    monkeypatch.setattr(synthetic.cache, "generate_synthetic", small)
     monkeypatch.setenv("VIPA_CACHE", str(tmp_path / "cache"))
     first = ensure_synthetic(seed=2)
     assert first.parent == tmp_path / "cache" and "seed2" in first.name

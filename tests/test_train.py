@@ -17,11 +17,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vipa.checkpoint import load_model, read_checkpoint
+from vipa.config import resolve_config
 from vipa.data.synthetic import generate_synthetic
-from vipa.engine.config import resolve_config
-from vipa.engine.train import build_optimizer, train
 from vipa.metrics import RISMetrics
 from vipa.model import build_model
+from vipa.training import train
+from vipa.training.optim import build_optimizer
 from vipa_cli import app
 
 runner = CliRunner()
@@ -158,13 +159,43 @@ def test_two_process_ddp_on_cpu(data_root, tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    checksums = {line.split("rank ")[1].split()[0]: line.rsplit(" ", 1)[1]
-                 for line in output.splitlines() if "final parameter checksum" in line}
-    assert set(checksums) == {"0", "1"}, output
-    assert checksums["0"] == checksums["1"]  # both ranks hold the same weights
+    # train() compares the ranks' parameter sums and fails the run when they differ.
+    assert "all 2 ranks hold the same weights" in output, output
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # rank 0 writes once
     assert read_checkpoint(run / "last.safetensors").step == 4
+
+
+RANKS_DISAGREE = """
+import sys
+from pathlib import Path
+import torch, torch.distributed as dist
+from vipa.errors import VipaError
+from vipa.training.distributed import assert_ranks_agree, init_distributed
+info = init_distributed("cpu")
+model = torch.nn.Linear(3, 1)
+torch.nn.init.constant_(model.weight, 1.0 + info.rank)  # rank 1 holds other weights
+try:
+    assert_ranks_agree(model, info, torch.device("cpu"))
+    outcome = "agreed"
+except VipaError as error:
+    outcome = f"refused: {error}"
+Path(sys.argv[1], f"rank{info.rank}.txt").write_text(outcome)
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_with_different_weights_are_refused(tmp_path):
+    script = tmp_path / "disagree.py"
+    script.write_text(RANKS_DISAGREE)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                           "2", "--master-port", "29518", str(script), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rank in (0, 1):
+        outcome = (tmp_path / f"rank{rank}.txt").read_text()
+        assert outcome.startswith("refused: DDP ranks ended with different weights"), outcome
 
 
 @pytest.mark.parametrize("args, code, needle", [

@@ -10,6 +10,7 @@ crash mid-write never leaves a truncated checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,12 +22,15 @@ import torch
 
 from vipa import __version__
 from vipa.config import ModelConfig, from_dict, to_dict
-from vipa.errors import CheckpointError, ConfigError
+from vipa.errors import CheckpointError, ConfigError, PluginError, first_line
+from vipa.model import build_model
+from vipa_plugins import registry
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "vipa-checkpoint"
-FORMAT_VERSION = "1"
+# 2: the tokenizer is stored as {"name": <registered tokenizer>, "state": {...}}.
+FORMAT_VERSION = "2"
 
 
 @dataclass
@@ -36,7 +40,7 @@ class Checkpoint:
     path: Path
     model_config: ModelConfig
     tensors: dict[str, torch.Tensor]
-    tokenizer_state: dict[str, str] | None
+    tokenizer: dict[str, Any] | None  # registry.dump_tokenizer's record
     step: int
     epoch: int
     metrics: dict[str, Any]
@@ -70,13 +74,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, step: int = 0, 
             value = value.clone()  # safetensors refuses tensors that share memory
         seen.add(value.data_ptr())
         tensors[key] = value
-    tokenizer_state = model.encoder.tokenizer_state()
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "vipa_version": __version__,
         "model_config": json.dumps(to_dict(model.config)),
-        "tokenizer_state": json.dumps(tokenizer_state) if tokenizer_state else "",
+        "tokenizer": json.dumps(registry.dump_tokenizer(model.encoder.tokenizer)),
         "step": str(step),
         "epoch": str(epoch),
         "metrics": json.dumps(metrics or {}),
@@ -101,20 +104,28 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: "
-                              f"{str(error).splitlines()[0] if str(error) else error}") from None
+                              f"{first_line(error)}") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a vipa checkpoint "
                               "(no model config in its metadata)")
     try:
         model_config = from_dict(ModelConfig, json.loads(metadata["model_config"]))
-        tokenizer_state = json.loads(metadata["tokenizer_state"]) \
-            if metadata.get("tokenizer_state") else None
+        tokenizer = _stored_tokenizer(metadata)
         metrics = json.loads(metadata.get("metrics") or "{}")
         step, epoch = int(metadata.get("step", 0)), int(metadata.get("epoch", 0))
     except (KeyError, ValueError, ConfigError) as error:
-        raise CheckpointError(f"checkpoint {path} has unreadable metadata: {error}") from None
-    return Checkpoint(path, model_config, tensors, tokenizer_state, step, epoch, metrics,
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata: "
+                              f"{first_line(error)}") from None
+    return Checkpoint(path, model_config, tensors, tokenizer, step, epoch, metrics,
                       metadata.get("vipa_version", "unknown"))
+
+
+def _stored_tokenizer(metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The tokenizer record; format 1 stored a bare WordPiece state (or none at all)."""
+    if metadata.get("tokenizer"):
+        return json.loads(metadata["tokenizer"])
+    legacy = json.loads(metadata["tokenizer_state"]) if metadata.get("tokenizer_state") else None
+    return {"name": "wordpiece", "state": legacy} if legacy else None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
@@ -124,17 +135,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     The encoder is built with ``weights="random"`` (the checkpoint supplies the
     trained weights), so loading never downloads anything.
     """
-    from vipa.model import build_model
-
     checkpoint = read_checkpoint(path)
-    config = checkpoint.model_config
     check_encoder_matches(checkpoint, expect_encoder)
-    config.encoder.weights = "random"
+    config = checkpoint.model_config
+    config = dataclasses.replace(
+        config, encoder=dataclasses.replace(config.encoder, weights="random"))
     model = build_model(config)
-    if checkpoint.tokenizer_state:
-        model.encoder.load_tokenizer_state(checkpoint.tokenizer_state)
+    load_tokenizer(model, checkpoint)
     load_weights(model, checkpoint)
     return model.to(device), checkpoint
+
+
+def load_tokenizer(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
+    """Give the model the tokenizer its weights were trained with (when one is stored)."""
+    if checkpoint.tokenizer is None:
+        return
+    try:
+        model.encoder.set_tokenizer(registry.load_tokenizer(checkpoint.tokenizer))
+    except PluginError as error:
+        raise CheckpointError(f"checkpoint {checkpoint.path}: {error}") from None
 
 
 def check_encoder_matches(checkpoint: Checkpoint, expect_encoder: str | None) -> None:
@@ -205,5 +224,4 @@ def _load_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors of many kinds
-        raise CheckpointError(f"resume state {path} is corrupt: "
-                              f"{str(error).splitlines()[0] if str(error) else error}") from None
+        raise CheckpointError(f"resume state {path} is corrupt: {first_line(error)}") from None

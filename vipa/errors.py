@@ -1,4 +1,4 @@
-"""Typed errors raised by the library.
+"""Typed errors raised by the library, and the small helpers that keep their messages one line.
 
 The library never prints or exits; the CLI (`vipa_cli`) maps these classes to
 one-line messages and exit codes.
@@ -8,6 +8,39 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+# How alike a misspelt name must be to a known one before it is suggested.
+SUGGEST_CUTOFF = 0.6
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-empty line of an error's message, or its type name when it has none."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace (newlines included) so a message stays on one line."""
+    return " ".join(str(text).split())
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``name``, when one is alike enough to suggest."""
+    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=SUGGEST_CUTOFF)
+    return found[0] if found else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+    """``" (did you mean 'x'?)"`` for the closest candidate, or ``""`` when none is close."""
+    best = closest(name, candidates)
+    return f" (did you mean {prefix + best!r}?)" if best else ""
+
+
+def distribution_label(distribution: str | None, version: str | None) -> str:
+    """``"name version"`` of an installed distribution, ``""`` when unknown."""
+    return f"{distribution} {version or ''}".strip() if distribution else ""
 
 
 class VipaError(Exception):
@@ -26,10 +59,7 @@ class UnknownNameError(UsageError):
     def __init__(self, name: str, known: Iterable[str], hint: str = "") -> None:
         self.name = name
         self.known = sorted(known)
-        message = f"unknown {self.kind} {name!r}"
-        close = difflib.get_close_matches(name, self.known, n=1, cutoff=0.5)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
+        message = f"unknown {self.kind} {name!r}{did_you_mean(name, self.known)}"
         message += "; known: " + (", ".join(self.known) if self.known else "none")
         if hint:
             message += f"; {hint}"
@@ -44,8 +74,16 @@ class UnknownFusionError(UnknownNameError):
     kind = "fusion"
 
 
+class UnknownTokenizerError(UnknownNameError):
+    kind = "tokenizer"
+
+
 class ConfigError(UsageError):
     """A configuration file or override that does not fit the config schema."""
+
+
+class EmptyPhraseError(UsageError):
+    """A phrase that is empty or only whitespace: there is nothing to segment."""
 
 
 class PluginError(VipaError):
@@ -66,3 +104,11 @@ class CheckpointError(VipaError):
 
 class DataError(VipaError):
     """A dataset, image or annotation file that is missing or unreadable."""
+
+
+class ExportError(VipaError):
+    """An export that failed, or whose output differs from PyTorch beyond the tolerance."""
+
+
+class TrainingDivergedError(VipaError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

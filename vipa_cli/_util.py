@@ -11,6 +11,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from vipa.errors import UsageError, VipaError
+from vipa.progress import stderr_console
 
 # Library errors become one line on stderr; usage errors exit 2, the rest 1.
 EXIT_RUNTIME_ERROR = 1
@@ -18,7 +19,7 @@ EXIT_USAGE_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = stderr_console()  # shared with the library's progress bars
 
 
 def exit_code_for(error: VipaError) -> int:
@@ -58,6 +59,17 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def checkpoint_option() -> typer.models.OptionInfo:
+    """``--checkpoint / -c``, shared by every command that reads a trained model."""
+    return typer.Option(None, "--checkpoint", "-c",
+                        help="Checkpoint (default: the latest run's best.safetensors).")
+
+
+def device_option() -> typer.models.OptionInfo:
+    """``--device`` of the commands that run a model."""
+    return typer.Option("auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
 def setup_logging(verbose: bool) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vipa.errors import DataError, UsageError
-from vipa_cli._util import app, console, err_console
+from vipa.errors import UsageError
+from vipa_cli._util import app, console
 
 data_app = typer.Typer(
     help="Prepare and inspect datasets: the built-in synthetic set and the RefCOCO family.",
@@ -20,16 +20,6 @@ app.add_typer(data_app, name="data")
 _DATA_HELP = "Dataset: refcoco, refcoco+, refcocog or synthetic."
 _ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p and instances.json. "
               "Optional for synthetic (then the cached built-in set is used).")
-
-
-def _resolve_root(data: str, data_root: Path | None) -> Path:
-    if data_root is not None:
-        return data_root
-    if data == "synthetic":
-        from vipa.data.synthetic import ensure_synthetic
-
-        return ensure_synthetic()
-    raise DataError(f"no data root given for {data}; pass --data-root DIR (see docs/data.md)")
 
 
 @data_app.command("synth")
@@ -46,18 +36,14 @@ def synth_command(
     [bold]Example[/bold]: [cyan]vipa data synth --out data/ --n-train 2000[/cyan], then
     [cyan]vipa data stats --data synthetic --data-root data/[/cyan]
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from vipa.data.synthetic import generate_synthetic
+    from vipa.progress import ProgressBar
 
     total = n_train + n_val + 2 * n_test
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                  transient=True) as progress:
-        task = progress.add_task("expressions", total=total)
+    with ProgressBar(total, "expressions", transient=True) as bar:
         root = generate_synthetic(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
                                   image_size=image_size,
-                                  progress=lambda done, _: progress.update(task, completed=done))
+                                  progress=lambda done, _: bar.update(completed=done))
     console.print(f"wrote {total} expressions to {root / 'synthetic'}; "
                   f"use --data synthetic --data-root {root}", highlight=False)
 
@@ -73,9 +59,10 @@ def stats_command(
 
     [bold]Example[/bold]: [cyan]vipa data stats --data refcoco --data-root data/[/cyan]
     """
+    from vipa.data.build import dataset_root
     from vipa.data.refer import load_refs
 
-    index = load_refs(_resolve_root(data, data_root), data, split_by)
+    index = load_refs(dataset_root(data, data_root), data, split_by)
     stats = index.stats()
     if as_json:
         typer.echo(json.dumps({"dataset": index.dataset, "split_by": index.split_by,
@@ -107,10 +94,12 @@ def show_command(
 
     [bold]Example[/bold]: [cyan]vipa data show --data synthetic --index 3 --scale 4[/cyan]
     """
-    from vipa.data.dataset import load_image
+    from vipa.data.build import dataset_root
+    from vipa.data.images import read_image
     from vipa.data.refer import find_image_dir, load_refs
+    from vipa.viz import draw_sample
 
-    root = _resolve_root(data, data_root)
+    root = dataset_root(data, data_root)
     refer = load_refs(root, data, split_by)
     samples = refer.samples(split)
     if sent_id is not None:
@@ -124,7 +113,7 @@ def show_command(
     else:
         sample = samples[index]
     info = refer.images[sample.image_id]
-    pixels = load_image(find_image_dir(root, data, image_dir) / sample.file_name,
+    pixels = read_image(find_image_dir(root, data, image_dir) / sample.file_name,
                         (int(info["width"]), int(info["height"])))
     picture = draw_sample(pixels, refer.mask(sample.ann_id), sample.text, scale)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,45 +121,3 @@ def show_command(
     console.print(f"wrote {out} ({picture.width}x{picture.height}): sent_id "
                   f"{sample.sent_id}, {sample.text!r}", highlight=False)
 
-
-def draw_sample(pixels, mask, text: str, scale: int = 1):  # noqa: ANN001, ANN201 - numpy/PIL
-    """Image with the mask outlined and lightly tinted, the rest faded, and the caption below.
-
-    The tint is light and the outside is faded rather than the object painted
-    over, so the object's own colour (often what the text names) stays visible.
-    """
-    import textwrap
-
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFilter, ImageFont
-
-    tint = np.array([0, 200, 255], dtype=np.float32)
-    image = pixels.astype(np.float32)
-    inside = mask.astype(bool)
-    image[inside] = 0.85 * image[inside] + 0.15 * tint
-    image[~inside] = 0.5 * image[~inside] + 0.5 * 255
-    picture = Image.fromarray(image.round().astype(np.uint8))
-    mask_image = Image.fromarray(inside.astype(np.uint8) * 255)
-    if scale > 1:
-        size = (picture.width * scale, picture.height * scale)
-        picture = picture.resize(size, Image.Resampling.NEAREST)
-        mask_image = mask_image.resize(size, Image.Resampling.NEAREST)
-    width = max(1, round(picture.width / 128))
-    grown = mask_image.filter(ImageFilter.MaxFilter(2 * width + 1))
-    outline = np.asarray(grown) > np.asarray(mask_image)
-    canvas = np.array(picture)
-    canvas[outline] = (255, 0, 200)
-    picture = Image.fromarray(canvas)
-
-    font_size = max(10, picture.width // 24)
-    font = ImageFont.load_default(size=font_size)
-    chars = max(8, int(picture.width / (0.6 * font_size)))
-    lines = textwrap.wrap(text, chars) or [""]
-    line_height = font_size + 4
-    result = Image.new("RGB", (picture.width, picture.height + line_height * len(lines) + 8),
-                       (255, 255, 255))
-    result.paste(picture, (0, 0))
-    draw = ImageDraw.Draw(result)
-    for i, line in enumerate(lines):
-        draw.text((4, picture.height + 4 + i * line_height), line, fill=(0, 0, 0), font=font)
-    return result

@@ -8,13 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vipa_cli._util import app, console
+from vipa_cli._util import app, checkpoint_option, console, device_option
 
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Option(None, "--checkpoint", "-c",
-                                    help="Checkpoint (default: the latest run's best)."),
+    checkpoint: Path = checkpoint_option(),
     data: str = typer.Option(None, help="synthetic, refcoco, refcoco+ or refcocog (default: "
                                         "what the checkpoint was trained on)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
@@ -22,7 +21,7 @@ def eval_command(
     split_by: str = typer.Option(None, help="Refs split: unc, google, umd."),
     image_dir: Path = typer.Option(None, help="COCO train2014 images, if not under --data-root."),
     batch_size: int = typer.Option(16, help="Samples per forward pass."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    device: str = device_option(),
     threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
     max_samples: int = typer.Option(None, help="Evaluate an evenly spread subset."),
     output: Path = typer.Option(None, "--output", "-o",
@@ -45,9 +44,9 @@ def eval_command(
       [cyan]vipa eval --checkpoint runs/x/best.safetensors --data refcoco --data-root data/
       --split testA --save-predictions preds/[/cyan]
     """
-    from vipa.engine.config import DataConfig, resolve_data_config, saved_run_config
-    from vipa.engine.evaluate import evaluate_checkpoint
-    from vipa.engine.runs import default_checkpoint
+    from vipa.config import DataConfig, resolve_data_config, saved_run_config
+    from vipa.evaluation import evaluate_checkpoint
+    from vipa.training.runs import default_checkpoint
 
     checkpoint = checkpoint or default_checkpoint()
     saved = saved_run_config(checkpoint.parent)

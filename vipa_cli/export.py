@@ -6,13 +6,12 @@ from pathlib import Path
 
 import typer
 
-from vipa_cli._util import app, console
+from vipa_cli._util import app, checkpoint_option, console
 
 
 @app.command("export")
 def export_command(
-    checkpoint: Path = typer.Option(None, "--checkpoint", "-c",
-                                    help="Checkpoint (default: the latest run's best)."),
+    checkpoint: Path = checkpoint_option(),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
     output: Path = typer.Option(None, "--output", "-o",
                                 help="Output file (default: model.onnx / model.pt beside the "
@@ -33,8 +32,8 @@ def export_command(
 
       [cyan]vipa export -c runs/x/best.safetensors --format torchscript -o model.pt[/cyan]
     """
-    from vipa.engine.export import export_checkpoint
-    from vipa.engine.runs import default_checkpoint
+    from vipa.inference.export import export_checkpoint
+    from vipa.training.runs import default_checkpoint
 
     checkpoint = checkpoint or default_checkpoint()
     output = output or checkpoint.parent / ("model.onnx" if fmt == "onnx" else "model.pt")

@@ -64,8 +64,7 @@ def plugins_command(
         for column in ("plugin", "distribution", "error"):
             broken.add_column(column, overflow="fold")
         for b in manager.broken:
-            dist = f"{b.distribution} {b.version or ''}".strip() if b.distribution else b.target
-            broken.add_row(b.name, dist, b.error)
+            broken.add_row(b.name, b.source, b.error)
         console.print(broken)
 
 

@@ -7,15 +7,21 @@ from pathlib import Path
 
 import typer
 
-from vipa_cli._util import EXIT_USAGE_ERROR, app, console, fail
+from vipa_cli._util import (
+    EXIT_USAGE_ERROR,
+    app,
+    checkpoint_option,
+    console,
+    device_option,
+    fail,
+)
 
 
 @app.command("predict")
 def predict_command(
     image: Path = typer.Argument(None, help="Image file (JPEG, PNG, ...)."),
     texts: list[str] = typer.Argument(None, help="One or more phrases; all run in one pass."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", "-c",
-                                    help="Checkpoint (default: the latest run's best)."),
+    checkpoint: Path = checkpoint_option(),
     model: Path = typer.Option(None, "--model", "-m",
                                help="Exported model (.onnx or TorchScript) with its .vipa.json "
                                     "sidecar; runs without PyTorch model code."),
@@ -28,7 +34,7 @@ def predict_command(
                                  help="Also write the VEG relevance map with the retrieved "
                                       "tokens boxed."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON record per phrase."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    device: str = device_option(),
     progress: bool = typer.Option(True, help="Progress bar in --batch mode."),
 ) -> None:
     """Segment what each phrase refers to; write masks and overlays at the image's size.
@@ -44,28 +50,25 @@ def predict_command(
 
       [cyan]vipa predict --model model.onnx photo.jpg "the left dog"[/cyan]
     """
-    from vipa.engine.predict import (
-        load_predictor,
-        predict_batch,
-        predict_image,
-        prepare_output_dir,
-    )
+    from vipa.inference.io import prepare_output_dir
+    from vipa.inference.predict import predict_batch, predict_image
+    from vipa.inference.runtime import load_runtime
 
     if batch is not None and (image is not None or texts):
         raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)
     if batch is None and (image is None or not texts):
         raise fail("give an IMAGE and at least one TEXT (or --batch FILE)", EXIT_USAGE_ERROR)
     if model is None and checkpoint is None:
-        from vipa.engine.runs import default_checkpoint
+        from vipa.training.runs import default_checkpoint
 
         checkpoint = default_checkpoint()  # before the output folder is created
     prepare_output_dir(out)
-    predictor = load_predictor(checkpoint, model, device)
+    runtime = load_runtime(checkpoint, model, device)
     if batch is not None:
-        results = predict_batch(predictor, batch, out, threshold=threshold, heatmap=heatmap,
+        results = predict_batch(runtime, batch, out, threshold=threshold, heatmap=heatmap,
                                 progress=progress and not as_json)
     else:
-        results = predict_image(predictor, image, texts, out, threshold=threshold,
+        results = predict_image(runtime, image, texts, out, threshold=threshold,
                                 heatmap=heatmap)
     if as_json:
         for result in results:

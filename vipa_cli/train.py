@@ -56,26 +56,21 @@ def train_command(
       [cyan]torchrun --nproc-per-node 4 -m vipa_cli train --config paper --data refcoco
       --data-root data/[/cyan]
     """
-    from vipa.engine.config import resolve_config
-    from vipa.engine.runs import latest_run
-    from vipa.engine.train import train
-    from vipa.errors import CheckpointError
+    from vipa.config import resolve_config
+    from vipa.training import train
+    from vipa.training.runs import run_to_resume
 
     options = {"encoder": encoder, "preset": preset, "weights": weights, "fusion": fusion,
                "data": data, "data_root": data_root, "split_by": split_by, "image_dir": image_dir,
                "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
                "image_size": image_size, "lr": lr, "device": device, "seed": seed}
     base = config
+    options["output"] = output
     if resume:
-        run_dir = output or latest_run()
-        if run_dir is None:
-            raise CheckpointError("nothing to resume: no run with last.safetensors under runs/; "
-                                  "pass --output RUN_DIR")
-        saved = Path(run_dir) / "config.yaml"
+        run_dir = run_to_resume(output)
+        saved = run_dir / "config.yaml"
         base = str(saved) if saved.is_file() else config
-        options["output"] = str(run_dir)
-    else:
-        options["output"] = str(output) if output else None
+        options["output"] = run_dir
     cfg = resolve_config(base, options, overrides)
 
     result = train(cfg, resume=resume, progress=progress)
@@ -88,9 +83,9 @@ def train_command(
 
 
 def _report(result) -> None:  # noqa: ANN001 - TrainResult
-    import os
+    from vipa.training.runs import is_main_process
 
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return
     metrics = result.best_metrics
     console.print(f"[bold green]done[/]: {result.step} steps; best val oIoU "

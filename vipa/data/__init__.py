@@ -11,7 +11,7 @@ from typing import Any
 _EXPORTS = {
     "DATASETS": "refer", "SPLITS": "refer", "Sample": "refer", "ReferIndex": "refer",
     "load_refs": "refer", "decode_segmentation": "refer", "find_image_dir": "refer",
-    "RISDataset": "dataset", "collate": "dataset", "load_image": "dataset",
+    "RISDataset": "dataset", "collate": "dataset", "read_image": "images",
     "generate_synthetic": "synthetic", "ensure_synthetic": "synthetic",
     "TrainAugment": "transforms", "load_plain_pickle": "safe_pickle",
 }

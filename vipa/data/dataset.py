@@ -6,38 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vipa.data.images import read_image
 from vipa.data.refer import ReferIndex, Sample, find_image_dir, load_refs
 from vipa.data.transforms import TrainAugment, resize_image, resize_mask
 from vipa.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-def load_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Open with PIL, apply EXIF orientation, convert to RGB; uint8 (H, W, 3).
-
-    ``expected_size`` is (w, h) from instances.json: when the EXIF-rotated
-    image no longer matches it but the stored one does, the annotation was made
-    on the stored pixels, so those are used.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as raw:
-            raw.load()
-            image = ImageOps.exif_transpose(raw)
-            if expected_size is not None and image.size != expected_size \
-                    and raw.size == expected_size:
-                image = raw
-            return np.array(image.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"missing image {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"corrupt image {path}: {error}") from None
 
 
 class RISDataset(Dataset):
@@ -83,7 +60,7 @@ class RISDataset(Dataset):
         sample = self.items[index]
         info = self.index.images[sample.image_id]
         size = (int(info["width"]), int(info["height"]))
-        pixels = load_image(self.image_dir / sample.file_name, size)
+        pixels = read_image(self.image_dir / sample.file_name, size)
         orig_mask = self.index.mask(sample.ann_id)
         if pixels.shape[:2] != orig_mask.shape:
             raise DataError(f"image {self.image_dir / sample.file_name} is "

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vipa.config import DecoderConfig
-from vipa.errors import UsageError
 from vipa.model.layers import CrossAttentionLayer, FFNLayer, fit_heads, with_coords
 from vipa_plugins.contracts import TextFeatures
 
@@ -70,13 +69,13 @@ class VipaDecoder(nn.Module):
     def forward(self, features: Sequence[Tensor], text: TextFeatures, expression: Tensor | None,
                 expression_mask: Tensor | None,
                 output_size: tuple[int, int]) -> tuple[Tensor, list[Tensor]]:
-        """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first)."""
-        if self.word_proj is not None:
-            memory, ignore = self.word_proj(text.words), ~text.mask.bool()
-        else:
-            if expression is None:
-                raise UsageError("the kv=visual decoder needs a visual expression")
-            memory, ignore = expression, expression_mask
+        """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first).
+
+        ``expression`` is the VEG's visual expression; the model builds its VEG
+        with one exactly when ``kv=visual`` (the words are the memory otherwise).
+        """
+        memory, ignore = ((self.word_proj(text.words), ~text.mask.bool())
+                          if self.word_proj is not None else (expression, expression_mask))
         x: Tensor | None = None
         aux: list[Tensor] = []
         for level in reversed(range(len(features))):

@@ -20,10 +20,13 @@ from vipa.model.vipa_model import ModelOutput
 
 
 class LossOutput(NamedTuple):
-    """``total`` to backpropagate; ``parts`` are detached floats for logging."""
+    """``total`` to backpropagate; ``parts`` are detached scalar tensors for logging.
+
+    ``parts`` stay on the device, so logging them needs no host sync until printed.
+    """
 
     total: Tensor
-    parts: dict[str, float]
+    parts: dict[str, Tensor]
 
 
 def dice_loss(logits: Tensor, masks: Tensor, smooth: float = 1.0) -> Tensor:
@@ -96,4 +99,4 @@ class VipaLoss(nn.Module):
             total = total + config.aux * aux
             parts["aux"] = aux
         parts["total"] = total
-        return LossOutput(total, {k: float(v.detach()) for k, v in parts.items()})
+        return LossOutput(total, {k: v.detach() for k, v in parts.items()})

@@ -83,7 +83,7 @@ class VisualExpressionGenerator(nn.Module):
             self.mix_logit = nn.Parameter(torch.zeros(()))
         else:
             self.register_parameter("mix_logit", None)
-        refine = expression and config.refine == "on"
+        refine = expression and config.refine
         self.layers = nn.ModuleList(
             RefineLayer(dim, config.heads) for _ in range(config.n_refine if refine else 0)
         )
@@ -125,10 +125,10 @@ class VisualExpressionGenerator(nn.Module):
         """Retrieve K tokens; returns (B, K, d) tokens and the (B, K) ignore mask."""
         batch, count, _ = tokens.shape
         config = self.config
-        if config.retrieval == "off" and config.retrieval_fallback == "all":
+        if not config.retrieval and config.retrieval_fallback == "all":
             return tokens, torch.zeros(batch, count, dtype=torch.bool, device=tokens.device)
         k = min(config.k, count)
-        if config.retrieval == "off":  # K random tokens: retrieval ablation
+        if not config.retrieval:  # K random tokens: retrieval ablation
             index = torch.rand(batch, count, device=tokens.device).topk(k, dim=1).indices
             picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
             return picked, torch.zeros(batch, k, dtype=torch.bool, device=tokens.device)

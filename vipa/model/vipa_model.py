@@ -10,7 +10,6 @@ live in :mod:`vipa.model.losses`.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -22,6 +21,7 @@ from vipa.config import ModelConfig
 from vipa.errors import PluginError, UsageError
 from vipa.model.decoder import VipaDecoder
 from vipa.model.veg import VisualExpressionGenerator
+from vipa_plugins import registry
 from vipa_plugins.contracts import Fusion, VisionLanguageEncoder, check_encoder
 
 logger = logging.getLogger(__name__)
@@ -43,21 +43,13 @@ class Prediction(NamedTuple):
     masks: Tensor
 
 
-def _accepts(factory: object, name: str) -> bool:
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+def build_encoder(config: ModelConfig) -> VisionLanguageEncoder:
+    """The encoder ``config`` names, built by its plugin's factory and checked against the contract.
 
-
-def _build_encoder(config: ModelConfig) -> VisionLanguageEncoder:
-    from vipa_plugins import registry
-
-    options = dict(config.encoder.options)
-    factory = registry.get_encoder(config.encoder.name).factory
-    if "max_text_len" not in options and _accepts(factory, "max_text_len"):
-        options["max_text_len"] = config.max_text_len
+    ``max_text_len`` is a contract keyword like ``image_size``: the factory's
+    tokenizer cuts phrases to it, so nothing downstream cuts again.
+    """
+    options = {"max_text_len": config.max_text_len, **config.encoder.options}
     encoder = registry.create_encoder(config.encoder.name, preset=config.encoder.preset,
                                       weights=config.encoder.weights,
                                       image_size=config.image_size, **options)
@@ -81,10 +73,8 @@ class VipaModel(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        from vipa_plugins import registry
-
         self.config = config
-        self.encoder = _build_encoder(config)
+        self.encoder = build_encoder(config)
         self.fusion = registry.create_fusion(config.fusion.name,
                                              out_channels=self.encoder.out_channels,
                                              text_dim=self.encoder.text_dim,
@@ -114,12 +104,13 @@ class VipaModel(nn.Module):
         return ModelOutput(logits, veg.relevance, aux)
 
     def tokenize(self, texts: str | Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Phrases -> (token_ids, attention_mask) via the encoder, at most ``max_text_len``."""
-        if isinstance(texts, str):
-            texts = [texts]
-        ids, mask = self.encoder.tokenize(list(texts))
-        limit = self.config.max_text_len
-        return ids[:, :limit], mask[:, :limit]
+        """Phrases -> (token_ids, attention_mask) via the encoder's tokenizer."""
+        return self.encoder.tokenize([texts] if isinstance(texts, str) else list(texts))
+
+    @property
+    def expression_size(self) -> int:
+        """Tokens the VEG retrieves (0 with retrieval off: no retrieved cells to draw)."""
+        return self.config.veg.k if self.config.veg.retrieval else 0
 
     @torch.no_grad()
     def predict(self, images: Tensor, texts: str | Sequence[str],

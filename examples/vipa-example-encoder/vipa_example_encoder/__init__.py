@@ -1,9 +1,10 @@
 """A third-party vipa encoder: space-to-depth vision stages + hashed bag-of-words text.
 
-Everything vipa needs is here: a `VisionLanguageEncoder` subclass, a factory
-taking ``preset``, ``weights`` and ``image_size``, and a ``register_encoders``
-hook implementation. The package's pyproject declares this module in the
-``vipa`` entry-point group.
+Everything vipa needs is here: a `VisionLanguageEncoder` subclass, its
+`Tokenizer` (serialisable, so checkpoints and exported models carry it), a
+factory taking ``preset``, ``weights``, ``image_size`` and ``max_text_len``,
+and the ``register_encoders`` / ``register_tokenizers`` hook implementations.
+The package's pyproject declares this module in the ``vipa`` entry-point group.
 """
 
 from __future__ import annotations
@@ -12,14 +13,34 @@ import re
 import zlib
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from vipa.errors import ConfigError
 from vipa_plugins import hookimpl
-from vipa_plugins.contracts import TextFeatures, VisionLanguageEncoder
+from vipa_plugins.contracts import TextFeatures, Tokenizer, VisionLanguageEncoder
 
 BUCKETS = 2048
+
+
+class BucketTokenizer(Tokenizer):
+    """Lower-case words hashed into ``BUCKETS - 1`` ids; needs no vocabulary file."""
+
+    def __init__(self, max_len: int = 20) -> None:
+        self.max_len = max_len
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        rows = [re.findall(r"[a-z0-9]+", t.lower())[: self.max_len] or [""] for t in texts]
+        return [[1 + zlib.crc32(w.encode()) % (BUCKETS - 1) for w in row] for row in rows]
+
+    def count(self, text: str) -> int:
+        return len(re.findall(r"[a-z0-9]+", text.lower()))
+
+    def state(self) -> dict[str, int]:
+        return {"max_len": self.max_len}
+
+    @classmethod
+    def from_state(cls, state: dict[str, int]) -> BucketTokenizer:
+        return cls(int(state["max_len"]))
 
 
 class SpaceToDepthEncoder(VisionLanguageEncoder):
@@ -30,7 +51,7 @@ class SpaceToDepthEncoder(VisionLanguageEncoder):
         self.out_channels = (width, width * 2, width * 4, width * 8)
         self.strides = (4, 8, 16, 32)
         self.text_dim = text_dim
-        self.max_text_len = max_text_len
+        self.tokenizer = BucketTokenizer(max_text_len)
         self.stem_layer = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, width, 1), nn.GELU())
         channels = (width, *self.out_channels)
         self.stages = nn.ModuleList(
@@ -46,18 +67,6 @@ class SpaceToDepthEncoder(VisionLanguageEncoder):
     def forward_stage(self, index: int, x: Tensor) -> Tensor:
         return self.stages[index](x)
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        # Hashed words need no vocabulary file, so the plugin works offline.
-        rows = [re.findall(r"[a-z0-9]+", t.lower())[: self.max_text_len] or [""] for t in texts]
-        length = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), length, dtype=torch.long)
-        mask = torch.zeros(len(rows), length, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor([1 + zlib.crc32(w.encode()) % (BUCKETS - 1)
-                                               for w in row])
-            mask[i, : len(row)] = 1
-        return ids, mask
-
     def encode_text(self, token_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
         mask = attention_mask.bool()
         words = self.words(token_ids) * mask.unsqueeze(-1)
@@ -66,16 +75,21 @@ class SpaceToDepthEncoder(VisionLanguageEncoder):
 
 
 def build(preset: str | None = None, weights: str = "random", image_size: int | None = None,
-          width: int = 16) -> SpaceToDepthEncoder:
+          max_text_len: int = 20, width: int = 16) -> SpaceToDepthEncoder:
     """Factory vipa calls with the user's options (None options are never passed)."""
     if preset not in (None, "default"):
         raise ConfigError(f"unknown s2d-bow preset {preset!r}; known: default")
     if weights != "random":
         raise ConfigError("s2d-bow has no pretrained weights; use weights=random")
-    return SpaceToDepthEncoder(width=width)
+    return SpaceToDepthEncoder(width=width, max_text_len=max_text_len)
 
 
 @hookimpl
 def register_encoders(register) -> None:
     register("s2d-bow", build,
              description="Example plugin: space-to-depth stages + hashed word embeddings")
+
+
+@hookimpl
+def register_tokenizers(register) -> None:
+    register("s2d-bow-buckets", BucketTokenizer, description="Example plugin: hashed words")

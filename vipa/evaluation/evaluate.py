@@ -7,34 +7,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from vipa.engine.distributed import DistInfo
-from vipa.engine.progress import ProgressBar
+from vipa.checkpoint import load_model
+from vipa.config import DataConfig, RunConfig
+from vipa.data.build import build_dataset, evenly_spaced
+from vipa.data.dataset import collate
+from vipa.device import resolve_device
+from vipa.inference.io import save_mask_png
+from vipa.inference.masks import masks_at_original_size
 from vipa.metrics import RISMetrics
+from vipa.progress import ProgressBar
+from vipa.training.distributed import DistInfo
 
 logger = logging.getLogger(__name__)
-
-
-def masks_at_original_size(logits: torch.Tensor, sizes: torch.Tensor,
-                           threshold: float = 0.5) -> list[np.ndarray]:
-    """(B, 1, S, S) logits -> one bool mask per sample at its original (h, w)."""
-    out = []
-    for logit, (height, width) in zip(logits.float(), sizes.tolist(), strict=True):
-        resized = F.interpolate(logit[None], size=(int(height), int(width)), mode="bilinear",
-                                align_corners=False)[0, 0]
-        out.append((resized.sigmoid() >= threshold).cpu().numpy())
-    return out
-
-
-def save_mask_png(mask: np.ndarray, path: Path) -> None:
-    """A binary mask as an 8-bit PNG (0 / 255) so any viewer shows it."""
-    from PIL import Image
-
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
 
 
 @torch.no_grad()
@@ -68,18 +55,12 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
     return metrics.compute()
 
 
-def evaluate_checkpoint(checkpoint: Path, data, split: str = "val", *,  # noqa: ANN001
+def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", *,
                         batch_size: int = 16, device: str = "auto", threshold: float = 0.5,
                         max_samples: int | None = None, save_predictions: Path | None = None,
                         progress: bool = True) -> dict[str, Any]:
-    """Load a checkpoint, evaluate it on ``data`` (a DataConfig) ``split``; return metrics."""
-    from vipa.checkpoint import load_model
-    from vipa.data.dataset import collate
-    from vipa.engine.config import RunConfig
-    from vipa.engine.datasets import build_dataset, evenly_spaced
-    from vipa.engine.distributed import DistInfo, resolve_device
-
-    torch_device = resolve_device(device, DistInfo())
+    """Load a checkpoint, evaluate it on ``data`` ``split``; return metrics."""
+    torch_device = resolve_device(device)
     model, ckpt = load_model(checkpoint, torch_device)
     cfg = RunConfig(model=ckpt.model_config, data=data)
     dataset = evenly_spaced(build_dataset(cfg, split, train=False, keep_original=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -38,3 +39,17 @@ def default_checkpoint(base: Path = RUNS_DIR) -> Path:
             "`vipa train` or pass --checkpoint PATH"
         )
     return run / "best.safetensors"
+
+
+def run_to_resume(output: Path | None, base: Path = RUNS_DIR) -> Path:
+    """The run ``--resume`` continues: ``output``, else the latest run with a checkpoint."""
+    run_dir = output or latest_run(base)
+    if run_dir is None:
+        raise CheckpointError(f"nothing to resume: no run with last.safetensors under {base}/; "
+                              "pass --output RUN_DIR")
+    return Path(run_dir)
+
+
+def is_main_process() -> bool:
+    """False in every torchrun process but rank 0 (which alone prints and writes)."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch.utils.data import Dataset, Subset
 
+from vipa.config import RunConfig
+from vipa.data import synthetic
 from vipa.data.dataset import RISDataset
-from vipa.engine.config import RunConfig
-from vipa.engine.distributed import DistInfo
+from vipa.errors import DataError
+
+
+def dataset_root(name: str, root: str | Path | None) -> Path:
+    """Where dataset ``name`` lives: ``root``, or for the synthetic set its cached copy."""
+    if root:
+        return Path(root)
+    if name == "synthetic":
+        return synthetic.ensure_synthetic()  # generated on first use
+    raise DataError(f"no data root given for {name}; pass --data-root DIR (see docs/data.md)")
 
 
 def build_dataset(cfg: RunConfig, split: str, *, train: bool,
                   keep_original: bool = False) -> RISDataset:
     """The configured dataset split; the synthetic set is generated on first use."""
-    root = cfg.data.root
-    if cfg.data.name == "synthetic" and not root:
-        from vipa.data.synthetic import ensure_synthetic
-
-        root = ensure_synthetic()
+    root = dataset_root(cfg.data.name, cfg.data.root)
     return RISDataset(root, cfg.data.name, split=split, split_by=cfg.data.split_by,
                       image_dir=cfg.data.image_dir, image_size=cfg.model.image_size,
                       train=train and cfg.data.augment, keep_original=keep_original,
@@ -29,10 +37,3 @@ def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
         return dataset
     step = len(dataset) / limit
     return Subset(dataset, [int(i * step) for i in range(limit)])
-
-
-def shard(dataset: Dataset, info: DistInfo) -> Dataset:
-    """Rank r evaluates samples r, r + world, ...: no padding, so no sample counts twice."""
-    if not info.enabled:
-        return dataset
-    return Subset(dataset, list(range(info.rank, len(dataset), info.world_size)))

@@ -1,0 +1,102 @@
+"""Cold start of ``vipa predict`` as a fresh process, and of its imports alone.
+
+A checkpoint of the preset (random weights) is written with
+:func:`vipa.checkpoint.save_checkpoint`, as training writes it. Two commands
+then run round-robin, ``runs`` times each, and their wall times are reported:
+
+- ``vipa predict IMAGE "the red circle" --checkpoint CKPT --out OUT --device D``:
+  Python start, imports, checkpoint load, one prediction, PNGs written;
+- ``python -c "import torch, vipa.inference.predict, vipa.inference.runtime, vipa.model"``:
+  the imports alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.models import build, preset_model_config
+
+IMPORTS = "import torch, vipa.inference.predict, vipa.inference.runtime, vipa.model"
+
+
+def vipa_command() -> list[str]:
+    """The ``vipa`` console script beside this interpreter, else ``python -m vipa_cli``."""
+    script = shutil.which("vipa", path=str(Path(sys.executable).parent)) or shutil.which("vipa")
+    return [script] if script else [sys.executable, "-m", "vipa_cli"]
+
+
+def write_test_image(path: Path) -> None:
+    """A 320x240 PNG with a red circle and a blue square."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (320, 240), (90, 110, 90))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 70, 120, 150), fill=(220, 30, 30))
+    draw.rectangle((190, 60, 280, 170), fill=(40, 60, 210))
+    image.save(path)
+
+
+def _child_env(threads: int | None) -> dict[str, str]:
+    env = os.environ.copy()
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def time_commands(commands: dict[str, list[str]], env: dict[str, str],
+                  runs: int) -> dict[str, list[float]] | str:
+    """Wall seconds of each command, round-robin ``runs`` times; or why one failed."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            elapsed = time.perf_counter() - start
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+                return f"{name} exited {done.returncode}: {' '.join(tail)}"
+            times[name].append(elapsed)
+    return times
+
+
+def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str],
+               threads: int | None) -> dict[str, Any]:
+    """Wall time of ``vipa predict`` as a fresh process, and of its imports alone."""
+    from vipa.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="vipa-speed-") as tmp:
+        folder = Path(tmp)
+        model = build(preset_model_config(preset, overrides), torch.device("cpu"))
+        checkpoint = save_checkpoint(folder / "model.safetensors", model)
+        del model
+        image = folder / "image.png"
+        write_test_image(image)
+        predict = [*vipa_command(), "predict", str(image), "the red circle", "--checkpoint",
+                   str(checkpoint), "--out", str(folder / "out"), "--device", device.type]
+        commands = {"imports": [sys.executable, "-c", IMPORTS], "predict": predict}
+        times = time_commands(commands, _child_env(threads), runs)
+        if isinstance(times, str):
+            return {"preset": preset, "device": str(device), "command": predict, "error": times}
+        written = sorted(p.name for p in (folder / "out").glob("*.png"))
+        size_mb = checkpoint.stat().st_size / 2**20
+    return {
+        "preset": preset,
+        "device": str(device),
+        "runs": runs,
+        "command": ["vipa", *predict[len(vipa_command()):]],
+        "checkpoint_mb": round(size_mb, 1),
+        "median_s": round(statistics.median(times["predict"]), 3),
+        "times_s": [round(t, 3) for t in times["predict"]],
+        "imports_median_s": round(statistics.median(times["imports"]), 3),
+        "outputs": written,
+    }

@@ -1,0 +1,174 @@
+"""The BERT text tower shared by the built-in encoders: random, local or pretrained weights.
+
+Its tokenizer is :class:`vipa_encoders.wordpiece.WordPieceTokenizer`; the
+:class:`BertTextTower` mixin fills the text half of the encoder contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from vipa.errors import CheckpointError, VipaError, one_line
+from vipa_encoders._weights import (
+    HUB_HOST,
+    hub_offline,
+    hub_reachable,
+    require_dir,
+    weights_not_found,
+)
+from vipa_encoders.wordpiece import WordPieceTokenizer
+from vipa_plugins.contracts import TextFeatures, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class BertTextEncoder(nn.Module):
+    """HF ``BertModel`` -> :class:`TextFeatures`.
+
+    Words are the last hidden states (padding zeroed); the sentence vector is
+    the mean of the valid tokens' states, [CLS] and [SEP] included. Mean
+    pooling is what sentence-transformers trained MiniLM for and needs no
+    pooler head, so it also works for random weights.
+    """
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    @property
+    def dim(self) -> int:
+        return int(self.bert.config.hidden_size)
+
+    @property
+    def vocab_rows(self) -> int:
+        return int(self.bert.config.vocab_size)
+
+    def forward(self, token_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        mask = attention_mask.bool()
+        words = self.bert(input_ids=token_ids, attention_mask=attention_mask.long()
+                          ).last_hidden_state
+        words = words * mask.unsqueeze(-1).to(words.dtype)
+        counts = mask.sum(dim=1, keepdim=True).clamp(min=1).to(words.dtype)
+        return TextFeatures(words=words, mask=mask, sentence=words.sum(dim=1) / counts)
+
+
+def bert_config(hidden: int, layers: int, heads: int, vocab_size: int,
+                intermediate: int | None = None, max_positions: int = 512):  # type: ignore[no-untyped-def]
+    """A ``BertConfig`` built locally (no hub access)."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden,
+                      max_position_embeddings=max_positions, pad_token_id=0)
+
+
+def random_bert(config) -> nn.Module:  # type: ignore[no-untyped-def]
+    from transformers import BertModel
+
+    return BertModel(config, add_pooling_layer=False)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report and progress bar (expected: the pooler is dropped)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(source: str, local_only: bool):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer, BertModel
+
+    with quiet_transformers():
+        bert = BertModel.from_pretrained(source, local_files_only=local_only,
+                                         add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    return bert, tokenizer
+
+
+def _fast_backend(tokenizer) -> object:  # type: ignore[no-untyped-def]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise VipaError(f"text tokenizer {type(tokenizer).__name__} has no fast backend")
+    return backend
+
+
+def load_bert(source: str | Path, *, what: str, option: str = "text_weights",
+              max_len: int = 20) -> tuple[BertTextEncoder, WordPieceTokenizer]:
+    """Pretrained BERT + its uncased tokenizer from a local directory or a hub id.
+
+    A directory (a ``save_pretrained`` folder) is read with
+    ``local_files_only=True``. A hub id is tried in the HF cache first and
+    downloaded only when the hub is on and reachable; otherwise a one-line
+    WeightsNotFoundError names the id and the ``text_weights`` option.
+    """
+    is_local = isinstance(source, Path) or str(source).startswith(("/", ".", "~"))
+    if is_local:
+        directory = require_dir(source, what, option)
+        try:
+            bert, tokenizer = _from_pretrained(str(directory), local_only=True)
+        except (OSError, ValueError) as error:
+            raise weights_not_found(
+                what, f"a BERT save_pretrained folder at {directory} ({one_line(error)[:120]})",
+                option, "/path/bert-dir") from error
+    else:
+        try:
+            bert, tokenizer = _from_pretrained(str(source), local_only=True)
+        except (OSError, ValueError) as cached_error:
+            looked_for = f"{source} in the Hugging Face cache"
+            if hub_offline():
+                raise weights_not_found(what, looked_for + " (HF_HUB_OFFLINE is set)", option,
+                                        "/path/bert-dir") from cached_error
+            if not hub_reachable():
+                raise weights_not_found(what, looked_for + f" ({HUB_HOST} unreachable)", option,
+                                        "/path/bert-dir") from cached_error
+            try:
+                bert, tokenizer = _from_pretrained(str(source), local_only=False)
+            except (OSError, ValueError) as error:
+                raise weights_not_found(what, f"{source} on the hub ({type(error).__name__})",
+                                        option, "/path/bert-dir") from error
+    wrapper = WordPieceTokenizer(_fast_backend(tokenizer), max_len=max_len,
+                                 vocab_cap=int(bert.config.vocab_size), fittable=False)
+    return BertTextEncoder(bert), wrapper
+
+
+class BertTextTower:
+    """Mixin: the contract's text half from ``self.text`` and ``self.tokenizer``.
+
+    Listed before :class:`VisionLanguageEncoder` in the bases so its methods
+    fill the abstract ones.
+    """
+
+    text: BertTextEncoder
+    tokenizer: WordPieceTokenizer
+
+    def encode_text(self, token_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        return self.text(token_ids, attention_mask)
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """A stored tokenizer whose vocabulary fits the text embedding's rows."""
+        size = getattr(tokenizer, "vocab_size", None)
+        if not isinstance(tokenizer, WordPieceTokenizer) or size is None:
+            raise CheckpointError(f"this encoder's text tower needs a WordPiece tokenizer, "
+                                  f"not a {type(tokenizer).__name__}")
+        if size > self.text.vocab_rows:
+            raise CheckpointError(
+                f"stored tokenizer has {size} tokens but the text embedding has only "
+                f"{self.text.vocab_rows} rows; the checkpoint belongs to a different text encoder"
+            )
+        self.tokenizer = tokenizer
+

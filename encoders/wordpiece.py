@@ -1,0 +1,170 @@
+"""The WordPiece tokenizer of the BERT text towers: fitted on the data or from pretrained files.
+
+The tokenizer is always a `tokenizers.Tokenizer` (the Rust fast tokenizer):
+loaded with pretrained weights, or, for random text weights, a small
+character-level default that :meth:`WordPieceTokenizer.fit` replaces with a
+WordPiece vocabulary learnt from the training expressions. Its JSON form
+travels in checkpoints and export sidecars (registered as ``wordpiece``). No
+torch here, so an exported model tokenizes without PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Iterable, Sequence
+
+from vipa.errors import CheckpointError, VipaError, one_line
+from vipa_plugins import hookimpl
+from vipa_plugins.tokenizers import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Characters every vocabulary keeps, so unseen words still split into known pieces.
+BASIC_ALPHABET = tuple(string.ascii_lowercase + string.digits + string.punctuation)
+DEFAULT_VOCAB_CAP = 8000
+TOKENIZER_STATE_KEY = "tokenizer_json"
+
+
+def _bert_pipeline(tokenizer):  # type: ignore[no-untyped-def]
+    """Give a bare WordPiece tokenizer BERT's uncased normaliser, splitter and [CLS]/[SEP]."""
+    from tokenizers import decoders, normalizers, pre_tokenizers, processors
+
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True,
+                                                      clean_text=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tokenizer
+
+
+def _plain(tokenizer):  # type: ignore[no-untyped-def]
+    """Switch off the tokenizer's own padding/truncation; batching is done here."""
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def basic_tokenizer():  # type: ignore[no-untyped-def]
+    """The pre-fit default: special tokens + single characters (words split into letters)."""
+    from tokenizers import Tokenizer, models
+
+    vocab: dict[str, int] = {}
+    for token in (*SPECIAL_TOKENS, *BASIC_ALPHABET, *(f"##{c}" for c in BASIC_ALPHABET)):
+        vocab.setdefault(token, len(vocab))
+    return _bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]",
+                                                     max_input_chars_per_word=100)))
+
+
+class WordPieceTokenizer(Tokenizer):
+    """Phrases -> padded int64 (ids, mask) with a swappable `tokenizers.Tokenizer` inside.
+
+    ``fittable`` is False when the vocabulary belongs to pretrained text
+    weights (refitting would scramble the embeddings' meaning). Registered as
+    ``wordpiece``; its state is the Rust tokenizer's JSON.
+    """
+
+    def __init__(self, tokenizer=None, *, max_len: int = 20,  # type: ignore[no-untyped-def]
+                 vocab_cap: int = DEFAULT_VOCAB_CAP, fittable: bool = True) -> None:
+        self.tokenizer = _plain(tokenizer if tokenizer is not None else basic_tokenizer())
+        self.max_len = max_len
+        self.vocab_cap = vocab_cap
+        self.fittable = fittable
+        self.fitted = False
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.token_to_id("[PAD]")
+        return 0 if pad is None else pad
+
+    def fit(self, texts: Iterable[str]) -> None:
+        """Learn a lowercase WordPiece vocabulary (at most ``vocab_cap`` entries) from ``texts``."""
+        if not self.fittable:
+            logger.debug("tokenizer comes with pretrained text weights; not refitting")
+            return
+        from tokenizers import Tokenizer, models, trainers
+
+        basic = [*BASIC_ALPHABET, *(f"##{c}" for c in BASIC_ALPHABET)]
+        if self.vocab_cap < len(SPECIAL_TOKENS) + len(basic) + 1:
+            raise VipaError(f"vocabulary cap {self.vocab_cap} is too small; use at least "
+                            f"{len(SPECIAL_TOKENS) + len(basic) + 1}")
+        tokenizer = _bert_pipeline_untrained()
+        # Reserve room for the basic characters (both word-initial and ## forms) so any
+        # unseen word still splits into known pieces instead of collapsing to [UNK].
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=self.vocab_cap - len(basic), min_frequency=1,
+            special_tokens=list(SPECIAL_TOKENS), initial_alphabet=list(BASIC_ALPHABET),
+            continuing_subword_prefix="##", show_progress=False,
+        )
+        tokenizer.train_from_iterator((t for t in texts if t and t.strip()), trainer=trainer)
+        vocab = tokenizer.get_vocab()
+        if [vocab.get(t) for t in SPECIAL_TOKENS] != list(range(len(SPECIAL_TOKENS))):
+            raise VipaError("WordPiece training did not put the special tokens first")
+        for token in basic:
+            vocab.setdefault(token, len(vocab))
+        fitted = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]",
+                                            max_input_chars_per_word=100))
+        self.tokenizer = _bert_pipeline(fitted)
+        self.fitted = True
+        logger.info("fitted a WordPiece vocabulary of %d tokens", self.vocab_size)
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer.encode(str(text)).ids)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self.tokenizer.encode_batch([str(t) for t in texts])
+        cls_id = self.tokenizer.token_to_id("[CLS]")
+        sep_id = self.tokenizer.token_to_id("[SEP]")
+        rows = []
+        for encoding in encodings:
+            ids = list(encoding.ids)
+            if len(ids) > self.max_len:
+                # Keep [SEP] at the end of truncated phrases, like BERT's own truncation.
+                ids = ids[: self.max_len - 1] + [ids[-1]] if self.max_len > 1 else ids[:1]
+            rows.append(ids or [cls_id if cls_id is not None else sep_id or 0])
+        return rows
+
+    def state(self) -> dict[str, object]:
+        return {TOKENIZER_STATE_KEY: self.tokenizer.to_str(), "fitted": self.fitted,
+                "max_len": self.max_len, "vocab_cap": self.vocab_cap, "fittable": self.fittable}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> WordPieceTokenizer:
+        from tokenizers import Tokenizer as RustTokenizer
+
+        if not isinstance(state.get(TOKENIZER_STATE_KEY), str):
+            raise CheckpointError(f"WordPiece tokenizer state lacks {TOKENIZER_STATE_KEY!r}")
+        try:
+            rust = RustTokenizer.from_str(state[TOKENIZER_STATE_KEY])
+        except Exception as error:  # the Rust side raises plain Exceptions
+            raise CheckpointError(f"unreadable WordPiece tokenizer: {one_line(error)}") from None
+        tokenizer = cls(rust, max_len=int(state.get("max_len", 20)),
+                        vocab_cap=int(state.get("vocab_cap", DEFAULT_VOCAB_CAP)),
+                        fittable=bool(state.get("fittable", True)))
+        tokenizer.fitted = state.get("fitted") in (True, "true")
+        return tokenizer
+
+
+def _bert_pipeline_untrained():  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True,
+                                                      clean_text=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer
+
+
+@hookimpl
+def register_tokenizers(register) -> None:
+    register("wordpiece", WordPieceTokenizer,
+             description="BERT-style WordPiece (pretrained vocabularies or fitted on the data)")

@@ -1,0 +1,104 @@
+"""Presets and the command line: a run's config from a preset, the options given, and overrides.
+
+A run starts from a preset (a packaged YAML file chosen by name, or a user's
+file), then the options the user actually gave on the command line, then
+``--set key=value`` overrides. Options the user did not give never override
+the preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vipa.config.loading import apply_overrides, load_config, merge
+from vipa.config.schema import DataConfig, ModelConfig, RunConfig
+from vipa.data.refer import DATASETS
+from vipa.errors import ConfigError
+
+# CLI option -> dotted config key. Only options the user gave are applied.
+OPTION_KEYS = {
+    "encoder": "model.encoder.name",
+    "preset": "model.encoder.preset",
+    "weights": "model.encoder.weights",
+    "fusion": "model.fusion.name",
+    "image_size": "model.image_size",
+    "data": "data.name",
+    "data_root": "data.root",
+    "split_by": "data.split_by",
+    "image_dir": "data.image_dir",
+    "output": "train.output",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "device": "train.device",
+    "seed": "train.seed",
+}
+
+
+def preset_names() -> list[str]:
+    """Built-in presets shipped with vipa (``vipa/config/presets/*.yaml``)."""
+    folder = resources.files("vipa.config") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> RunConfig:
+    """A built-in preset by name (``cpu``, ``paper``) or a YAML/JSON file by path."""
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return load_config(RunConfig, path)
+    if name_or_path not in preset_names():
+        raise ConfigError(f"unknown config preset {name_or_path!r}; known: "
+                          f"{', '.join(preset_names())} (or pass a .yaml/.json file)")
+    with resources.as_file(resources.files("vipa.config") / "presets"
+                           / f"{name_or_path}.yaml") as file:
+        return load_config(RunConfig, file)
+
+
+def resolve_config(preset: str = "cpu", options: dict[str, Any] | None = None,
+                   overrides: list[str] | None = None) -> RunConfig:
+    """Preset, then given CLI options, then ``key=value`` overrides; validated strictly."""
+    return _apply(load_preset(preset), options, overrides)
+
+
+def resolve_data_config(base: DataConfig, options: dict[str, Any]) -> DataConfig:
+    """``base`` with the data options the user gave (``data``, ``data_root``, ...)."""
+    if options.get("data") not in (None, base.name):
+        base = DataConfig()  # another dataset: the old root and split_by no longer apply
+    return _apply(RunConfig(data=base), options, None).data
+
+
+def saved_run_config(run_dir: Path) -> RunConfig | None:
+    """The ``config.yaml`` a training run saved, or None when there is none."""
+    path = Path(run_dir) / "config.yaml"
+    return load_config(RunConfig, path) if path.is_file() else None
+
+
+def _apply(cfg: RunConfig, options: dict[str, Any] | None,
+           overrides: list[str] | None) -> RunConfig:
+    options = options or {}
+    unknown = [k for k in options if k not in OPTION_KEYS]
+    if unknown:
+        raise ConfigError(f"no config key for option(s) {', '.join(unknown)}")
+    cfg = merge(cfg, {OPTION_KEYS[k]: v for k, v in options.items() if v is not None})
+    cfg = apply_overrides(cfg, [model_shorthand(o) for o in overrides or []])
+    if cfg.data.name not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: {', '.join(DATASETS)}")
+    if cfg.data.name != "synthetic" and not cfg.data.root:
+        raise ConfigError(f"--data {cfg.data.name} needs --data-root DIR "
+                          "(the folder holding refcoco/, refcoco+/, refcocog/ and the images)")
+    return cfg
+
+
+def model_shorthand(override: str) -> str:
+    """``veg.k=32`` means ``model.veg.k=32``: model sections may drop the ``model.`` prefix."""
+    override = override.strip().removeprefix("--")
+    head = override.split("=", 1)[0].split(".", 1)[0]
+    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    return "model." + override if head not in run_keys and head in model_keys else override

@@ -1,0 +1,146 @@
+"""The config schema: typed dataclasses for the model, the data, the training and a whole run.
+
+The model is built from a :class:`ModelConfig` alone, so a saved config (or the
+one a checkpoint carries) rebuilds the same architecture. A run is one
+:class:`RunConfig`, saved as ``config.yaml`` in its run directory. Loading,
+merging and overrides live in :mod:`vipa.config.loading`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class EncoderConfig:
+    """Which registered encoder to build; passed to its factory as keywords."""
+
+    name: str = "tiny"
+    preset: str | None = None
+    weights: str = "random"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FusionConfig:
+    """Which registered fusion strategy to build (``early``, ``late``, ``none``, ...)."""
+
+    name: str = "early"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VEGConfig:
+    """Visual Expression Generator (PAPER 3a/3b); the defaults are full VIPA.
+
+    ``level`` is a *stride* (16 = the stride-16 feature map), not a stage index,
+    so the same config fits encoders with different stage counts; the stage
+    whose stride is closest is used. ``retrieval`` and ``refine`` read ``on`` /
+    ``off`` as well as booleans.
+    """
+
+    retrieval: bool = True
+    retrieval_fallback: Literal["all", "random"] = "all"
+    refine: bool = True
+    cues: Literal["local", "global", "local-global"] = "local-global"
+    k: int = 32
+    level: int = 16
+    n_refine: int = 2
+    heads: int = 4
+    mask: Literal["mean", "topm", "none"] = "mean"
+    topm: int = 64
+    score_tau: float = 0.1
+    gumbel: bool = True
+    gumbel_scale: float = 1.0
+    mix: float | Literal["learned"] = "learned"
+
+
+@dataclass
+class DecoderConfig:
+    """VIPA pixel decoder; ``kv=language`` is the classic language key/value decoder."""
+
+    kv: Literal["visual", "language"] = "visual"
+    dim: int = 128
+    heads: int = 4
+    layers_per_level: int = 1
+    ffn_ratio: int = 4
+    deep_supervision: bool = False
+    coords: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Loss weights: BCE + Dice on the mask, pixel contrastive on relevance, aux terms."""
+
+    bce: float = 1.0
+    dice: float = 1.0
+    contrastive: float = 0.1
+    tau: float = 0.1
+    aux: float = 0.4
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a :class:`vipa.model.VipaModel`."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    veg: VEGConfig = field(default_factory=VEGConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    image_size: int = 128
+    max_text_len: int = 20
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to read and how; the preset never decides it for real benchmarks."""
+
+    name: str = "synthetic"
+    root: str | None = None
+    split_by: str | None = None
+    image_dir: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    max_val_samples: int | None = None
+    augment: bool = True
+    num_workers: int = 0
+    # "empty" replaces every expression by "" (train and val): the image-only baseline that
+    # shows how much of a score needs the language at all.
+    text: Literal["full", "empty"] = "full"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging and checkpoint cadence."""
+
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    # None: 0.1 when the encoder loads pretrained weights, 1.0 when it starts random.
+    # A number applies either way (a from-scratch Swin needs a lower lr than the heads).
+    encoder_lr_scale: float | None = None
+    weight_decay: float = 1e-2
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    device: str = "auto"
+    seed: int = 0
+    val_every: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    threshold: float = 0.5
+    output: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; saved as ``config.yaml`` in the run directory."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

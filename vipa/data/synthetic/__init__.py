@@ -1,0 +1,49 @@
+"""The built-in synthetic RIS dataset: coloured shapes and referring expressions.
+
+Written in the RefCOCO format (``refs(vipa).p`` + ``instances.json`` + JPEG
+images) and read back by the same loader, so the whole pipeline runs
+offline. Every expression is checked to refer to exactly one object, and
+every target has a distractor of the same shape or colour, so an image-only
+model cannot solve the set.
+
+- :mod:`~vipa.data.synthetic.scene`: shapes, colours, object placement;
+- :mod:`~vipa.data.synthetic.language`: grammar, parser, resolver, describer;
+- :mod:`~vipa.data.synthetic.render`: polygons and images;
+- :mod:`~vipa.data.synthetic.writer`: the COCO / refs files;
+- :mod:`~vipa.data.synthetic.cache`: the copy in the user's cache.
+"""
+
+from vipa.data.synthetic.cache import default_cache_dir, ensure_synthetic
+from vipa.data.synthetic.language import (
+    KINDS,
+    POSITIONS,
+    RELATIONS,
+    Expression,
+    Phrase,
+    describe,
+    parse_expression,
+    picks_out,
+    resolve,
+)
+from vipa.data.synthetic.render import polygon, render
+from vipa.data.synthetic.scene import (
+    COLOURS,
+    MARGIN,
+    OBJECT_COUNTS,
+    RADIUS,
+    SHAPES,
+    SIZES,
+    TEXTURES,
+    Obj,
+    Scene,
+    has_lookalike,
+    sample_scene,
+)
+from vipa.data.synthetic.writer import SPLIT_BY, SYNTHETIC_VERSION, generate_synthetic, scene_of
+
+__all__ = [
+    "COLOURS", "KINDS", "MARGIN", "OBJECT_COUNTS", "POSITIONS", "RADIUS", "RELATIONS", "SHAPES",
+    "SIZES", "SPLIT_BY", "SYNTHETIC_VERSION", "TEXTURES", "Expression", "Obj", "Phrase", "Scene",
+    "default_cache_dir", "describe", "ensure_synthetic", "generate_synthetic", "has_lookalike",
+    "parse_expression", "picks_out", "polygon", "render", "resolve", "sample_scene", "scene_of",
+]

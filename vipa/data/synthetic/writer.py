@@ -1,0 +1,188 @@
+"""Writing the synthetic set in the RefCOCO format: JPEG images, ``instances.json``, refs pickle.
+
+Splits: ``train`` and ``val`` scenes hold 2-4 objects; ``testA`` holds
+sparse scenes (2-3 objects), ``testB`` crowded ones (4 objects), the way
+RefCOCO splits its test set into two kinds of images. Same seed and sizes
+give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vipa.data.synthetic.language import KINDS, Expression, describe
+from vipa.data.synthetic.render import polygon, render
+from vipa.data.synthetic.scene import OBJECT_COUNTS, SHAPES, Obj, Scene, has_lookalike, sample_scene
+from vipa.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# Bump when the generator's output changes, so caches are regenerated.
+SYNTHETIC_VERSION = 2
+SPLIT_BY = "vipa"
+
+
+class _CocoWriter:
+    """Accumulates images, annotations and refs with running ids; writes the files at the end."""
+
+    def __init__(self, folder: Path, image_size: int) -> None:
+        from pycocotools import mask as mask_utils
+
+        self.mask_utils = mask_utils
+        self.folder, self.image_size = folder, image_size
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.refs: list[dict[str, Any]] = []
+        self.ids = {"image": 0, "ann": 0, "ref": 0, "sent": 0}
+
+    def add_image(self, split: str, pixels: np.ndarray) -> int:
+        from PIL import Image
+
+        self.ids["image"] += 1
+        image_id = self.ids["image"]
+        file_name = f"synthetic_{image_id:06d}.jpg"
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+        (self.folder / "images" / file_name).write_bytes(buffer.getvalue())
+        self.images.append({"id": image_id, "file_name": file_name, "height": self.image_size,
+                            "width": self.image_size, "split": split})
+        return image_id
+
+    def add_object(self, image_id: int, obj: Obj) -> int:
+        self.ids["ann"] += 1
+        poly = polygon(obj)
+        size = self.image_size
+        rle = self.mask_utils.frPyObjects([poly], size, size)[0]
+        self.annotations.append({
+            "id": self.ids["ann"], "image_id": image_id,
+            "category_id": SHAPES.index(obj.shape) + 1, "segmentation": [poly],
+            "area": float(self.mask_utils.area(rle)),
+            "bbox": [round(float(v), 2) for v in self.mask_utils.toBbox(rle)],
+            "iscrowd": 0,
+            "attributes": {"colour": obj.colour, "size": obj.size, "texture": obj.texture,
+                           "center": [obj.x, obj.y], "radius": obj.radius},
+        })
+        return self.ids["ann"]
+
+    def add_ref(self, split: str, image_id: int, ann_id: int, obj: Obj,
+                expressions: list[Expression]) -> int:
+        self.ids["ref"] += 1
+        sentences = []
+        for expression in expressions:
+            self.ids["sent"] += 1
+            text = expression.text()
+            sentences.append({"tokens": text.split(), "raw": text, "sent": text,
+                              "sent_id": self.ids["sent"], "kind": expression.kind})
+        self.refs.append({
+            "ref_id": self.ids["ref"], "ann_id": ann_id, "image_id": image_id,
+            "split": split, "category_id": SHAPES.index(obj.shape) + 1,
+            "sentences": sentences, "sent_ids": [s["sent_id"] for s in sentences],
+            # The ref's own name differs from the image's, as in RefCOCO.
+            "file_name": f"synthetic_{image_id:06d}_{ann_id}.jpg",
+        })
+        return len(sentences)
+
+    def write(self, seed: int) -> None:
+        instances = {
+            "info": {"description": "vipa synthetic RIS dataset", "version": SYNTHETIC_VERSION,
+                     "seed": seed, "image_size": self.image_size},
+            "images": self.images, "annotations": self.annotations,
+            "categories": [{"id": i + 1, "name": s, "supercategory": "shape"}
+                           for i, s in enumerate(SHAPES)],
+        }
+        (self.folder / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
+        with (self.folder / f"refs({SPLIT_BY}).p").open("wb") as handle:
+            pickle.dump(self.refs, handle, protocol=2)
+        log.info("wrote %d images, %d refs, %d expressions to %s", len(self.images),
+                 len(self.refs), self.ids["sent"], self.folder)
+
+
+def _choose(scene: Scene, rng: np.random.Generator, room: int,
+            turn: int) -> tuple[list[tuple[int, list[Expression]]], int]:
+    """Up to two targets with lookalikes and 1-2 expressions each, at most ``room`` in all.
+
+    ``turn`` says which kind comes next, so the three kinds stay balanced.
+    """
+    order = [int(i) for i in rng.permutation(len(scene.objects)) if has_lookalike(scene, int(i))]
+    chosen: list[tuple[int, list[Expression]]] = []
+    for index in order[:2]:
+        expressions: list[Expression] = []
+        for _ in range(int(rng.integers(1, 3))):
+            if len(expressions) + sum(len(e) for _, e in chosen) >= room:
+                break
+            expression = describe(scene, index, KINDS[turn % 3], rng)
+            if expression is None:
+                break
+            expressions.append(expression)
+            turn += 1
+        if expressions:
+            chosen.append((index, expressions))
+    return chosen, turn
+
+
+def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Generator,
+                 on_sentences: Callable[[int], None]) -> None:
+    made, turn = 0, 0
+    low, high = OBJECT_COUNTS[split]
+    while made < wanted:
+        scene = sample_scene(rng, int(rng.integers(low, high + 1)), writer.image_size)
+        chosen, turn = _choose(scene, rng, wanted - made, turn)
+        if not chosen:
+            continue
+        image_id = writer.add_image(split, render(scene, rng))
+        ann_ids = [writer.add_object(image_id, obj) for obj in scene.objects]
+        count = sum(writer.add_ref(split, image_id, ann_ids[index], scene.objects[index],
+                                   expressions) for index, expressions in chosen)
+        made += count
+        on_sentences(count)
+
+
+def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
+                       n_val: int = 500, n_test: int = 500, image_size: int = 128,
+                       progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write the synthetic set under ``out_dir`` and return it (the ``root`` for RISDataset).
+
+    ``n_*`` count expressions (samples); ``n_test`` is for each of testA and
+    testB. ``progress(done, total)`` is called as expressions are made.
+    """
+    if image_size < 32:
+        raise DataError(f"image_size must be at least 32, got {image_size}")
+    root = Path(out_dir)
+    writer = _CocoWriter(root / "synthetic", image_size)
+    rng = np.random.default_rng(seed)
+    targets = {"train": n_train, "val": n_val, "testA": n_test, "testB": n_test}
+    total, done = sum(targets.values()), [0]
+
+    def on_sentences(count: int) -> None:
+        done[0] += count
+        if progress is not None:
+            progress(done[0], total)
+
+    for split, wanted in targets.items():
+        _write_split(writer, split, wanted, rng, on_sentences)
+    writer.write(seed)
+    return root
+
+
+def scene_of(instances: dict[str, Any], image_id: int) -> Scene:
+    """Rebuild a scene from ``instances.json`` (the attributes the generator stored)."""
+    image = next(im for im in instances["images"] if im["id"] == image_id)
+    names = {c["id"]: c["name"] for c in instances["categories"]}
+    objects = []
+    for ann in instances["annotations"]:
+        if ann["image_id"] != image_id:
+            continue
+        a = ann["attributes"]
+        objects.append(Obj(shape=names[ann["category_id"]], colour=a["colour"], size=a["size"],
+                           texture=a["texture"], x=a["center"][0], y=a["center"][1],
+                           radius=a["radius"]))
+    return Scene(tuple(objects), int(image["width"]))

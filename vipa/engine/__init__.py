@@ -1,1 +1,0 @@
-"""Engine: run configuration, training, evaluation, checkpoints and run directories."""

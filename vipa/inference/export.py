@@ -1,0 +1,199 @@
+"""Export a checkpoint to ONNX or TorchScript, with a sidecar and a parity check.
+
+The exported graph is the whole model: ``(images in [0, 1] (B, 3, S, S),
+token_ids (B, L), attention_mask (B, L)) -> (logits (B, 1, S, S), relevance
+(B, h, w))`` with dynamic batch ``B`` and text length ``L``. What a runtime
+needs besides the graph (tokenizer, image size, text limit, threshold) goes to
+``<output>.vipa.json`` (:mod:`vipa.inference.sidecar`), and verification runs
+the file through the same :class:`~vipa.inference.runtime.Runtime` that
+``vipa predict --model`` uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vipa import __version__
+from vipa.checkpoint import load_model
+from vipa.config import to_dict
+from vipa.errors import DataError, ExportError, UsageError, first_line
+from vipa.inference.runtime import load_exported
+from vipa.inference.sidecar import INPUT_NAMES, OUTPUT_NAMES, Sidecar, write_sidecar
+from vipa_plugins.registry import dump_tokenizer
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+TOLERANCE = 1e-4
+# Phrases of different lengths so a graph that baked in one text length fails verification.
+VERIFY_PHRASES = ("red circle", "square")
+# Batch 3 and longer phrases than verification uses: a frozen axis shows up there.
+TRACE_PHRASES = ("a phrase of several words to trace", "two words", "the third one")
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    sidecar: Path
+    format: str
+    max_abs_diff: float | None  # None when verification was skipped
+
+
+class Exportable(nn.Module):
+    """The model as a function of plain tensors returning a tuple (no NamedTuple, no aux)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, token_ids: Tensor,
+                attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(images, token_ids, attention_mask)
+        return out.logits, out.relevance
+
+
+def example_inputs(model: nn.Module, phrases: tuple[str, ...],
+                   seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    size = model.config.image_size
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(len(phrases), 3, size, size, generator=generator)
+    ids, mask = model.tokenize(list(phrases))
+    return images, ids, mask
+
+
+def _unpack_attention(module: nn.Module) -> nn.Module:
+    """A copy whose nn.MultiheadAttention layers use separate q/k/v weights (same values).
+
+    With a packed ``in_proj_weight`` and ``key is value``, PyTorch's packed
+    projection traces ``unflatten`` with the example's text length frozen into a
+    Reshape, so the ONNX graph fails on any other phrase length. The separate
+    projection path has no such reshape; verification proves the values match.
+    """
+    module = copy.deepcopy(module)
+    for layer in module.modules():
+        if isinstance(layer, nn.MultiheadAttention) and layer._qkv_same_embed_dim:
+            q, k, v = layer.in_proj_weight.detach().chunk(3)
+            layer.q_proj_weight = nn.Parameter(q.clone())
+            layer.k_proj_weight = nn.Parameter(k.clone())
+            layer.v_proj_weight = nn.Parameter(v.clone())
+            layer.in_proj_weight = None
+            layer._qkv_same_embed_dim = False
+    return module.eval()
+
+
+def _export_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -> None:
+    text_axes = {0: "batch", 1: "text_length"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python values; verified below
+        torch.onnx.export(
+            _unpack_attention(wrapper), inputs, str(output), dynamo=False, opset_version=17,
+            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            dynamic_axes={"images": {0: "batch"}, "token_ids": text_axes,
+                          "attention_mask": text_axes, "logits": {0: "batch"},
+                          "relevance": {0: "batch"}},
+        )
+
+
+def _export_torchscript(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(wrapper, inputs, check_trace=False)
+    traced.save(str(output))
+
+
+EXPORTERS = {"onnx": _export_onnx, "torchscript": _export_torchscript}
+FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript"}
+
+
+def verify_export(wrapper: nn.Module, path: Path, tolerance: float = TOLERANCE) -> float:
+    """Max |exported - PyTorch| over logits and relevance on a batch of 2 phrases.
+
+    Uses other phrases (another text length) than the export trace, so a
+    graph with a frozen batch or text length fails here instead of in use.
+    The exported file runs through its runtime, as ``vipa predict --model`` runs it.
+    """
+    inputs = example_inputs(wrapper.model, VERIFY_PHRASES, seed=1)
+    with torch.no_grad():
+        expected = [t.numpy() for t in wrapper(*inputs)]
+    runtime = load_exported(path, device="cpu")
+    try:
+        got = runtime.run(*(t.numpy() for t in inputs))
+    except Exception as error:  # runtime errors of onnxruntime / TorchScript
+        raise ExportError(f"exported model {path.name} failed to run on a batch of 2 phrases "
+                          f"({inputs[1].shape[1]} tokens): {first_line(error)}") from error
+    diff = 0.0
+    for name, want, have in zip(OUTPUT_NAMES, expected, got, strict=True):
+        if want.shape != have.shape:
+            raise ExportError(f"exported {name} has shape {have.shape}, PyTorch {want.shape}")
+        diff = max(diff, float(np.abs(want - have).max()))
+    if not diff <= tolerance:
+        raise ExportError(f"exported model {path.name} differs from PyTorch by {diff:.3g} "
+                          f"(tolerance {tolerance:g})")
+    return diff
+
+
+def export_model(model: nn.Module, output: str | Path, fmt: str = "onnx", *,
+                 verify: bool = True, threshold: float = 0.5,
+                 checkpoint: str | Path | None = None) -> ExportResult:
+    """Export ``model`` (a VipaModel) to ``output`` and write its sidecar.
+
+    The model ends up on the CPU (export and verification run there) in the
+    train/eval mode it came in.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    output = Path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot write {output}: {error.strerror or error}") from None
+    was_training = model.training
+    try:
+        return _export(model.to("cpu"), output, fmt, verify=verify, threshold=threshold,
+                       checkpoint=checkpoint)
+    finally:
+        model.train(was_training)
+
+
+def _export(model: nn.Module, output: Path, fmt: str, *, verify: bool, threshold: float,
+            checkpoint: str | Path | None) -> ExportResult:
+    # Export keeps each module's own mode: eval() on the wrapper sets every submodule.
+    wrapper = Exportable(model).eval()
+    try:
+        # Traced with autograd on: under no_grad, eval-mode nn.MultiheadAttention takes a fused
+        # fast path (aten::_native_multi_head_attention) that ONNX cannot express.
+        EXPORTERS[fmt](wrapper, example_inputs(model, TRACE_PHRASES), output)
+    except Exception as error:  # the exporters raise many unrelated types
+        raise ExportError(f"{FORMAT_NAMES[fmt]} export failed: {first_line(error)}") from error
+    side = write_sidecar(_sidecar(model, fmt, threshold, checkpoint), output)
+    diff = verify_export(wrapper, output) if verify else None
+    if diff is not None:
+        logger.info("verified %s export: max abs diff %.3g", fmt, diff)
+    return ExportResult(output, side, fmt, diff)
+
+
+def _sidecar(model: nn.Module, fmt: str, threshold: float,
+             checkpoint: str | Path | None) -> Sidecar:
+    config = model.config
+    return Sidecar(format=fmt, image_size=config.image_size,
+                   max_text_len=model.encoder.tokenizer.max_len, threshold=threshold,
+                   expression_size=model.expression_size,
+                   tokenizer=dump_tokenizer(model.encoder.tokenizer),
+                   model_config=to_dict(config), encoder=config.encoder.name,
+                   vipa_version=__version__, checkpoint=str(checkpoint) if checkpoint else None)
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str = "onnx", *,
+                      verify: bool = True, threshold: float = 0.5) -> ExportResult:
+    """Load a checkpoint on CPU and :func:`export_model` it."""
+    model, _ = load_model(checkpoint, "cpu")
+    return export_model(model, output, fmt, verify=verify, threshold=threshold,
+                        checkpoint=checkpoint)

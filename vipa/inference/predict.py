@@ -1,0 +1,140 @@
+"""Prediction on user images: masks, overlays and heatmaps at each image's original size.
+
+One image with several phrases runs as ONE batched call of the runtime (the
+image is repeated along the batch axis); checkpoints and exported models go
+through the same :class:`~vipa.inference.runtime.Runtime` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vipa.inference.io import (
+    check_phrases,
+    prepare_output_dir,
+    read_image,
+    read_requests,
+    save_mask_png,
+    slugify,
+)
+from vipa.inference.masks import preprocess, probabilities
+from vipa.inference.runtime import Runtime
+from vipa.progress import ProgressBar
+
+
+@dataclass
+class PhraseResult:
+    """What one phrase produced; ``to_json`` is the ``--json`` record."""
+
+    text: str
+    mask: str
+    overlay: str
+    area: int
+    bbox: list[int] | None
+    mean_probability: float
+    heatmap: str | None = None
+    image: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        if record["heatmap"] is None:
+            del record["heatmap"]
+        return record
+
+
+@dataclass
+class Segmentation:
+    """One phrase's result in memory: probabilities and mask at the image's size."""
+
+    text: str
+    probabilities: np.ndarray  # (H, W) float32
+    mask: np.ndarray  # (H, W) bool
+    relevance: np.ndarray  # (h, w) VEG token grid
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def mean_probability(self) -> float:
+        return float(self.probabilities[self.mask].mean()) if self.area else 0.0
+
+
+def bbox_of(mask: np.ndarray) -> list[int] | None:
+    """[x0, y0, x1, y1] inclusive pixel bounds of the foreground, None when empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+
+
+def segment(runtime: Runtime, image: np.ndarray, texts: Sequence[str],
+            threshold: float = 0.5) -> list[Segmentation]:
+    """Every phrase of ``texts`` on one uint8 (H, W, 3) image, in one batched runtime call."""
+    texts = check_phrases(texts)
+    height, width = image.shape[:2]
+    model_input = preprocess(image, runtime.image_size)
+    images = np.repeat(model_input[None], len(texts), axis=0)
+    logits, relevance = runtime.run(images, *runtime.tokenize(texts))
+    probs = probabilities(logits, (height, width))
+    return [Segmentation(text, probs[j], probs[j] >= threshold, relevance[j])
+            for j, text in enumerate(texts)]
+
+
+def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_dir: Path,
+                  *, threshold: float = 0.5, heatmap: bool = False,
+                  indices: Sequence[int] | None = None) -> list[PhraseResult]:
+    """Segment every phrase in ``texts`` on one image in one forward pass; write the PNGs.
+
+    ``indices`` numbers the output files (default 0..n-1; batch mode passes
+    request line numbers so names never collide).
+    """
+    from vipa.viz import draw_heatmap, draw_overlay  # drawing libraries load only to draw
+
+    texts = check_phrases(texts)
+    out_dir = prepare_output_dir(out_dir)
+    image = read_image(Path(image_path))
+    stem = Path(image_path).stem
+    results = []
+    for j, found in enumerate(segment(runtime, image, texts, threshold)):
+        number = indices[j] if indices is not None else j
+        base = out_dir / f"{stem}-{number}-{slugify(found.text)}"
+        mask_path, overlay_path = Path(f"{base}.mask.png"), Path(f"{base}.overlay.png")
+        save_mask_png(found.mask, mask_path)
+        draw_overlay(image, found.mask, found.text).save(overlay_path)
+        heatmap_path = None
+        if heatmap:
+            heatmap_path = Path(f"{base}.heatmap.png")
+            draw_heatmap(image, found.relevance, runtime.expression_size).save(heatmap_path)
+        results.append(PhraseResult(
+            text=found.text, mask=str(mask_path), overlay=str(overlay_path), area=found.area,
+            bbox=bbox_of(found.mask), mean_probability=found.mean_probability,
+            heatmap=str(heatmap_path) if heatmap_path else None, image=str(image_path)))
+    return results
+
+
+def predict_batch(runtime: Runtime, requests_path: Path, out_dir: Path, *,
+                  threshold: float = 0.5, heatmap: bool = False,
+                  progress: bool = True) -> list[PhraseResult]:
+    """Run every request of a JSONL file; consecutive requests on one image share a pass."""
+    requests = read_requests(requests_path)
+    check_phrases([text for _, text in requests])
+    groups: list[tuple[Path, list[int]]] = []
+    for i, (image, _) in enumerate(requests):
+        if groups and groups[-1][0] == image:
+            groups[-1][1].append(i)
+        else:
+            groups.append((image, [i]))
+    results: list[PhraseResult] = []
+    with ProgressBar(len(requests), "predict", progress) as bar:
+        for image, members in groups:
+            results += predict_image(runtime, image, [requests[i][1] for i in members],
+                                     out_dir, threshold=threshold, heatmap=heatmap,
+                                     indices=members)
+            bar.update(advance=len(members))
+    return results

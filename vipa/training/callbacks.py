@@ -1,0 +1,141 @@
+"""What happens around the training steps: logging, validation, checkpoints, curves.
+
+Each callback is small and owns one job; :func:`vipa.training.loop.train`
+calls them after every optimizer step and at the end of every epoch. Loss
+values stay on the device between log lines, so only every ``log_every``-th
+step waits for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from vipa.checkpoint import save_checkpoint, save_resume_point
+from vipa.config import RunConfig
+from vipa.evaluation.evaluate import evaluate
+from vipa.progress import ProgressBar
+from vipa.training.distributed import DistInfo
+from vipa.training.state import TrainingParts
+
+logger = logging.getLogger(__name__)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl`` (rank 0 only; None: no file)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class StepLogger:
+    """Loss averages, learning rate and samples/s every ``log_every`` steps; the progress bar."""
+
+    def __init__(self, log: MetricsLog, bar: ProgressBar, log_every: int, grad_accum: int) -> None:
+        self.log, self.bar = log, bar
+        self.log_every, self.grad_accum = log_every, grad_accum
+        self.sums: dict[str, torch.Tensor] = {}
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+    def after_step(self, parts: TrainingParts, losses: dict[str, torch.Tensor],
+                   samples: int) -> None:
+        """``losses``: this step's sums over its micro-batches, detached, on the device."""
+        for key, value in losses.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.window_samples += samples
+        state = parts.state
+        lr = parts.optimizer.param_groups[0]["lr"]
+        rate = self.window_samples / max(1e-9, time.perf_counter() - self.window_start)
+        if state.step % self.log_every:
+            self.bar.update(completed=state.step, lr=lr, rate=rate)
+            return
+        count = self.log_every * self.grad_accum
+        means = {k: float(v) / count for k, v in self.sums.items()}  # the one host sync
+        self.log.write({"step": state.step, "epoch": state.epoch, "lr": lr,
+                        "samples_per_s": round(rate, 2), **means})
+        self.bar.update(completed=state.step, lr=lr, rate=rate, loss=means["loss"])
+        self.sums = {}
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+
+class Validator:
+    """Validates, logs the metrics and keeps ``best.safetensors`` at the best val oIoU."""
+
+    def __init__(self, model: torch.nn.Module, net: torch.nn.Module, loader: DataLoader,
+                 device: torch.device, cfg: RunConfig, info: DistInfo, log: MetricsLog,
+                 best_path: Path, amp: torch.dtype | None) -> None:
+        self.model, self.net, self.loader, self.device = model, net, loader, device
+        self.threshold, self.info, self.log = cfg.train.threshold, info, log
+        self.best_path, self.amp = best_path, amp
+
+    def __call__(self, parts: TrainingParts) -> dict[str, Any]:
+        state = parts.state
+        metrics = evaluate(self.net, self.loader, self.device, threshold=self.threshold,
+                           dist_info=self.info, amp_dtype=self.amp)
+        self.log.write({"step": state.step, "epoch": state.epoch, "val": metrics})
+        if self.info.is_main:
+            logger.info("step %d val mIoU %.4f oIoU %.4f", state.step, metrics["mIoU"],
+                        metrics["oIoU"])
+        state.validated_at = state.step
+        if metrics["oIoU"] > state.best_score:
+            state.best_score, state.best_metrics = metrics["oIoU"], metrics
+            if self.info.is_main:
+                save_checkpoint(self.best_path, self.model, step=state.step, epoch=state.epoch,
+                                metrics=metrics)
+        return metrics
+
+
+class Checkpointer:
+    """Writes the resume point ``last.safetensors`` + ``last.state.pt`` (rank 0 only)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: RunConfig, path: Path,
+                 info: DistInfo) -> None:
+        self.model, self.cfg, self.path, self.info = model, cfg, path, info
+
+    def __call__(self, parts: TrainingParts, metrics: dict[str, Any] | None = None) -> None:
+        if not self.info.is_main:
+            return
+        state = parts.state
+        save_resume_point(self.path, self.model, parts.state_dict(self.cfg), step=state.step,
+                          epoch=state.epoch, metrics=metrics)
+
+
+def plot_curves(run_dir: Path) -> Path | None:
+    """``curves.png``: training loss and validation mIoU / oIoU against steps."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train_rows = [r for r in records if "loss" in r]
+    val_rows = [r for r in records if "val" in r]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows])
+    left.set(title="training loss", xlabel="step")
+    for key in ("mIoU", "oIoU"):
+        right.plot([r["step"] for r in val_rows], [r["val"][key] for r in val_rows], marker="o",
+                   label=key)
+    right.set(title="validation", xlabel="step", ylim=(0, 1))
+    right.legend()
+    figure.tight_layout()
+    out = run_dir / "curves.png"
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out

@@ -1,0 +1,101 @@
+"""Pictures of masks: prediction overlays, VEG relevance heatmaps, dataset samples.
+
+Everything returns a PIL image at the size of the image it draws on, so the
+callers (``vipa predict``, ``vipa data show``) only decide where to save it.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+_TINT = np.array([255, 64, 32], dtype=np.float32)
+_CONTOUR = (255, 255, 0)
+_SAMPLE_TINT = np.array([0, 200, 255], dtype=np.float32)
+_SAMPLE_OUTLINE = (255, 0, 200)
+
+
+def outline(mask: np.ndarray, width: int, *, outside: bool = False) -> np.ndarray:
+    """A ``width``-pixel band along a bool mask's edge: its inner rim, or the ring outside it."""
+    image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+    band = ImageFilter.MaxFilter(2 * width + 1) if outside else ImageFilter.MinFilter(2 * width + 1)
+    moved = np.asarray(image.filter(band))
+    return moved > np.asarray(image) if outside else np.asarray(image) > moved
+
+
+def draw_overlay(image: np.ndarray, mask: np.ndarray, caption: str) -> Image.Image:
+    """RGB image with the mask tinted, its contour outlined and the phrase as a caption."""
+    tinted = image.astype(np.float32)
+    tinted[mask] = 0.5 * tinted[mask] + 0.5 * _TINT
+    pixels = tinted.astype(np.uint8)
+    pixels[outline(mask, max(1, round(max(image.shape[:2]) / 256)))] = _CONTOUR
+    overlay = Image.fromarray(pixels, mode="RGB")
+    draw = ImageDraw.Draw(overlay)
+    left, top, right, bottom = draw.textbbox((4, 4), caption)
+    draw.rectangle((0, 0, right + 4, bottom + 4), fill=(0, 0, 0))
+    draw.text((4, 4), caption, fill=(255, 255, 255))
+    return overlay
+
+
+def draw_heatmap(image: np.ndarray, relevance: np.ndarray, k: int) -> Image.Image:
+    """The VEG relevance map (inferno) over the image, retrieved top-``k`` token cells boxed.
+
+    In eval mode retrieval is the plain top-K of relevance (no Gumbel noise),
+    so the boxed cells are exactly the tokens the decoder attended to.
+    """
+    from matplotlib import colormaps  # matplotlib is slow to import; only heatmaps need it
+
+    height, width = image.shape[:2]
+    relevance = np.asarray(relevance, dtype=np.float32)
+    grid_h, grid_w = relevance.shape
+    low, high = float(relevance.min()), float(relevance.max())
+    scaled = (relevance - low) / max(high - low, 1e-6)
+    full = F.interpolate(torch.from_numpy(scaled)[None, None], size=(height, width),
+                         mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
+    colours = colormaps["inferno"](full)[..., :3] * 255.0
+    blended = (0.45 * image.astype(np.float32) + 0.55 * colours).astype(np.uint8)
+    canvas = Image.fromarray(blended, mode="RGB")
+    draw = ImageDraw.Draw(canvas)
+    cell_w, cell_h = width / grid_w, height / grid_h
+    # argsort of the negated scores, stable: the first k cells of the top-k, best first.
+    best = np.argsort(-relevance.ravel(), kind="stable")[: min(k, grid_h * grid_w)] if k else []
+    for index in best:
+        row, col = divmod(int(index), grid_w)
+        draw.rectangle((col * cell_w, row * cell_h, (col + 1) * cell_w - 1,
+                        (row + 1) * cell_h - 1), outline=(0, 255, 255))
+    return canvas
+
+
+def draw_sample(pixels: np.ndarray, mask: np.ndarray, text: str, scale: int = 1) -> Image.Image:
+    """Image with the mask outlined and lightly tinted, the rest faded, and the caption below.
+
+    The tint is light and the outside is faded rather than the object painted
+    over, so the object's own colour (often what the text names) stays visible.
+    """
+    image = pixels.astype(np.float32)
+    inside = mask.astype(bool)
+    image[inside] = 0.85 * image[inside] + 0.15 * _SAMPLE_TINT
+    image[~inside] = 0.5 * image[~inside] + 0.5 * 255
+    canvas = image.round().astype(np.uint8)
+    if scale > 1:  # nearest-neighbour enlargement keeps the mask's pixels visible
+        canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
+        inside = inside.repeat(scale, axis=0).repeat(scale, axis=1)
+    canvas[outline(inside, max(1, round(canvas.shape[1] / 128)), outside=True)] = _SAMPLE_OUTLINE
+    picture = Image.fromarray(canvas)
+
+    font_size = max(10, picture.width // 24)
+    font = ImageFont.load_default(size=font_size)
+    chars = max(8, int(picture.width / (0.6 * font_size)))
+    lines = textwrap.wrap(text, chars) or [""]
+    line_height = font_size + 4
+    result = Image.new("RGB", (picture.width, picture.height + line_height * len(lines) + 8),
+                       (255, 255, 255))
+    result.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(result)
+    for i, line in enumerate(lines):
+        draw.text((4, picture.height + 4 + i * line_height), line, fill=(0, 0, 0), font=font)
+    return result
