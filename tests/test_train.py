@@ -139,15 +139,22 @@ def test_eval_metrics_match_the_saved_prediction_pngs(data_root, tmp_path):
     index = load_refs(data_root, "synthetic")
     samples = index.samples("val")
     assert reported["samples"] == len(samples) == len(list(predictions.glob("*.png")))
-    direct = RISMetrics()
+    direct, per_kind = RISMetrics(), {}
     for sample in samples:
         png = np.asarray(Image.open(predictions / f"{sample.sent_id}.png")) > 127
         gt = index.mask(sample.ann_id).astype(bool)
         assert png.shape == gt.shape  # written at the original image size
         direct.update([png], [gt])
+        per_kind.setdefault(sample.kind, RISMetrics()).update([png], [gt])
     expected = direct.compute()
     for key in ("mIoU", "oIoU", "P@0.5", "P@0.9"):
         assert reported[key] == pytest.approx(expected[key], abs=1e-9), key
+    # The synthetic set names each sentence's kind: the breakdown is in the JSON and the table.
+    assert set(reported["kinds"]) == set(per_kind) == {"attribute", "position", "relation"}
+    for kind, metrics in per_kind.items():
+        assert reported["kinds"][kind]["samples"] == metrics.compute()["samples"]
+        assert reported["kinds"][kind]["mIoU"] == pytest.approx(metrics.compute()["mIoU"])
+    assert all(kind in result.output for kind in per_kind)
 
 
 def test_two_process_ddp_on_cpu(data_root, tmp_path):

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from vipa_cli._util import app, checkpoint_option, console, device_option
 
+METRIC_COLUMNS = ("mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
+
 
 @app.command("eval")
 def eval_command(
@@ -61,11 +63,13 @@ def eval_command(
     output.write_text(json.dumps(metrics, indent=2) + "\n")
 
     table = Table(title=f"{checkpoint} on {data_cfg.name} {split}", title_justify="left")
-    for column in ("samples", "mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"):
+    table.add_column("expressions")
+    for column in ("samples", *METRIC_COLUMNS):
         table.add_column(column, justify="right")
-    table.add_row(str(int(metrics["samples"])),
-                  *(f"{100 * metrics[k]:.2f}" for k in ("mIoU", "oIoU", "P@0.5", "P@0.6",
-                                                         "P@0.7", "P@0.8", "P@0.9")))
+    rows = {"all": metrics, **metrics.get("kinds", {})}
+    for name, row in rows.items():
+        table.add_row(name, str(int(row["samples"])),
+                      *(f"{100 * row[k]:.2f}" for k in METRIC_COLUMNS))
     console.print(table)
     console.print(f"metrics written to {output}")
     if save_predictions is not None:

@@ -77,6 +77,7 @@ class RISDataset(Dataset):
         item: dict[str, Any] = {
             "image": image.contiguous(), "mask": mask.contiguous(), "text": text,
             "sent_id": sample.sent_id, "ref_id": sample.ref_id, "image_id": sample.image_id,
+            "kind": sample.kind,
             "orig_size": torch.tensor(orig_mask.shape, dtype=torch.int64),
         }
         if self.keep_original:

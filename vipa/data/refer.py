@@ -44,6 +44,7 @@ class Sample:
     file_name: str  # from instances.json, not the ref's own file_name
     category_id: int
     split: str = ""
+    kind: str = ""  # the sentence's expression kind, where the dataset names one
 
 
 def check_dataset(dataset: str, split_by: str | None = None) -> str:
@@ -124,6 +125,7 @@ class ReferIndex:
                     ann_id=int(ref["ann_id"]), image_id=int(ref["image_id"]),
                     text=_as_text(text).strip(), file_name=_as_text(image["file_name"]),
                     category_id=int(ref["category_id"]), split=split,
+                    kind=_as_text(sentence.get("kind", "")),
                 ))
         return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from vipa.checkpoint import load_model
 from vipa.config import DataConfig, RunConfig
@@ -29,11 +29,15 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
              threshold: float = 0.5, dist_info: DistInfo | None = None,
              save_predictions: Path | None = None, amp_dtype: torch.dtype | None = None,
              on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """mIoU, oIoU and precision@0.5..0.9 over ``loader``, reduced across DDP ranks."""
+    """mIoU, oIoU and precision@0.5..0.9 over ``loader``, reduced across DDP ranks.
+
+    Where the samples name their expression kind (the synthetic set's
+    attribute / position / relation), ``kinds`` holds the same metrics per kind.
+    """
     inner = getattr(model, "module", model)
     was_training = inner.training
     inner.eval()
-    metrics = RISMetrics()
+    metrics = KindMetrics(expression_kinds(loader.dataset))
     if save_predictions is not None:
         save_predictions.mkdir(parents=True, exist_ok=True)
     for batch in loader:
@@ -43,7 +47,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
             output = inner(images, ids.to(device), mask.to(device))
         predictions = masks_at_original_size(output.logits, batch["orig_size"], threshold)
         targets = [m.numpy().astype(bool) for m in batch["orig_mask"]]
-        metrics.update(predictions, targets)
+        metrics.update(predictions, targets, batch.get("kind"))
         if save_predictions is not None:
             for prediction, sent_id in zip(predictions, batch["sent_id"].tolist(), strict=True):
                 save_mask_png(prediction, save_predictions / f"{sent_id}.png")
@@ -53,6 +57,40 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
         metrics.all_reduce()
     inner.train(was_training)
     return metrics.compute()
+
+
+def expression_kinds(dataset: Dataset) -> tuple[str, ...]:
+    """The expression kinds the samples of ``dataset`` name (through any Subset), sorted."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    items = getattr(dataset, "items", [])
+    return tuple(sorted({item.kind for item in items if getattr(item, "kind", "")}))
+
+
+class KindMetrics:
+    """Overall RIS metrics plus one accumulator per expression kind."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        self.total = RISMetrics()
+        self.kinds = {kind: RISMetrics() for kind in kinds}
+
+    def update(self, predictions: list, targets: list, kinds: list[str] | None) -> None:
+        self.total.update(predictions, targets)
+        for prediction, target, kind in zip(predictions, targets, kinds or [], strict=False):
+            if kind in self.kinds:
+                self.kinds[kind].update([prediction], [target])
+
+    def all_reduce(self) -> None:
+        # Every rank reduces every kind of the (shared) dataset, so the collectives line up.
+        for accumulator in (self.total, *self.kinds.values()):
+            accumulator.all_reduce()
+
+    def compute(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.total.compute()
+        seen = {kind: m.compute() for kind, m in self.kinds.items() if m.compute()["samples"]}
+        if seen:
+            out["kinds"] = seen
+        return out
 
 
 def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", *,
