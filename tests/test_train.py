@@ -243,3 +243,57 @@ def test_encoder_lr_scale_defaults_by_weights_and_applies_when_set(pretrained, s
     lrs = {g["name"]: g["lr"] for g in build_optimizer(model, cfg).param_groups}
     assert lrs["decoder"] == pytest.approx(1e-3)
     assert lrs["encoder"] == pytest.approx(expected)
+
+
+def test_time_budget_parsing_and_schedule():
+    from vipa.config.validate import parse_duration
+    from vipa.errors import ConfigError
+    from vipa.training.budget import TimeBudget, budget_schedule
+
+    assert parse_duration("15m") == 900 and parse_duration("1h30m") == 5400
+    assert parse_duration("14m45s") == 885 and parse_duration("90") == 90
+    for bad in ("soon", "", "-3m", "0s"):
+        with pytest.raises(ConfigError, match="time_budget"):
+            parse_duration(bad)
+    now = [0.0]
+    budget = TimeBudget(100.0, validations=4, clock=lambda: now[0])
+    factor = budget_schedule(budget, power=1.0, warmup=2)
+    assert factor(0) == 0.5 and factor(1) == 1.0  # warm-up counts steps
+    due = []
+    for second in range(0, 101, 5):
+        now[0] = float(second)
+        if budget.validation_due():
+            budget.validated += 1
+            due.append(second)
+    assert due == [25, 50, 75]  # the 4th validation is the final one, at the end
+    budget.record_final_work(10.0)  # one validation + checkpoint takes 10 s: hold 12 s back
+    now[0] = 44.0
+    assert budget.progress() == pytest.approx(0.5) and factor(10) == pytest.approx(0.5)
+    now[0] = 88.0
+    assert budget.done()
+    saved = budget.state_dict()
+    resumed = TimeBudget(100.0, validations=4, clock=lambda: 1000.0)
+    resumed.load_state_dict(saved)  # a resumed run goes on with what is left
+    assert resumed.elapsed() == pytest.approx(88.0) and resumed.validated == 3
+
+
+def test_time_budget_run_ends_on_time_with_its_validations(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path / "run", 100000, "train.time_budget=6s",
+                      "train.budget_validations=3", "train.checkpoint_every=100000")
+    start = time.perf_counter()
+    result = train(cfg, progress=False)
+    took = time.perf_counter() - start
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n")
+               if x]
+    vals = [r for r in records if "val" in r]
+    lrs = [r["lr"] for r in records if "lr" in r]
+    assert 0 < result.step < 100000 and took < 6 + 30  # ended by the budget, not the steps
+    assert len(vals) == 3 and vals[-1]["step"] == result.step  # the last one at the end
+    assert lrs[-1] < 0.3 * max(lrs)  # the schedule ran over the budget
+    saved = torch.load(tmp_path / "run" / "last.state.pt", weights_only=True)
+    assert saved["budget"]["spent"] >= 5 and saved["budget"]["validated"] == 2
+    # Resuming a run whose budget is spent trains no further step: the budget carries over.
+    again = runner.invoke(app, ["train", "--resume", "--output", str(tmp_path / "run"),
+                                "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert read_checkpoint(tmp_path / "run" / "last.safetensors").step == result.step

@@ -28,6 +28,10 @@ def train_command(
                                 help="Run directory (default: runs/<date>-<encoder>-<fusion>)."),
     epochs: int = typer.Option(None, help="Epochs to train."),
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
+    time_budget: str = typer.Option(None, "--time-budget",
+                                    help="Train for this much wall time instead (15m, 1h30m, "
+                                         "90s): the lr schedule runs over the budget and the "
+                                         "run ends on time with a validation and checkpoint."),
     batch_size: int = typer.Option(None, help="Samples per step and device."),
     image_size: int = typer.Option(None, help="Square input resolution in pixels."),
     lr: float = typer.Option(None, help="Learning rate of the new (non-encoder) modules."),
@@ -62,8 +66,9 @@ def train_command(
 
     options = {"encoder": encoder, "preset": preset, "weights": weights, "fusion": fusion,
                "data": data, "data_root": data_root, "split_by": split_by, "image_dir": image_dir,
-               "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
-               "image_size": image_size, "lr": lr, "device": device, "seed": seed}
+               "epochs": epochs, "max_steps": max_steps, "time_budget": time_budget,
+               "batch_size": batch_size, "image_size": image_size, "lr": lr, "device": device,
+               "seed": seed}
     base = config
     options["output"] = output
     if resume:

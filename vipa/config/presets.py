@@ -15,6 +15,7 @@ from typing import Any
 
 from vipa.config.loading import apply_overrides, load_config, merge
 from vipa.config.schema import DataConfig, ModelConfig, RunConfig
+from vipa.config.validate import parse_duration
 from vipa.data.refer import DATASETS
 from vipa.errors import ConfigError
 
@@ -36,6 +37,7 @@ OPTION_KEYS = {
     "lr": "train.lr",
     "device": "train.device",
     "seed": "train.seed",
+    "time_budget": "train.time_budget",
 }
 
 
@@ -89,6 +91,8 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     cfg = apply_overrides(cfg, [model_shorthand(o) for o in overrides or []])
     if cfg.data.name not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: {', '.join(DATASETS)}")
+    if cfg.train.time_budget is not None:
+        parse_duration(cfg.train.time_budget)
     if cfg.data.name != "synthetic" and not cfg.data.root:
         raise ConfigError(f"--data {cfg.data.name} needs --data-root DIR "
                           "(the folder holding refcoco/, refcoco+/, refcocog/ and the images)")

@@ -135,6 +135,11 @@ class TrainConfig:
     log_every: int = 10
     threshold: float = 0.5
     output: str | None = None
+    # Train for this much wall time ("15m", "1h30m", seconds) instead of epochs / max_steps:
+    # the lr schedule runs over the budget, validations fall at budget_validations even
+    # fractions of it (the last at the end), and the run ends on time.
+    time_budget: str | None = None
+    budget_validations: int = 6
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ class MetricsLog:
 class StepLogger:
     """Loss averages, learning rate and samples/s every ``log_every`` steps; the progress bar."""
 
-    def __init__(self, log: MetricsLog, bar: ProgressBar, log_every: int, grad_accum: int) -> None:
-        self.log, self.bar = log, bar
+    def __init__(self, log: MetricsLog, bar: ProgressBar, log_every: int, grad_accum: int,
+                 position: Callable[[], int]) -> None:
+        self.log, self.bar, self.position = log, bar, position
         self.log_every, self.grad_accum = log_every, grad_accum
         self.sums: dict[str, torch.Tensor] = {}
         self.window_start, self.window_samples = time.perf_counter(), 0
@@ -60,13 +62,13 @@ class StepLogger:
         lr = parts.optimizer.param_groups[0]["lr"]
         rate = self.window_samples / max(1e-9, time.perf_counter() - self.window_start)
         if state.step % self.log_every:
-            self.bar.update(completed=state.step, lr=lr, rate=rate)
+            self.bar.update(completed=self.position(), lr=lr, rate=rate)
             return
         count = self.log_every * self.grad_accum
         means = {k: float(v) / count for k, v in self.sums.items()}  # the one host sync
         self.log.write({"step": state.step, "epoch": state.epoch, "lr": lr,
                         "samples_per_s": round(rate, 2), **means})
-        self.bar.update(completed=state.step, lr=lr, rate=rate, loss=means["loss"])
+        self.bar.update(completed=self.position(), lr=lr, rate=rate, loss=means["loss"])
         self.sums = {}
         self.window_start, self.window_samples = time.perf_counter(), 0
 

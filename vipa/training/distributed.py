@@ -14,7 +14,7 @@ from vipa.device import resolve_device
 from vipa.errors import VipaError
 
 __all__ = ["DistInfo", "assert_ranks_agree", "broadcast_flag", "cleanup", "init_distributed",
-           "resolve_device", "shard"]
+           "rank0_flag", "resolve_device", "shard"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,15 @@ def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
         return flag
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def rank0_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (decisions by one clock, e.g. a time budget)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.broadcast(value, src=0)
     return bool(value.item() > 0)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from vipa.config import RunConfig, to_dict
+from vipa.training.budget import TimeBudget
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     device: torch.device
     state: TrainState = field(default_factory=TrainState)
+    budget: TimeBudget | None = None  # set when the run trains for a wall-clock budget
 
     def state_dict(self, cfg: RunConfig) -> dict[str, Any]:
         """The resume state (read back with ``torch.load(weights_only=True)``)."""
@@ -51,6 +53,8 @@ class TrainingParts:
         }
         if self.device.type == "cuda":
             out["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.budget is not None:
+            out["budget"] = self.budget.state_dict()
         return out
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -67,6 +71,8 @@ class TrainingParts:
         random.setstate(_tuple(saved["python_rng"]))
         if self.device.type == "cuda" and "cuda_rng" in saved:
             torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        if self.budget is not None and "budget" in saved:
+            self.budget.load_state_dict(saved["budget"])
 
 
 def _tuple(value: Any) -> Any:
