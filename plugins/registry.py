@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vipa.errors import (
@@ -38,6 +38,8 @@ class Registration:
     plugin: str
     distribution: str | None
     version: str | None
+    presets: tuple[str, ...] = ()  # encoders: the size presets the factory accepts
+    sizes: dict[str, str] = field(default_factory=dict)  # recipe size -> preset, e.g. cpu
 
     @property
     def source(self) -> str:
@@ -59,8 +61,9 @@ def collect(kind: str, manager: VipaPluginManager | None = None) -> dict[str, Re
         dist_name, dist_version = manager.distribution_of(impl.plugin)
 
         def register(name: str, factory: Callable[..., Any], *, description: str = "",
-                     _plugin: str = plugin_name, _dist: str | None = dist_name,
-                     _version: str | None = dist_version) -> None:
+                     presets: tuple[str, ...] | list[str] = (),
+                     sizes: dict[str, str] | None = None, _plugin: str = plugin_name,
+                     _dist: str | None = dist_name, _version: str | None = dist_version) -> None:
             if not isinstance(name, str) or not name.strip() or name != name.strip():
                 raise PluginError(f"plugin {_plugin!r} registered an invalid {kind} name {name!r}")
             if not callable(factory):
@@ -74,7 +77,12 @@ def collect(kind: str, manager: VipaPluginManager | None = None) -> dict[str, Re
                     f"{kind} {name!r} is registered twice: by plugin {first.plugin!r} "
                     f"({first.source}) and by plugin {_plugin!r} ({second.source})"
                 )
-            found[name] = Registration(kind, name, factory, description, _plugin, _dist, _version)
+            sizes = dict(sizes or {})
+            if any(preset not in presets for preset in sizes.values()):
+                raise PluginError(f"plugin {_plugin!r}: {kind} {name!r} maps sizes {sizes} onto "
+                                  f"presets it does not declare ({', '.join(presets) or 'none'})")
+            found[name] = Registration(kind, name, factory, description, _plugin, _dist,
+                                       _version, tuple(presets), sizes)
 
         impl.function(register=register)
     return found

@@ -211,3 +211,37 @@ def test_tiny_encoder_fills_the_contract():
     assert text.sentence.shape == (3, encoder.text_dim)
     features = encoder.forward_features(torch.rand(3, 3, 64, 64))
     assert [f.shape[-1] for f in features] == [16, 8, 4, 2]
+
+
+@pytest.mark.parametrize(("encoder", "preset"), [("swin-bert", "micro"), ("tiny", "small"),
+                                                 ("effnet-minilm", "lite0")])
+def test_the_cpu_recipe_picks_each_encoders_cpu_size(encoder, preset):
+    from vipa.config import resolve_config
+
+    cfg = resolve_config("cpu", {"encoder": encoder})
+    assert cfg.model.encoder.preset == preset
+    assert resolve_config("cpu", {"encoder": encoder, "preset": preset}).model.encoder.preset \
+        == preset
+
+
+def test_a_preset_the_encoder_lacks_is_one_line_listing_its_presets():
+    from vipa.config import resolve_config
+    from vipa.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_config("cpu", {"encoder": "effnet-minilm", "preset": "micro"})
+    assert str(caught.value) == ("encoder 'effnet-minilm' has no preset 'micro'; "
+                                 "its presets: lite0")
+    result = CliRunner().invoke(app, ["train", "--encoder", "swin-bert", "--preset", "mirco"])
+    assert result.exit_code == 2
+    assert "no preset 'mirco' (did you mean 'micro'?); its presets: micro, tiny, small, base" \
+        in result.output
+
+
+def test_an_encoder_without_presets_gets_none_from_the_recipe(example_plugin):
+    from vipa.config import resolve_config
+    from vipa.errors import ConfigError
+
+    assert resolve_config("cpu", {"encoder": "s2d-bow"}).model.encoder.preset is None
+    with pytest.raises(ConfigError, match="'s2d-bow' has no preset 'micro'; it declares no "):
+        resolve_config("cpu", {"encoder": "s2d-bow", "preset": "micro"})

@@ -38,7 +38,8 @@ def plugins_command(
         payload = {
             f"{kind}s": [
                 {"name": r.name, "description": r.description, "plugin": r.plugin,
-                 "distribution": r.distribution, "version": r.version}
+                 "distribution": r.distribution, "version": r.version,
+                 **({"presets": list(r.presets), "sizes": r.sizes} if kind == "encoder" else {})}
                 for r in found[kind].values()
             ]
             for kind in registry.KINDS
@@ -93,9 +94,14 @@ def _show_one(name: str, found: dict, as_json: bool) -> None:
         if as_json:
             typer.echo(json.dumps({"kind": r.kind, "name": r.name, "description": r.description,
                                    "plugin": r.plugin, "distribution": r.distribution,
-                                   "version": r.version, "options": options}, indent=2))
+                                   "version": r.version, "presets": list(r.presets),
+                                   "sizes": r.sizes, "options": options}, indent=2))
             continue
         console.print(f"[bold]{r.name}[/] ({r.kind}) - {r.description}")
         console.print(f"  plugin: {r.plugin}, from {r.source}")
+        if r.kind == "encoder":
+            sizes = ", ".join(f"{size} -> {preset}" for size, preset in r.sizes.items())
+            console.print(f"  presets: {', '.join(r.presets) or 'none'}"
+                          + (f" (recipe sizes: {sizes})" if sizes else ""))
         for option, default in options.items():
             console.print(f"  option [cyan]{option}[/]: {default}")

@@ -17,7 +17,8 @@ from vipa.config.loading import apply_overrides, load_config, merge
 from vipa.config.schema import DataConfig, ModelConfig, RunConfig
 from vipa.config.validate import parse_duration
 from vipa.data.refer import DATASETS
-from vipa.errors import ConfigError
+from vipa.errors import ConfigError, did_you_mean
+from vipa_plugins import registry
 
 # CLI option -> dotted config key. Only options the user gave are applied.
 OPTION_KEYS = {
@@ -89,6 +90,7 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
         raise ConfigError(f"no config key for option(s) {', '.join(unknown)}")
     cfg = merge(cfg, {OPTION_KEYS[k]: v for k, v in options.items() if v is not None})
     cfg = apply_overrides(cfg, [model_shorthand(o) for o in overrides or []])
+    cfg = dataclasses.replace(cfg, model=resolve_encoder_preset(cfg.model))
     if cfg.data.name not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: {', '.join(DATASETS)}")
     if cfg.train.time_budget is not None:
@@ -97,6 +99,25 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
         raise ConfigError(f"--data {cfg.data.name} needs --data-root DIR "
                           "(the folder holding refcoco/, refcoco+/, refcocog/ and the images)")
     return cfg
+
+
+def resolve_encoder_preset(model: ModelConfig) -> ModelConfig:
+    """``model`` with the encoder preset its plugin declares for ``encoder.size``.
+
+    An explicit preset must be one the encoder declares; one-line ConfigError
+    listing them otherwise (an UnknownEncoderError for an unknown encoder).
+    """
+    encoder = model.encoder
+    registration = registry.get_encoder(encoder.name)
+    preset = encoder.preset
+    if preset is None:
+        preset = registration.sizes.get(encoder.size) if encoder.size else None
+    elif preset not in registration.presets:
+        known = ", ".join(registration.presets)
+        raise ConfigError(f"encoder {encoder.name!r} has no preset {preset!r}"
+                          f"{did_you_mean(preset, registration.presets)}; "
+                          + (f"its presets: {known}" if known else "it declares no presets"))
+    return dataclasses.replace(model, encoder=dataclasses.replace(encoder, preset=preset))
 
 
 def model_shorthand(override: str) -> str:

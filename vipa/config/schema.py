@@ -14,11 +14,19 @@ from typing import Any, Literal
 
 @dataclass
 class EncoderConfig:
-    """Which registered encoder to build; passed to its factory as keywords."""
+    """Which registered encoder to build; passed to its factory as keywords.
+
+    ``size`` is a recipe's size class (``cpu``, ``paper``): when ``preset`` is
+    not given, the encoder's own preset for that size is used (its plugin
+    declares them), or its default when it has none. ``weights`` None is the
+    factory's default (``random`` for swin-bert and tiny, ``pretrained`` for
+    effnet-minilm).
+    """
 
     name: str = "tiny"
     preset: str | None = None
-    weights: str = "random"
+    size: str | None = None
+    weights: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -77,8 +77,8 @@ class SpaceToDepthEncoder(VisionLanguageEncoder):
 def build(preset: str | None = None, weights: str = "random", image_size: int | None = None,
           max_text_len: int = 20, width: int = 16) -> SpaceToDepthEncoder:
     """Factory vipa calls with the user's options (None options are never passed)."""
-    if preset not in (None, "default"):
-        raise ConfigError(f"unknown s2d-bow preset {preset!r}; known: default")
+    if preset is not None:  # one size only: the plugin registers no presets
+        raise ConfigError(f"s2d-bow has no presets, got {preset!r}")
     if weights != "random":
         raise ConfigError("s2d-bow has no pretrained weights; use weights=random")
     return SpaceToDepthEncoder(width=width, max_text_len=max_text_len)
