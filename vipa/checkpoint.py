@@ -22,6 +22,7 @@ import torch
 
 from vipa import __version__
 from vipa.config import ModelConfig, from_dict, to_dict
+from vipa.config.validate import validate_model
 from vipa.errors import CheckpointError, ConfigError, PluginError, first_line
 from vipa.model import build_model
 from vipa_plugins import registry
@@ -110,6 +111,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                               "(no model config in its metadata)")
     try:
         model_config = from_dict(ModelConfig, json.loads(metadata["model_config"]))
+        validate_model(model_config)
         tokenizer = _stored_tokenizer(metadata)
         metrics = json.loads(metadata.get("metrics") or "{}")
         step, epoch = int(metadata.get("step", 0)), int(metadata.get("epoch", 0))

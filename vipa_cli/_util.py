@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import typer
 from rich.console import Console
@@ -10,7 +12,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vipa.errors import UsageError, VipaError
+from vipa.errors import UsageError, VipaError, first_line
 from vipa.progress import stderr_console
 
 # Library errors become one line on stderr; usage errors exit 2, the rest 1.
@@ -32,16 +34,64 @@ def fail(message: str, code: int = EXIT_RUNTIME_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Set to see the traceback of an unexpected error instead of its one-line summary.
+TRACEBACK_VARIABLE = "VIPA_TRACEBACK"
+# Recent typer vendors its own click; its public BadParameter leads to the classes it raises.
+_CLICK_ERRORS = {c.__name__: c for c in typer.BadParameter.__mro__}
+UsageErrorClass = _CLICK_ERRORS["UsageError"]
+ClickExceptionClass = _CLICK_ERRORS["ClickException"]
+
+
 class VipaGroup(TyperGroup):
-    """Turns library errors raised by any command into a one-line message and exit code."""
+    """Turns every error a command raises into a one-line message and an exit code.
+
+    Library errors: usage 2, runtime 1. Command-line parsing errors (a bad
+    option value, a missing argument) are usage errors too, printed on one
+    line instead of click's framed box. An OSError (a full disk, a
+    permission) is one line with exit 1; any other exception is reported as
+    an unexpected error on one line, with its traceback when
+    ``VIPA_TRACEBACK=1`` is set.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None,  # noqa: ANN001, ANN201
+             standalone_mode: bool = True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except UsageErrorClass as error:
+            command = error.ctx.command_path if error.ctx is not None else "vipa"
+            message = first_line(error.format_message())
+            if message:  # empty: a bare group (`vipa data`) whose help was just printed
+                fail(f"{message} (see '{command} --help')", EXIT_USAGE_ERROR)
+            code = EXIT_USAGE_ERROR
+        except ClickExceptionClass as error:
+            fail(first_line(error.format_message()), error.exit_code)
+            code = error.exit_code
+        except typer.Abort:
+            fail("aborted", EXIT_RUNTIME_ERROR)
+            code = EXIT_RUNTIME_ERROR
+        if not standalone_mode:
+            return code
+        sys.exit(code)
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         try:
             return super().invoke(ctx)
+        except (typer.Exit, ClickExceptionClass, typer.Abort):
+            raise
         except VipaError as error:
             raise fail(str(error), exit_code_for(error)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", EXIT_INTERRUPTED) from None
+        except OSError as error:
+            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+            raise fail(f"{error.strerror or first_line(error)}{where}") from None
+        except Exception as error:  # a bug: one line unless its traceback is asked for
+            if os.environ.get(TRACEBACK_VARIABLE):
+                raise
+            raise fail(f"unexpected error {type(error).__name__}: {first_line(error)} "
+                       f"(set {TRACEBACK_VARIABLE}=1 for the traceback)") from None
 
 
 app = typer.Typer(

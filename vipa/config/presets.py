@@ -15,7 +15,7 @@ from typing import Any
 
 from vipa.config.loading import apply_overrides, load_config, merge
 from vipa.config.schema import DataConfig, ModelConfig, RunConfig
-from vipa.config.validate import parse_duration
+from vipa.config.validate import validate_run
 from vipa.data.refer import DATASETS
 from vipa.errors import ConfigError, did_you_mean
 from vipa_plugins import registry
@@ -93,8 +93,7 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     cfg = dataclasses.replace(cfg, model=resolve_encoder_preset(cfg.model))
     if cfg.data.name not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: {', '.join(DATASETS)}")
-    if cfg.train.time_budget is not None:
-        parse_duration(cfg.train.time_budget)
+    validate_run(cfg)
     if cfg.data.name != "synthetic" and not cfg.data.root:
         raise ConfigError(f"--data {cfg.data.name} needs --data-root DIR "
                           "(the folder holding refcoco/, refcoco+/, refcocog/ and the images)")

@@ -1,14 +1,27 @@
-"""Checks of config values beyond their types: durations, ranges, choices, combinations."""
+"""Checks of config values beyond their types: ranges, durations, devices, combinations.
+
+OmegaConf checks types and choices when a config is loaded; these rules check
+what a type cannot say (``train.batch_size`` >= 1, ``veg.k`` no larger than
+the token grid, a threshold inside (0, 1)) and settings that only make sense
+together. Every failure is one :class:`ConfigError` line naming the key, the
+value and what is allowed; a config that passes here never fails in
+``forward`` for a reason the config could have told.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from vipa.errors import ConfigError
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?"
                        r"\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+Rule = Callable[[Any], str | None]  # the reason a value is refused, or None
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -25,3 +38,86 @@ def parse_duration(text: str | float | int) -> float:
     if seconds <= 0:
         raise ConfigError(f"train.time_budget: {text!r} must be longer than zero")
     return seconds
+
+
+def at_least(low: float) -> Rule:
+    return lambda v: None if v >= low else f"must be >= {low:g}"
+
+
+def above(low: float) -> Rule:
+    return lambda v: None if v > low else f"must be > {low:g}"
+
+
+def inside(low: float, high: float) -> Rule:
+    return lambda v: None if low < v < high else f"must be strictly between {low:g} and {high:g}"
+
+
+def _mix(value: Any) -> str | None:
+    return None if value == "learned" or 0 <= value <= 1 else "must be 'learned' or in [0, 1]"
+
+
+def _device(value: str) -> str | None:
+    return None if _DEVICE.match(value) else "must be auto, cpu, cuda, cuda:N or mps"
+
+
+def _duration(value: str) -> str | None:
+    try:
+        parse_duration(value)
+    except ConfigError:
+        return "must be a duration such as 15m, 1h30m, 14m45s or seconds"
+    return None
+
+
+# Dotted key (relative to a ModelConfig) -> rule; None values are always allowed.
+MODEL_RULES: dict[str, Rule] = {
+    "image_size": at_least(32), "max_text_len": at_least(1),
+    "veg.k": at_least(1), "veg.level": at_least(1), "veg.n_refine": at_least(0),
+    "veg.heads": at_least(1), "veg.topm": at_least(1), "veg.score_tau": above(0),
+    "veg.gumbel_scale": at_least(0), "veg.mix": _mix,
+    "decoder.dim": at_least(1), "decoder.heads": at_least(1),
+    "decoder.layers_per_level": at_least(1), "decoder.ffn_ratio": at_least(1),
+    "loss.bce": at_least(0), "loss.dice": at_least(0), "loss.contrastive": at_least(0),
+    "loss.tau": above(0), "loss.aux": at_least(0),
+}
+# Dotted key (relative to a RunConfig, besides model.*) -> rule.
+RUN_RULES: dict[str, Rule] = {
+    "data.max_val_samples": at_least(1), "data.num_workers": at_least(0),
+    "train.epochs": at_least(1), "train.max_steps": at_least(1), "train.batch_size": at_least(1),
+    "train.lr": above(0), "train.encoder_lr_scale": at_least(0),
+    "train.weight_decay": at_least(0), "train.poly_power": at_least(0),
+    "train.warmup_steps": at_least(0), "train.grad_clip": at_least(0),
+    "train.grad_accum": at_least(1), "train.seed": at_least(0), "train.val_every": at_least(0),
+    "train.checkpoint_every": at_least(0), "train.log_every": at_least(1),
+    "train.threshold": inside(0, 1), "train.device": _device,
+    "train.time_budget": _duration, "train.budget_validations": at_least(1),
+}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _check(cfg: Any, rules: dict[str, Rule], prefix: str) -> None:
+    for key, rule in rules.items():
+        value = _get(cfg, key)
+        reason = None if value is None else rule(value)
+        if reason:
+            raise ConfigError(f"{prefix}{key}: {value!r} is not allowed; it {reason}")
+
+
+def validate_model(model: Any, prefix: str = "model.") -> None:
+    """ConfigError (one line) for the first value or combination a model config cannot have."""
+    _check(model, MODEL_RULES, prefix)
+    grid = (model.image_size // model.veg.level) ** 2
+    if model.veg.retrieval and model.veg.k > grid:
+        raise ConfigError(f"{prefix}veg.k: {model.veg.k} is not allowed; the VEG token grid at "
+                          f"{model.image_size} px and stride {model.veg.level} has only {grid} "
+                          f"tokens, so k must be between 1 and {grid}")
+
+
+def validate_run(cfg: Any) -> None:
+    """ConfigError (one line) for the first value a run config cannot have."""
+    validate_model(cfg.model)
+    _check(cfg, RUN_RULES, "")

@@ -24,14 +24,15 @@ class TimeBudget:
     """
 
     MARGIN = 1.2
+    default_clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, seconds: float, validations: int, spent: float = 0.0,
                  validated: int = 0, reserve: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.seconds, self.validations = seconds, max(1, validations)
         self.spent, self.validated, self.reserve = spent, validated, reserve
-        self.clock = clock
-        self.started = clock()
+        self.clock = clock or self.default_clock
+        self.started = self.clock()
 
     def elapsed(self) -> float:
         return self.spent + (self.clock() - self.started)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vipa.config import RunConfig, save_config
-from vipa.config.validate import parse_duration
+from vipa.config.validate import parse_duration, validate_run
 from vipa.progress import ProgressBar
 from vipa.training.budget import TimeBudget
 from vipa.training.callbacks import Checkpointer, MetricsLog, StepLogger, Validator, plot_curves
@@ -70,6 +70,7 @@ def stop_on_signals() -> Iterator[list[str]]:
 
 def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train a model as ``cfg`` says; with ``resume`` continue ``cfg.train.output``'s run."""
+    validate_run(cfg)  # library callers get the CLI's checks too
     budget = None
     if cfg.train.time_budget is not None:  # counted from here: setup is part of the budget
         budget = TimeBudget(parse_duration(cfg.train.time_budget), cfg.train.budget_validations)
