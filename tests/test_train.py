@@ -223,8 +223,15 @@ def test_wrong_or_corrupt_checkpoint_is_one_line(data_root, tmp_path):
     run = train(tiny_config(data_root, tmp_path / "run", 2), progress=False)
     result = runner.invoke(app, ["train", "--resume", "--output", str(run.run_dir),
                                  "--encoder", "swin-bert"])
-    assert result.exit_code == 1
-    assert "trained with encoder 'tiny', not 'swin-bert'" in result.output
+    # Resuming with another encoder is a changed config: refused before anything is built.
+    assert result.exit_code == 2, result.output
+    assert "model.encoder.name ('tiny' -> 'swin-bert')" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    from vipa.checkpoint import check_encoder_matches
+    from vipa.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="trained with encoder 'tiny', not 'swin-bert'"):
+        check_encoder_matches(read_checkpoint(run.last), "swin-bert")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 64)
     result = runner.invoke(app, ["eval", "--checkpoint", str(corrupt)])

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from vipa import __version__
 from vipa.config import ModelConfig, from_dict, to_dict
@@ -49,13 +51,18 @@ class Checkpoint:
 
 
 def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write through a temporary file renamed into place: a failure leaves the old file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        kept = "the previous one is kept" if path.exists() else "there was none before"
+        raise CheckpointError(f"cannot write {path}: {error.strerror or first_line(error)}; "
+                              f"{kept}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -64,8 +71,6 @@ def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
 def save_checkpoint(path: str | Path, model: torch.nn.Module, *, step: int = 0, epoch: int = 0,
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write weights + model config + tokenizer state atomically; return the path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     seen: set[int] = set()
     tensors = {}
@@ -91,15 +96,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, step: int = 0, 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint file; CheckpointError in one line when missing or corrupt."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))
@@ -109,6 +109,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a vipa checkpoint "
                               "(no model config in its metadata)")
+    version = metadata.get("format_version", "1")
+    if not version.isdigit() or int(version) > int(FORMAT_VERSION):
+        raise CheckpointError(f"{path} was written by vipa {metadata.get('vipa_version', '?')} "
+                              f"in checkpoint format {version}; this vipa ({__version__}) reads "
+                              f"formats up to {FORMAT_VERSION}: upgrade vipa to load it")
     try:
         model_config = from_dict(ModelConfig, json.loads(metadata["model_config"]))
         validate_model(model_config)

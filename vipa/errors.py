@@ -110,5 +110,9 @@ class ExportError(VipaError):
     """An export that failed, or whose output differs from PyTorch beyond the tolerance."""
 
 
+class RunLockedError(VipaError):
+    """Another live process is writing the run directory asked for."""
+
+
 class TrainingDivergedError(VipaError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -2,43 +2,66 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from vipa.errors import DataError
+from vipa.errors import DataError, one_line
 
 # PIL modes whose samples do not fit 8 bits: ``convert("RGB")`` would clip them, not scale.
 _WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+# Images above this many pixels are refused before they are decoded (decompression bombs).
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_PIXELS_VARIABLE = "VIPA_MAX_IMAGE_PIXELS"
 
 
-def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+def max_pixels() -> int:
+    """The pixel limit: ``$VIPA_MAX_IMAGE_PIXELS`` or 50 megapixels."""
+    raw = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    try:
+        return int(raw) if raw else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise DataError(f"{MAX_PIXELS_VARIABLE}={raw!r} is not a whole number of pixels") from None
+
+
+def read_image(path: Path, expected_size: tuple[int, int] | None = None,
+               limit: int | None = None) -> np.ndarray:
     """uint8 (H, W, 3) RGB with EXIF orientation applied; 16-bit images scaled, not clipped.
 
     ``expected_size`` is (w, h) from an annotation file: when the EXIF-rotated
     image no longer matches it but the stored one does, the annotation was made
-    on the stored pixels, so those are used.
+    on the stored pixels, so those are used. Images over ``limit`` pixels
+    (default :func:`max_pixels`) are refused from their header, before decoding.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a directory, not an image")
+    limit = limit or max_pixels()
     try:
         with Image.open(path) as raw:
+            if raw.width * raw.height > limit:
+                raise DataError(f"image {path} is {raw.width}x{raw.height} = "
+                                f"{raw.width * raw.height:,} pixels, over the limit of {limit:,} "
+                                f"(set {MAX_PIXELS_VARIABLE} to allow more)")
             raw.load()
             image = ImageOps.exif_transpose(raw)
             if expected_size is not None and image.size != expected_size \
                     and raw.size == expected_size:
                 image = raw
+            if image.mode in ("P", "PA"):  # palettes may hold transparency: through RGBA
+                image = image.convert("RGBA")
             if image.mode not in _WIDE_MODES:
                 return np.array(image.convert("RGB"))
             values = np.asarray(image, dtype=np.float64)
             wide_16 = image.mode.startswith("I;16")
     except FileNotFoundError:
         raise DataError(f"missing image {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"corrupt image {path}: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as error:
+        raise DataError(f"corrupt image {path}: {one_line(error)}") from None
     top = 65535.0 if wide_16 else max(float(values.max()), 1.0)
     gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=2)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from vipa.checkpoint import save_checkpoint, save_resume_point
 from vipa.config import RunConfig
+from vipa.errors import DataError
 from vipa.evaluation.evaluate import evaluate
 from vipa.progress import ProgressBar
 from vipa.training.distributed import DistInfo
@@ -38,8 +39,12 @@ class MetricsLog:
         if self.path is None:
             return
         record = {"time": round(time.time(), 3), **record}
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise DataError(f"cannot append to {self.path}: {error.strerror or error}; the last "
+                            "checkpoint is kept") from None
 
 
 class StepLogger:
@@ -125,7 +130,7 @@ def plot_curves(run_dir: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(path)
     train_rows = [r for r in records if "loss" in r]
     val_rows = [r for r in records if "val" in r]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -141,3 +146,14 @@ def plot_curves(run_dir: Path) -> Path | None:
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log; a torn line (a write cut short) is skipped."""
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if isinstance(r, dict)]

@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from vipa.training.distributed import (
     init_distributed,
     rank0_flag,
 )
-from vipa.training.runs import new_run_dir
+from vipa.training.runs import check_resumable, new_run_dir, run_lock
 from vipa.training.session import Session
 
 logger = logging.getLogger(__name__)
@@ -78,11 +78,13 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
     try:
         run_dir = Path(cfg.train.output) if cfg.train.output else new_run_dir(
             cfg.model.encoder.name, cfg.model.fusion.name)
-        session = Session(cfg, info, run_dir, resume, budget)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-        return _run(session, progress and info.is_main)
+        if resume:
+            check_resumable(cfg, run_dir)
+        with run_lock(run_dir) if info.is_main else nullcontext():
+            session = Session(cfg, info, run_dir, resume, budget)
+            if info.is_main:
+                save_config(cfg, run_dir / "config.yaml")
+            return _run(session, progress and info.is_main)
     finally:
         cleanup(info)
 

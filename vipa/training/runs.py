@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import shutil
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from vipa.errors import CheckpointError
+from vipa.config import RunConfig, saved_run_config, to_dict
+from vipa.errors import CheckpointError, ConfigError, RunLockedError
+
+logger = logging.getLogger(__name__)
+LOCK_NAME = ".vipa.lock"
+# What --resume may change: how long and how often, where, on what. Everything else (the
+# model, the data, the optimisation) would make the resumed run another run.
+RESUMABLE_KEYS = ("train.epochs", "train.max_steps", "train.time_budget",
+                  "train.budget_validations", "train.val_every", "train.checkpoint_every",
+                  "train.log_every", "train.device", "train.output", "train.threshold",
+                  "data.root", "data.image_dir", "data.num_workers", "data.max_val_samples")
 
 RUNS_DIR = Path("runs")
 
@@ -53,3 +70,64 @@ def run_to_resume(output: Path | None, base: Path = RUNS_DIR) -> Path:
 def is_main_process() -> bool:
     """False in every torchrun process but rank 0 (which alone prints and writes)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.vipa.lock`` while a run writes there; refuse a second live writer.
+
+    The lock is an ``flock``: the kernel drops it when its process dies (even
+    by kill -9), so a lock file left behind is simply taken over. A run folder
+    this call created and that holds nothing but the lock is removed at the end.
+    """
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115 - held open
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLockedError(f"{run_dir} is being written by another vipa train ({owner}); "
+                             "wait for it to end or give another --output") from None
+    handle.seek(0)
+    if handle.read().strip():
+        logger.info("took over the lock of %s left by a process that is gone", run_dir)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def check_resumable(cfg: RunConfig, run_dir: Path) -> None:
+    """ConfigError naming every key that differs from the run's saved config and may not."""
+    saved = saved_run_config(run_dir)
+    if saved is None:
+        return
+    before, after = _flat(to_dict(saved)), _flat(to_dict(cfg))
+    changed = [key for key in sorted(set(before) | set(after))
+               if before.get(key) != after.get(key) and key not in RESUMABLE_KEYS]
+    if changed:
+        detail = ", ".join(f"{key} ({before.get(key)!r} -> {after.get(key)!r})"
+                           for key in changed)
+        raise ConfigError(f"cannot resume {run_dir} with a changed config: {detail}; these "
+                          "must stay as the run started (docs/training.md lists what may change)")
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "options":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
