@@ -65,7 +65,9 @@ def test_training_improves_the_loss_and_writes_the_run(data_root, tmp_path):
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 24
     assert np.mean(losses[-6:]) < np.mean(losses[:6])
-    for name in ("best.safetensors", "last.safetensors", "last.state.pt", "config.yaml",
+    assert [p.name for p in result.run_dir.glob("last.state-*.pt")] == [
+        f"last.state-{result.step}.pt"]  # one resume state, the one of the weights
+    for name in ("best.safetensors", "last.safetensors", "config.yaml",
                  "curves.png"):
         assert (result.run_dir / name).is_file(), name
     assert "oIoU" in result.best_metrics
@@ -121,7 +123,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_root, tmp_path):
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 143, output
     assert "stopped by SIGTERM" in output and "Traceback" not in output
-    state = torch.load(run / "last.state.pt", weights_only=True)
+    [state_file] = run.glob("last.state-*.pt")
+    state = torch.load(state_file, weights_only=True)
     assert read_checkpoint(run / "last.safetensors").step == state["step"] > 0
 
 
@@ -301,7 +304,8 @@ def test_time_budget_run_ends_on_time_with_its_validations(data_root, tmp_path, 
     assert 10 < result.step < 100000  # ended by the budget, not the steps
     assert len(vals) == 3 and vals[-1]["step"] == result.step  # the last one at the end
     assert lrs[-1] < 0.3 * max(lrs)  # the schedule ran over the budget
-    saved = torch.load(tmp_path / "run" / "last.state.pt", weights_only=True)
+    [state_file] = (tmp_path / "run").glob("last.state-*.pt")
+    saved = torch.load(state_file, weights_only=True)
     assert 2.5 <= saved["budget"]["spent"] <= 3.5 and saved["budget"]["validated"] == 2
     # Resuming a run whose budget is spent trains no further step: the budget carries over.
     again = runner.invoke(app, ["train", "--resume", "--output", str(tmp_path / "run"),

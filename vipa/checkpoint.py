@@ -3,7 +3,7 @@
 ``<name>.safetensors`` holds the weights plus, in its metadata, the model
 config and the tokenizer state, so ``load_model(path)`` needs nothing else.
 Training state for ``--resume`` (optimizer, scheduler, RNG, step) sits beside
-it in ``<name>.state.pt``, read back with ``torch.load(weights_only=True)``.
+it in ``<name>.state-<step>.pt``, read back with ``torch.load(weights_only=True)``.
 Every write goes to a temporary file first and is renamed into place, so a
 crash mid-write never leaves a truncated checkpoint.
 """
@@ -11,6 +11,7 @@ crash mid-write never leaves a truncated checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -187,43 +188,54 @@ def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
     model.load_state_dict(checkpoint.tensors)
 
 
-def state_path(checkpoint_path: str | Path) -> Path:
-    """Where the resume state of ``last.safetensors`` lives: ``last.state.pt``."""
+def state_path(checkpoint_path: str | Path, step: int) -> Path:
+    """The resume state of ``last.safetensors`` at ``step``: ``last.state-<step>.pt``."""
     path = Path(checkpoint_path)
-    return path.with_name(path.name.removesuffix(".safetensors") + ".state.pt")
+    return path.with_name(f"{path.name.removesuffix('.safetensors')}.state-{step}.pt")
 
 
-def _previous(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".pt") + ".prev.pt")
+def _state_files(checkpoint_path: Path) -> list[Path]:
+    stem = checkpoint_path.name.removesuffix(".safetensors")
+    legacy = [checkpoint_path.with_name(f"{stem}.state.pt"),
+              checkpoint_path.with_name(f"{stem}.state.prev.pt")]  # vipa 0.1 names
+    return [*sorted(checkpoint_path.parent.glob(f"{stem}.state-*.pt")),
+            *(p for p in legacy if p.is_file())]
 
 
 def save_resume_point(path: str | Path, model: torch.nn.Module, state: dict[str, Any], *,
                       step: int, epoch: int, metrics: dict[str, Any] | None = None) -> Path:
     """Write weights and resume state so that a crash at any moment leaves a matching pair.
 
-    The state is renamed into place before the weights; the state it replaces
-    is kept as ``*.state.prev.pt`` until then, so whichever weights file
-    survives, a state with the same step exists beside it.
+    The state goes to a file named by its step, then the weights are renamed
+    into place, and only then are the states of other steps removed: whatever
+    the moment of a crash, the state of the weights on disk is beside them.
     """
     path = Path(path)
-    state_file = state_path(path)
-    if state_file.is_file():
-        os.replace(state_file, _previous(state_file))
-    _atomic_write(state_file, lambda tmp: torch.save({**state, "step": step}, tmp))
+    # Serialised in memory first: a full disk then fails as an OSError of the file write
+    # (torch.save itself reports it as an opaque RuntimeError).
+    buffer = io.BytesIO()
+    torch.save({**state, "step": step}, buffer)
+    new_state = state_path(path, step)
+    _atomic_write(new_state, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     save_checkpoint(path, model, step=step, epoch=epoch, metrics=metrics)
+    for old in _state_files(path):
+        if old != new_state:
+            old.unlink(missing_ok=True)
     return path
 
 
 def load_resume_state(path: str | Path, step: int) -> dict[str, Any]:
     """The resume state whose step matches the weights in ``path`` (``weights_only`` load)."""
-    state_file = state_path(path)
-    for candidate in (state_file, _previous(state_file)):
+    path = Path(path)
+    named = state_path(path, step)
+    candidates = [named, *(p for p in _state_files(path) if p != named)]
+    for candidate in candidates:
         if candidate.is_file():
             state = _load_state(candidate)
             if int(state.get("step", -1)) == step:
                 return state
     raise CheckpointError(f"no resume state for step {step} beside {path} "
-                          f"(looked for {state_file.name} and {_previous(state_file).name})")
+                          f"(looked for {named.name})")
 
 
 def _load_state(path: Path) -> dict[str, Any]:

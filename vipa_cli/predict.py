@@ -50,7 +50,7 @@ def predict_command(
 
       [cyan]vipa predict --model model.onnx photo.jpg "the left dog"[/cyan]
     """
-    from vipa.inference.io import prepare_output_dir
+    from vipa.inference.io import check_threshold, prepare_output_dir
     from vipa.inference.predict import predict_batch, predict_image
     from vipa.inference.runtime import load_runtime
 
@@ -58,6 +58,7 @@ def predict_command(
         raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)
     if batch is None and (image is None or not texts):
         raise fail("give an IMAGE and at least one TEXT (or --batch FILE)", EXIT_USAGE_ERROR)
+    check_threshold(threshold)
     if model is None and checkpoint is None:
         from vipa.training.runs import default_checkpoint
 

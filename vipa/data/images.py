@@ -59,8 +59,11 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None,
             wide_16 = image.mode.startswith("I;16")
     except FileNotFoundError:
         raise DataError(f"missing image {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise DataError(f"image {path} has more pixels than PIL's decompression-bomb limit, "
+                        f"over the limit of {limit:,} (set {MAX_PIXELS_VARIABLE} to allow "
+                        "more)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"corrupt image {path}: {one_line(error)}") from None
     top = 65535.0 if wide_16 else max(float(values.max()), 1.0)
     gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -15,7 +15,7 @@ from vipa.config import DataConfig, RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
 from vipa.data.dataset import collate
 from vipa.device import resolve_device
-from vipa.inference.io import save_mask_png
+from vipa.inference.io import check_threshold, save_mask_png
 from vipa.inference.masks import masks_at_original_size
 from vipa.metrics import RISMetrics
 from vipa.progress import ProgressBar
@@ -98,6 +98,7 @@ def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", 
                         max_samples: int | None = None, save_predictions: Path | None = None,
                         progress: bool = True) -> dict[str, Any]:
     """Load a checkpoint, evaluate it on ``data`` ``split``; return metrics."""
+    check_threshold(threshold)
     torch_device = resolve_device(device)
     model, ckpt = load_model(checkpoint, torch_device)
     cfg = RunConfig(model=ckpt.model_config, data=data)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from vipa.data.images import read_image
-from vipa.errors import DataError, EmptyPhraseError
+from vipa.errors import DataError, EmptyPhraseError, UsageError
 
-__all__ = ["check_phrases", "prepare_output_dir", "read_image", "read_requests", "save_mask_png",
-           "slugify"]
+__all__ = ["check_phrases", "check_threshold", "prepare_output_dir", "read_image", "read_requests",
+           "save_mask_png", "slugify"]
 
 def save_mask_png(mask: np.ndarray, path: Path) -> None:
     """A binary mask as an 8-bit PNG (0 / 255) so any viewer shows it."""
@@ -33,6 +33,14 @@ def check_phrases(texts: Sequence[str]) -> list[str]:
                                    "object to segment")
         cleaned.append(" ".join(text.split()))
     return cleaned
+
+
+def check_threshold(threshold: float) -> float:
+    """A foreground threshold strictly inside (0, 1); UsageError otherwise."""
+    if not 0 < threshold < 1:
+        raise UsageError(f"--threshold {threshold:g} is not allowed; it must be strictly "
+                         "between 0 and 1")
+    return threshold
 
 
 def slugify(text: str, limit: int = 40) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from vipa.inference.io import (
     check_phrases,
+    check_threshold,
     prepare_output_dir,
     read_image,
     read_requests,
@@ -77,6 +78,7 @@ def segment(runtime: Runtime, image: np.ndarray, texts: Sequence[str],
             threshold: float = 0.5) -> list[Segmentation]:
     """Every phrase of ``texts`` on one uint8 (H, W, 3) image, in one batched runtime call."""
     texts = check_phrases(texts)
+    check_threshold(threshold)
     height, width = image.shape[:2]
     model_input = preprocess(image, runtime.image_size)
     images = np.repeat(model_input[None], len(texts), axis=0)

@@ -106,7 +106,7 @@ class Validator:
 
 
 class Checkpointer:
-    """Writes the resume point ``last.safetensors`` + ``last.state.pt`` (rank 0 only)."""
+    """Writes the resume point ``last.safetensors`` + ``last.state-<step>.pt`` (rank 0 only)."""
 
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, path: Path,
                  info: DistInfo) -> None:
