@@ -117,6 +117,37 @@ class WordPieceTokenizer(Tokenizer):
         self.fitted = True
         logger.info("fitted a WordPiece vocabulary of %d tokens", self.vocab_size)
 
+    def grow(self, texts: Iterable[str]) -> int:
+        """Append the pieces a vocabulary fitted on ``texts`` has and this one lacks.
+
+        Existing ids keep their meaning (their embedding rows are trained);
+        new pieces take the next ids, up to ``vocab_cap`` (the embedding's rows).
+        A pretrained vocabulary is fixed: new words split into its pieces.
+        """
+        from tokenizers import Tokenizer, models
+
+        if not self.fittable or not self.fitted:
+            logger.info("the vocabulary is %s; new words split into its pieces",
+                        "pretrained and fixed" if not self.fittable else "not fitted")
+            return 0
+        fresh = WordPieceTokenizer(vocab_cap=max(self.vocab_cap, DEFAULT_VOCAB_CAP))
+        fresh.fit(texts)
+        vocab = dict(self.tokenizer.get_vocab())
+        wanted = [t for t, _ in sorted(fresh.tokenizer.get_vocab().items(), key=lambda x: x[1])
+                  if t not in vocab]
+        room = self.vocab_cap - len(vocab)
+        if len(wanted) > room:
+            logger.warning("the vocabulary is full at %d of %d tokens: %d new pieces are not "
+                           "added; those words split into smaller pieces", len(vocab),
+                           self.vocab_cap, len(wanted) - room)
+            wanted = wanted[:max(0, room)]
+        for token in wanted:
+            vocab[token] = len(vocab)
+        self.tokenizer = _plain(_bert_pipeline(Tokenizer(models.WordPiece(
+            vocab, unk_token="[UNK]", max_input_chars_per_word=100))))
+        logger.info("grew the WordPiece vocabulary by %d tokens to %d", len(wanted), len(vocab))
+        return len(wanted)
+
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(str(text)).ids)
 

@@ -46,6 +46,13 @@ class Tokenizer(abc.ABC):
     def fit(self, texts: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Adapt to a training corpus; for tokenizers without a fixed vocabulary."""
 
+    def grow(self, texts: Sequence[str]) -> int:
+        """Add what ``texts`` need to the vocabulary, keeping every id it has (fine-tuning).
+
+        Returns how many tokens were added; a fixed vocabulary adds none.
+        """
+        return 0
+
     def arrays(self, texts: Sequence[str]):  # noqa: ANN201 - numpy is imported lazily
         """int64 numpy ``(token_ids, attention_mask)``, (B, L) padded to the longest phrase."""
         import numpy as np

@@ -254,3 +254,23 @@ def test_effnet_random_weights_keep_the_packaged_tokenizer(effnet):
     assert torch.equal(random.tokenize(PHRASES)[0], effnet.tokenize(PHRASES)[0])
     assert not torch.equal(random.stages[0][0][0].conv_pw.weight,
                            effnet.stages[0][0][0].conv_pw.weight)
+
+
+def test_a_fitted_vocabulary_grows_for_fine_tuning_and_keeps_its_ids(caplog):
+    tokenizer = WordPieceTokenizer(vocab_cap=800)
+    tokenizer.fit(PHRASES * 3)
+    assert tokenizer.vocab_size < 800
+    before_size = tokenizer.vocab_size
+    old = tokenizer.encode(PHRASES)
+    zebra = tokenizer.count("the zebra is grazing")
+    added = tokenizer.grow(["the zebra is grazing", "a zebra and a giraffe"] * 3)
+    assert added > 0 and tokenizer.vocab_size == before_size + added
+    assert tokenizer.encode(PHRASES) == old  # every existing id keeps its meaning
+    assert tokenizer.count("the zebra is grazing") < zebra  # new words are whole pieces now
+    full = WordPieceTokenizer(vocab_cap=tokenizer.vocab_size)
+    full.tokenizer, full.fitted = tokenizer.tokenizer, True
+    with caplog.at_level("WARNING"):
+        assert full.grow(["completely unseen vocabulary words here"]) == 0
+    assert "vocabulary is full" in caplog.text
+    fixed = WordPieceTokenizer(fittable=False)
+    assert fixed.grow(["anything"]) == 0  # a pretrained vocabulary does not change

@@ -58,9 +58,11 @@ class ProgressBar:
         return self
 
     def update(self, completed: int | None = None, advance: int | None = None,
-               **fields: Any) -> None:
+               total: int | None = None, **fields: Any) -> None:
+        """Move the bar; ``total`` sets the length once it is known."""
         if self.progress is not None:
-            self.progress.update(self.task, completed=completed, advance=advance, **fields)
+            self.progress.update(self.task, completed=completed, advance=advance, total=total,
+                                 **fields)
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:

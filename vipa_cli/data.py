@@ -17,9 +17,11 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-_DATA_HELP = "Dataset: refcoco, refcoco+, refcocog or synthetic."
-_ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p and instances.json. "
-              "Optional for synthetic (then the cached built-in set is used).")
+_DATA_HELP = ("Dataset: synthetic, refcoco, refcoco+, refcocog, refer (the refer layout of "
+              "your own data) or jsonl (a manifest folder).")
+_ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p and instances.json, or for jsonl "
+              "the train.jsonl / val.jsonl manifests. Optional for synthetic (the cached "
+              "built-in set).")
 
 
 @data_app.command("synth")
@@ -60,15 +62,15 @@ def stats_command(
     [bold]Example[/bold]: [cyan]vipa data stats --data refcoco --data-root data/[/cyan]
     """
     from vipa.data.build import dataset_root
-    from vipa.data.refer import load_refs
+    from vipa.data.index import open_dataset
 
-    index = load_refs(dataset_root(data, data_root), data, split_by)
+    index = open_dataset(data, dataset_root(data, data_root), split_by)
     stats = index.stats()
     if as_json:
-        typer.echo(json.dumps({"dataset": index.dataset, "split_by": index.split_by,
+        typer.echo(json.dumps({"dataset": index.name, "split_by": index.split_by,
                                "splits": stats}, indent=2))
         return
-    table = Table(title=f"{index.dataset} ({index.split_by})", title_justify="left")
+    table = Table(title=f"{index.name} ({index.split_by})", title_justify="left")
     for column in ("split", "images", "objects (refs)", "sentences"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for split, row in stats.items():
@@ -95,13 +97,11 @@ def show_command(
     [bold]Example[/bold]: [cyan]vipa data show --data synthetic --index 3 --scale 4[/cyan]
     """
     from vipa.data.build import dataset_root
-    from vipa.data.images import read_image
-    from vipa.data.refer import find_image_dir, load_refs
+    from vipa.data.index import open_dataset
     from vipa.viz import draw_sample
 
-    root = dataset_root(data, data_root)
-    refer = load_refs(root, data, split_by)
-    samples = refer.samples(split)
+    index_ = open_dataset(data, dataset_root(data, data_root), split_by, image_dir)
+    samples = index_.samples(split)
     if sent_id is not None:
         matches = [s for s in samples if s.sent_id == sent_id]
         if not matches:
@@ -112,12 +112,76 @@ def show_command(
                          f"{len(samples)} samples")
     else:
         sample = samples[index]
-    info = refer.images[sample.image_id]
-    pixels = read_image(find_image_dir(root, data, image_dir) / sample.file_name,
-                        (int(info["width"]), int(info["height"])))
-    picture = draw_sample(pixels, refer.mask(sample.ann_id), sample.text, scale)
+    pixels, mask = index_.load(sample)
+    picture = draw_sample(pixels, mask, sample.text, scale)
     out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(out, format="PNG")
     console.print(f"wrote {out} ({picture.width}x{picture.height}): sent_id "
                   f"{sample.sent_id}, {sample.text!r}", highlight=False)
 
+
+
+@data_app.command("check")
+def check_command(
+    data: str = typer.Option("synthetic", "--data", help=_DATA_HELP),
+    data_root: Path | None = typer.Option(None, "--data-root", help=_ROOT_HELP),
+    split_by: str | None = typer.Option(None, "--split-by", help="unc, google, umd, vipa."),
+    image_dir: Path | None = typer.Option(None, "--image-dir", help="Folder of the images."),
+    show: int = typer.Option(20, "--show", min=1, help="Problems to print (the rest counted)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Check a dataset: files decode, masks fit, texts and ids are sound; exit 1 on problems.
+
+    One line per problem (file:line for manifests, ref and sentence ids for the
+    refer layout); a missing RefCOCO file is named with the path where vipa
+    looked.
+
+    [bold]Example[/bold]: [cyan]vipa data check --data jsonl --data-root my-data/[/cyan]
+    """
+    from vipa.data.build import dataset_root
+    from vipa.data.check import check
+    from vipa.progress import ProgressBar
+
+    with ProgressBar(0, "check", progress, transient=True) as bar:
+        report = check(data, dataset_root(data, data_root), split_by, image_dir,
+                       on_item=lambda total: bar.update(advance=1, total=total))
+    for problem in report.problems[:show]:
+        console.print(problem, highlight=False, markup=False)
+    hidden = len(report.problems) - show
+    if hidden > 0:
+        console.print(f"... and {hidden} more problems", highlight=False)
+    splits = ", ".join(report.splits) or "no splits"
+    summary = (f"{report.dataset}: {report.samples} samples in {splits}: "
+               f"{len(report.problems) or 'no'} problem{'s' if len(report.problems) != 1 else ''}")
+    console.print(summary, highlight=False)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@data_app.command("convert")
+def convert_command(
+    data: str = typer.Option(..., "--data", help=_DATA_HELP),
+    data_root: Path | None = typer.Option(None, "--data-root", help=_ROOT_HELP),
+    out: Path = typer.Option(..., "--out", help="New folder to write the other layout into."),
+    split_by: str | None = typer.Option(None, "--split-by", help="unc, google, umd, vipa."),
+    image_dir: Path | None = typer.Option(None, "--image-dir", help="Folder of the images."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Convert between the refer layout and a jsonl manifest folder (either way).
+
+    [bold]Examples[/bold]: [cyan]vipa data convert --data refcoco --data-root data/ --out
+    refcoco-jsonl/[/cyan] (then [cyan]--data jsonl --data-root refcoco-jsonl/[/cyan]);
+    [cyan]vipa data convert --data jsonl --data-root mine/ --out mine-refer/[/cyan] (then
+    [cyan]--data refer --data-root mine-refer/[/cyan])
+    """
+    from vipa.data.build import dataset_root
+    from vipa.data.convert import convert
+    from vipa.progress import ProgressBar
+
+    with ProgressBar(0, "convert", progress, transient=True) as bar:
+        written = convert(data, dataset_root(data, data_root), out, split_by=split_by,
+                          image_dir=image_dir,
+                          on_item=lambda total: bar.update(advance=1, total=total))
+    target = "refer" if data == "jsonl" else "jsonl"
+    console.print(f"wrote {written}; use --data {target} --data-root {written}",
+                  highlight=False)

@@ -37,6 +37,9 @@ def train_command(
     lr: float = typer.Option(None, help="Learning rate of the new (non-encoder) modules."),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
     seed: int = typer.Option(None, help="Random seed (runs repeat exactly on CPU)."),
+    init_from: Path = typer.Option(None, "--init-from",
+                                   help="Fine-tune: start from this checkpoint's weights, "
+                                        "model config and tokenizer, with a fresh optimizer."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue the run in --output (default: the latest run)."),
     overrides: list[str] = typer.Option([], "--set",
@@ -60,8 +63,9 @@ def train_command(
       [cyan]torchrun --nproc-per-node 4 -m vipa_cli train --config paper --data refcoco
       --data-root data/[/cyan]
     """
-    from vipa.config import resolve_config
+    from vipa.config import load_preset, resolve_config
     from vipa.training import train
+    from vipa.training.finetune import finetune_base
     from vipa.training.runs import run_to_resume
 
     options = {"encoder": encoder, "preset": preset, "weights": weights, "fusion": fusion,
@@ -69,8 +73,10 @@ def train_command(
                "epochs": epochs, "max_steps": max_steps, "time_budget": time_budget,
                "batch_size": batch_size, "image_size": image_size, "lr": lr, "device": device,
                "seed": seed}
-    base = config
+    base: object = config
     options["output"] = output
+    if init_from is not None and not resume:
+        base = finetune_base(load_preset(config), init_from)
     if resume:
         run_dir = run_to_resume(output)
         saved = run_dir / "config.yaml"

@@ -16,7 +16,7 @@ from typing import Any
 from vipa.config.loading import apply_overrides, load_config, merge
 from vipa.config.schema import DataConfig, ModelConfig, RunConfig
 from vipa.config.validate import validate_run
-from vipa.data.refer import DATASETS
+from vipa.data.index import DATASET_NAMES
 from vipa.errors import ConfigError, did_you_mean
 from vipa_plugins import registry
 
@@ -63,10 +63,12 @@ def load_preset(name_or_path: str) -> RunConfig:
         return load_config(RunConfig, file)
 
 
-def resolve_config(preset: str = "cpu", options: dict[str, Any] | None = None,
+def resolve_config(preset: str | RunConfig = "cpu", options: dict[str, Any] | None = None,
                    overrides: list[str] | None = None) -> RunConfig:
-    """Preset, then given CLI options, then ``key=value`` overrides; validated strictly."""
-    return _apply(load_preset(preset), options, overrides)
+    """Preset (a name, a file, or a RunConfig), then given CLI options, then ``key=value``
+    overrides; validated strictly."""
+    base = preset if isinstance(preset, RunConfig) else load_preset(preset)
+    return _apply(base, options, overrides)
 
 
 def resolve_data_config(base: DataConfig, options: dict[str, Any]) -> DataConfig:
@@ -91,9 +93,13 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     cfg = merge(cfg, {OPTION_KEYS[k]: v for k, v in options.items() if v is not None})
     cfg = apply_overrides(cfg, [model_shorthand(o) for o in overrides or []])
     cfg = dataclasses.replace(cfg, model=resolve_encoder_preset(cfg.model))
-    if cfg.data.name not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: {', '.join(DATASETS)}")
+    if cfg.data.name not in DATASET_NAMES:
+        raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: "
+                          f"{', '.join(DATASET_NAMES)}")
     validate_run(cfg)
+    if cfg.data.name == "jsonl" and not cfg.data.root:
+        raise ConfigError("--data jsonl needs --data-root DIR (the folder holding train.jsonl "
+                          "and val.jsonl, see docs/data.md)")
     if cfg.data.name != "synthetic" and not cfg.data.root:
         raise ConfigError(f"--data {cfg.data.name} needs --data-root DIR "
                           "(the folder holding refcoco/, refcoco+/, refcocog/ and the images)")

@@ -117,6 +117,10 @@ class DataConfig:
     # "empty" replaces every expression by "" (train and val): the image-only baseline that
     # shows how much of a score needs the language at all.
     text: Literal["full", "empty"] = "full"
+    # A sample whose image or mask cannot be read: "skip" it (counted, named once in the log
+    # and metrics.jsonl) or "fail" the run. More than max_skip_share skipped stops the run.
+    on_error: Literal["fail", "skip"] = "skip"
+    max_skip_share: float = 0.05
 
 
 @dataclass
@@ -148,6 +152,11 @@ class TrainConfig:
     # fractions of it (the last at the end), and the run ends on time.
     time_budget: str | None = None
     budget_validations: int = 6
+    # Fine-tuning: start from this checkpoint's weights (and tokenizer), with a fresh
+    # optimizer; freeze keeps parameters under these module names fixed (e.g. encoder,
+    # encoder.vision).
+    init_from: str | None = None
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -82,6 +82,7 @@ MODEL_RULES: dict[str, Rule] = {
 # Dotted key (relative to a RunConfig, besides model.*) -> rule.
 RUN_RULES: dict[str, Rule] = {
     "data.max_val_samples": at_least(1), "data.num_workers": at_least(0),
+    "data.max_skip_share": inside(0, 1),
     "train.epochs": at_least(1), "train.max_steps": at_least(1), "train.batch_size": at_least(1),
     "train.lr": above(0), "train.encoder_lr_scale": at_least(0),
     "train.weight_decay": at_least(0), "train.poly_power": at_least(0),

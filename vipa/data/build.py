@@ -28,7 +28,8 @@ def build_dataset(cfg: RunConfig, split: str, *, train: bool,
     return RISDataset(root, cfg.data.name, split=split, split_by=cfg.data.split_by,
                       image_dir=cfg.data.image_dir, image_size=cfg.model.image_size,
                       train=train and cfg.data.augment, keep_original=keep_original,
-                      seed=cfg.train.seed, empty_text=cfg.data.text == "empty")
+                      seed=cfg.train.seed, empty_text=cfg.data.text == "empty",
+                      on_error=cfg.data.on_error)
 
 
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from vipa.data.images import read_image
-from vipa.data.refer import ReferIndex, Sample, find_image_dir, load_refs
+from vipa.data.images import read_image  # noqa: F401 - the one reader (tests check it)
+from vipa.data.index import open_dataset
+from vipa.data.refer import Sample
 from vipa.data.transforms import TrainAugment, resize_image, resize_mask
 from vipa.errors import DataError
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class RISDataset(Dataset):
-    """One item per (ref, sentence) of ``split``: image, mask and text as tensors.
+    """One item per (object, sentence) of ``split``: image, mask and text as tensors.
 
     ``image`` float32 (3, S, S) in [0, 1] (the encoder normalises), ``mask``
     float32 (1, S, S) 0/1, ``text``, ids, ``orig_size`` [h, w]; with
@@ -26,17 +27,22 @@ class RISDataset(Dataset):
     original size. ``train=True`` applies :class:`TrainAugment`, seeded by
     (seed, epoch, index) so runs repeat. ``empty_text`` gives every sample the
     expression ``""`` (also in :meth:`texts`): the image-only ablation baseline.
+
+    ``on_error="skip"`` turns a sample whose image or mask cannot be read into
+    ``{"skipped": where, "error": message}`` (:func:`collate` drops it and lists
+    it under ``batch["skipped"]``) instead of raising :class:`DataError`.
     """
 
     def __init__(self, root: str | Path, dataset: str = "refcoco", split: str = "val",
                  split_by: str | None = None, image_dir: str | Path | None = None,
                  image_size: int = 128, train: bool = False, keep_original: bool = False,
                  augment: TrainAugment | None = None, seed: int = 0,
-                 empty_text: bool = False) -> None:
-        self.index: ReferIndex = load_refs(root, dataset, split_by)
+                 empty_text: bool = False, on_error: str = "fail") -> None:
+        self.index = open_dataset(dataset, root, split_by, image_dir, strict=on_error != "skip")
         self.split = split
         self.items: list[Sample] = self.index.samples(split)
-        self.image_dir = find_image_dir(root, dataset, image_dir)
+        self.image_dir = Path(getattr(self.index, "image_dir", None) or root)
+        self.on_error = on_error
         self.image_size = int(image_size)
         self.train = train
         self.keep_original = keep_original
@@ -58,14 +64,12 @@ class RISDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.items[index]
-        info = self.index.images[sample.image_id]
-        size = (int(info["width"]), int(info["height"]))
-        pixels = read_image(self.image_dir / sample.file_name, size)
-        orig_mask = self.index.mask(sample.ann_id)
-        if pixels.shape[:2] != orig_mask.shape:
-            raise DataError(f"image {self.image_dir / sample.file_name} is "
-                            f"{pixels.shape[1]}x{pixels.shape[0]} but instances.json "
-                            f"says {size[0]}x{size[1]}")
+        try:
+            pixels, orig_mask = self.index.load(sample)
+        except DataError as error:
+            if self.on_error != "skip":
+                raise
+            return {"skipped": sample.record_id or sample.where, "error": str(error)}
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
         image = resize_image(image, self.image_size)
         mask = resize_mask(torch.from_numpy(orig_mask)[None].float(), self.image_size)
@@ -91,9 +95,15 @@ VARIABLE_SIZE_KEYS = frozenset({"orig_mask"})
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack same-shape tensors and ints; keep strings and variable-size tensors as lists."""
-    out: dict[str, Any] = {}
-    for key in batch[0]:
+    """Stack same-shape tensors and ints; keep strings and variable-size tensors as lists.
+
+    Skipped samples (``on_error="skip"``) are left out; ``skipped`` lists
+    ``(where, error)`` for each. A batch of skipped samples only has no other key.
+    """
+    skipped = [(item["skipped"], item["error"]) for item in batch if "skipped" in item]
+    batch = [item for item in batch if "skipped" not in item]
+    out: dict[str, Any] = {"skipped": skipped}
+    for key in batch[0] if batch else ():
         values = [item[key] for item in batch]
         first = values[0]
         if key in VARIABLE_SIZE_KEYS:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vipa.data.images import read_image
 from vipa.data.safe_pickle import load_plain_pickle
 from vipa.errors import ConfigError, DataError
 
@@ -28,6 +29,7 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "refcoco+": ("unc",),
     "refcocog": ("umd", "google"),
     "synthetic": ("vipa",),
+    "refer": ("custom",),  # your own data in the refer layout (vipa data convert writes it)
 }
 SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB", "test")
 
@@ -45,6 +47,8 @@ class Sample:
     category_id: int
     split: str = ""
     kind: str = ""  # the sentence's expression kind, where the dataset names one
+    where: str = ""  # where it is written, for messages ("train.jsonl:12"; refer: ids)
+    record_id: str = ""  # the manifest's own "id", when it gives one
 
 
 def check_dataset(dataset: str, split_by: str | None = None) -> str:
@@ -98,6 +102,8 @@ class ReferIndex:
     categories: dict[int, dict[str, Any]]
     refs_path: Path = field(default=Path())
     instances_path: Path = field(default=Path())
+    image_dir: Path | None = None  # set by open_dataset (vipa.data.index)
+    name: str = ""  # the dataset name; same as ``dataset``
 
     @property
     def splits(self) -> list[str]:
@@ -126,8 +132,23 @@ class ReferIndex:
                     text=_as_text(text).strip(), file_name=_as_text(image["file_name"]),
                     category_id=int(ref["category_id"]), split=split,
                     kind=_as_text(sentence.get("kind", "")),
+                    where=f"ref {ref['ref_id']} sentence {sentence['sent_id']}",
                 ))
         return out
+
+    def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels uint8 (H, W, 3), mask uint8 (H, W)) of a sample; DataError naming the file."""
+        if self.image_dir is None:
+            raise DataError(f"no image directory for {self.dataset}; pass --image-dir")
+        info = self.images[sample.image_id]
+        size = (int(info["width"]), int(info["height"]))
+        path = self.image_dir / sample.file_name
+        pixels = read_image(path, size)
+        mask = self.mask(sample.ann_id)
+        if pixels.shape[:2] != mask.shape:
+            raise DataError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} but "
+                            f"instances.json says {size[0]}x{size[1]}")
+        return pixels, mask
 
     def mask(self, ann_id: int) -> np.ndarray:
         """The annotation's mask, uint8 (H, W) 0/1 at the image's size from instances.json."""
@@ -207,7 +228,7 @@ def load_refs(root: str | Path, dataset: str, split_by: str | None = None) -> Re
     log.info("loaded %d refs of %s(%s) from %s", len(refs), dataset, split_by, folder)
     return ReferIndex(root=root, dataset=dataset, split_by=split_by, refs=refs,
                       images=images, annotations=annotations, categories=categories,
-                      refs_path=refs_path, instances_path=instances_path)
+                      refs_path=refs_path, instances_path=instances_path, name=dataset)
 
 
 def find_image_dir(root: str | Path, dataset: str, image_dir: str | Path | None = None) -> Path:

@@ -40,7 +40,11 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
     metrics = KindMetrics(expression_kinds(loader.dataset))
     if save_predictions is not None:
         save_predictions.mkdir(parents=True, exist_ok=True)
+    skipped = 0
     for batch in loader:
+        skipped += len(batch["skipped"])
+        if "image" not in batch:  # every sample of the batch was unreadable (on_error=skip)
+            continue
         ids, mask = inner.tokenize(batch["text"])
         images = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -56,7 +60,10 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
     if dist_info is not None and dist_info.enabled:
         metrics.all_reduce()
     inner.train(was_training)
-    return metrics.compute()
+    result = metrics.compute()
+    if skipped:  # unreadable samples left out of every metric (data.on_error=skip)
+        result["skipped"] = skipped
+    return result
 
 
 def expression_kinds(dataset: Dataset) -> tuple[str, ...]:

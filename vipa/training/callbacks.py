@@ -58,7 +58,7 @@ class StepLogger:
         self.window_start, self.window_samples = time.perf_counter(), 0
 
     def after_step(self, parts: TrainingParts, losses: dict[str, torch.Tensor],
-                   samples: int) -> None:
+                   samples: int, skipped: int = 0) -> None:
         """``losses``: this step's sums over its micro-batches, detached, on the device."""
         for key, value in losses.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value
@@ -67,13 +67,15 @@ class StepLogger:
         lr = parts.optimizer.param_groups[0]["lr"]
         rate = self.window_samples / max(1e-9, time.perf_counter() - self.window_start)
         if state.step % self.log_every:
-            self.bar.update(completed=self.position(), lr=lr, rate=rate)
+            self.bar.update(completed=self.position(), lr=lr, rate=rate, skipped=skipped)
             return
         count = self.log_every * self.grad_accum
         means = {k: float(v) / count for k, v in self.sums.items()}  # the one host sync
+        extra = {"skipped_samples": skipped} if skipped else {}
         self.log.write({"step": state.step, "epoch": state.epoch, "lr": lr,
-                        "samples_per_s": round(rate, 2), **means})
-        self.bar.update(completed=self.position(), lr=lr, rate=rate, loss=means["loss"])
+                        "samples_per_s": round(rate, 2), **means, **extra})
+        self.bar.update(completed=self.position(), lr=lr, rate=rate, loss=means["loss"],
+                        skipped=skipped)
         self.sums = {}
         self.window_start, self.window_samples = time.perf_counter(), 0
 
@@ -118,6 +120,42 @@ class Checkpointer:
         state = parts.state
         save_resume_point(self.path, self.model, parts.state_dict(self.cfg), step=state.step,
                           epoch=state.epoch, metrics=metrics)
+
+
+class SkipLog:
+    """Counts samples skipped for unreadable data; names each once; stops a run with too many.
+
+    A sample that cannot be read (``data.on_error=skip``) is logged as a
+    warning and a ``metrics.jsonl`` record the first time it is skipped; once
+    at least ``MIN_SAMPLES`` were tried, more than ``max_share`` of them
+    skipped raises DataError (the caller saves a checkpoint first).
+    """
+
+    MIN_SAMPLES = 50
+
+    def __init__(self, log: MetricsLog, max_share: float, is_main: bool) -> None:
+        self.log, self.max_share, self.is_main = log, max_share, is_main
+        self.named: set[str] = set()
+        self.skipped = self.tried = 0
+
+    def after_batches(self, group: list[dict[str, Any]], step: int) -> None:
+        for batch in group:
+            self.tried += len(batch.get("text", [])) + len(batch["skipped"])
+            for where, error in batch["skipped"]:
+                self.skipped += 1
+                if where not in self.named:
+                    self.named.add(where)
+                    if self.is_main:
+                        logger.warning("skipped %s: %s", where, error)
+                    self.log.write({"step": step, "skipped": where, "error": error})
+
+    def too_many(self) -> str | None:
+        """The reason to stop, when more than the allowed share was skipped."""
+        if self.tried < self.MIN_SAMPLES or self.skipped <= self.max_share * self.tried:
+            return None
+        return (f"{self.skipped} of {self.tried} samples could not be read "
+                f"({len(self.named)} distinct), more than data.max_skip_share "
+                f"{self.max_share:g}; fix them (vipa data check lists them) or allow more")
 
 
 def plot_curves(run_dir: Path) -> Path | None:

@@ -20,9 +20,17 @@ from typing import Any
 
 from vipa.config import RunConfig, save_config
 from vipa.config.validate import parse_duration, validate_run
+from vipa.errors import DataError
 from vipa.progress import ProgressBar
 from vipa.training.budget import TimeBudget
-from vipa.training.callbacks import Checkpointer, MetricsLog, StepLogger, Validator, plot_curves
+from vipa.training.callbacks import (
+    Checkpointer,
+    MetricsLog,
+    SkipLog,
+    StepLogger,
+    Validator,
+    plot_curves,
+)
 from vipa.training.distributed import (
     assert_ranks_agree,
     broadcast_flag,
@@ -106,9 +114,19 @@ def _run(session: Session, progress: bool) -> TrainResult:
     session.net.train()
     with stop_on_signals() as signals, _progress_bar(session, progress) as bar:
         step_log = StepLogger(log, bar, t.log_every, t.grad_accum, _position(session))
+        skips = SkipLog(log, cfg.data.max_skip_share, info.is_main)
         for group in [] if session.finished() else session.batches(on_epoch_end):
+            skips.after_batches(group, state.step)
             losses = session.step(group)
-            step_log.after_step(parts, losses, len(group) * t.batch_size * info.world_size)
+            if losses is None:
+                continue
+            samples = sum(len(batch["text"]) for batch in group if "text" in batch)
+            step_log.after_step(parts, losses, samples * info.world_size, skips.skipped)
+            reason = skips.too_many()
+            if reason is not None:
+                checkpoint(parts)
+                raise DataError(f"{reason}; the run stopped at step {state.step} with a "
+                                f"checkpoint in {session.last_path}")
             if budget is not None:
                 if rank0_flag(budget.validation_due(), info, session.device):
                     budget.validated += 1
@@ -167,5 +185,5 @@ def _progress_bar(session: Session, enabled: bool) -> ProgressBar:
         total, label = int(budget.seconds), f"train ({budget.seconds / 60:.4g} min budget, s)"
     return ProgressBar(total, label, enabled, start=_position(session)(),
                        fields="loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
-                              "{task.fields[rate]:.1f} samples/s",
-                       loss=float("nan"), lr=0.0, rate=0.0)
+                              "{task.fields[rate]:.1f} samples/s  {task.fields[skipped]} skipped",
+                       loss=float("nan"), lr=0.0, rate=0.0, skipped=0)

@@ -23,7 +23,8 @@ LOCK_NAME = ".vipa.lock"
 RESUMABLE_KEYS = ("train.epochs", "train.max_steps", "train.time_budget",
                   "train.budget_validations", "train.val_every", "train.checkpoint_every",
                   "train.log_every", "train.device", "train.output", "train.threshold",
-                  "data.root", "data.image_dir", "data.num_workers", "data.max_val_samples")
+                  "data.root", "data.image_dir", "data.num_workers", "data.max_val_samples",
+                  "data.on_error", "data.max_skip_share")
 
 RUNS_DIR = Path("runs")
 
@@ -113,7 +114,7 @@ def check_resumable(cfg: RunConfig, run_dir: Path) -> None:
     saved = saved_run_config(run_dir)
     if saved is None:
         return
-    before, after = _flat(to_dict(saved)), _flat(to_dict(cfg))
+    before, after = flatten(to_dict(saved)), flatten(to_dict(cfg))
     changed = [key for key in sorted(set(before) | set(after))
                if before.get(key) != after.get(key) and key not in RESUMABLE_KEYS]
     if changed:
@@ -123,11 +124,12 @@ def check_resumable(cfg: RunConfig, run_dir: Path) -> None:
                           "must stay as the run started (docs/training.md lists what may change)")
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (a plugin's free-form ``options`` stay whole)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict) and value and key != "options":
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

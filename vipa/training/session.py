@@ -30,6 +30,7 @@ from vipa.errors import CheckpointError, TrainingDivergedError
 from vipa.model import VipaLoss, build_model
 from vipa.training.budget import TimeBudget, budget_schedule
 from vipa.training.distributed import DistInfo, broadcast_flag, resolve_device, shard
+from vipa.training.finetune import describe_freeze, freeze, init_from_checkpoint
 from vipa.training.optim import amp_dtype, build_optimizer, poly_schedule
 from vipa.training.state import TrainingParts
 from vipa_plugins import registry
@@ -79,8 +80,13 @@ class Session:
         if checkpoint is not None:
             load_tokenizer(self.model, checkpoint)
             load_weights(self.model, checkpoint)
+        elif t.init_from:
+            init_from_checkpoint(self.model, cfg, self.train_set.texts())
         else:
             self.model.encoder.tokenizer.fit(self.train_set.texts())
+        if t.freeze:
+            freeze(self.model, t.freeze)
+            logger.info("frozen %s: %s", ", ".join(t.freeze), describe_freeze(self.model))
         self.model.to(self.device)
         self.parts = self._optimisation(cfg)
         if checkpoint is not None:
@@ -151,9 +157,17 @@ class Session:
             state.end_epoch()
             on_epoch_end()
 
-    def step(self, group: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """One optimizer step over a group of micro-batches; the losses stay on the device."""
-        parts, accum = self.parts, len(group)
+    def step(self, group: list[dict[str, Any]]) -> dict[str, torch.Tensor] | None:
+        """One optimizer step over a group of micro-batches; the losses stay on the device.
+
+        Batches whose samples were all skipped (``data.on_error=skip``) are left
+        out; with none left there is no step (None).
+        """
+        parts = self.parts
+        group = [batch for batch in group if "image" in batch]
+        accum = len(group)
+        if not accum:
+            return None
         sums: dict[str, torch.Tensor] = {}
         for index, batch in enumerate(group):
             ids, mask = self.model.tokenize(batch["text"])
