@@ -301,3 +301,22 @@ def test_a_corrupt_training_image_is_skipped_and_named_once(photos, tmp_path, ca
                                   "--output", str(tmp_path / "f"), "--no-progress",
                                   "--set", "data.on_error=fail"])
     assert failing.exit_code == 1 and "corrupt image" in failing.output
+
+
+def test_eval_gallery_draws_the_worst_and_best_per_kind(tmp_path):
+    synth = generate_synthetic(tmp_path / "synth", seed=7, n_train=12, n_val=12, n_test=2,
+                               image_size=64)
+    run = train(_run_config(synth, tmp_path / "run", 3, data="synthetic"), progress=False)
+    gallery = tmp_path / "gallery"
+    result = runner.invoke(app, ["eval", "-c", str(run.last), "--data-root", str(synth),
+                                 "--gallery", str(gallery), "--gallery-count", "2",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    pages = sorted(p.name for p in gallery.glob("*.png"))
+    assert pages == sorted(f"{kind}-{end}.png" for kind in ("attribute", "position", "relation")
+                           for end in ("best", "worst"))
+    page = Image.open(gallery / "position-worst.png")
+    assert page.height > 2 * 160  # two rows of image | ground truth | prediction
+    index = (gallery / "index.html").read_text()
+    assert index.count("<tr><td>") == 12 and "position worst" in index
+    assert "gallery of the worst and best samples" in result.output

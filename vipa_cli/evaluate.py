@@ -32,6 +32,11 @@ def eval_command(
     save_predictions: Path = typer.Option(None, help="Write one PNG mask per sample, named by "
                                                      "sentence id, at original image size."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    gallery: Path = typer.Option(None, "--gallery",
+                                 help="Write contact sheets (PNG + index.html) of the worst and "
+                                      "best samples per expression kind to this folder."),
+    gallery_count: int = typer.Option(8, "--gallery-count", min=1,
+                                      help="Samples per worst / best sheet."),
 ) -> None:
     """Evaluate a checkpoint: mIoU, oIoU and precision@0.5..0.9.
 
@@ -57,21 +62,27 @@ def eval_command(
 
     metrics = evaluate_checkpoint(checkpoint, data_cfg, split, batch_size=batch_size,
                                   device=device, threshold=threshold, max_samples=max_samples,
-                                  save_predictions=save_predictions, progress=progress)
+                                  save_predictions=save_predictions, progress=progress,
+                                  gallery=gallery, gallery_count=gallery_count)
     output = output or checkpoint.parent / f"eval-{data_cfg.name}-{split}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(metrics, indent=2) + "\n")
-
-    table = Table(title=f"{checkpoint} on {data_cfg.name} {split}", title_justify="left")
-    table.add_column("expressions")
-    for column in ("samples", *METRIC_COLUMNS):
-        table.add_column(column, justify="right")
-    rows = {"all": metrics, **metrics.get("kinds", {})}
-    for name, row in rows.items():
-        table.add_row(name, str(int(row["samples"])),
-                      *(f"{100 * row[k]:.2f}" for k in METRIC_COLUMNS))
-    console.print(table)
+    console.print(metrics_table(metrics, f"{checkpoint} on {data_cfg.name} {split}"))
     console.print(f"metrics written to {output}")
     if save_predictions is not None:
         console.print(f"prediction masks written to {save_predictions}/")
+    if gallery is not None:
+        console.print(f"gallery of the worst and best samples: {metrics['gallery']}")
 
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    """The standard metrics in points, a row for all samples and one per expression kind."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("kind")
+    for column in ("samples", *METRIC_COLUMNS):
+        table.add_column(column, justify="right")
+    for name, row in {"all": metrics, **metrics.get("kinds", {})}.items():
+        table.add_row(name, str(int(row["samples"])),
+                      *(f"{100 * row[k]:.2f}" for k in METRIC_COLUMNS))
+    return table

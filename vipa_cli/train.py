@@ -63,26 +63,15 @@ def train_command(
       [cyan]torchrun --nproc-per-node 4 -m vipa_cli train --config paper --data refcoco
       --data-root data/[/cyan]
     """
-    from vipa.config import load_preset, resolve_config
     from vipa.training import train
-    from vipa.training.finetune import finetune_base
-    from vipa.training.runs import run_to_resume
+    from vipa.training.runs import train_config
 
     options = {"encoder": encoder, "preset": preset, "weights": weights, "fusion": fusion,
                "data": data, "data_root": data_root, "split_by": split_by, "image_dir": image_dir,
                "epochs": epochs, "max_steps": max_steps, "time_budget": time_budget,
                "batch_size": batch_size, "image_size": image_size, "lr": lr, "device": device,
-               "seed": seed}
-    base: object = config
-    options["output"] = output
-    if init_from is not None and not resume:
-        base = finetune_base(load_preset(config), init_from)
-    if resume:
-        run_dir = run_to_resume(output)
-        saved = run_dir / "config.yaml"
-        base = str(saved) if saved.is_file() else config
-        options["output"] = run_dir
-    cfg = resolve_config(base, options, overrides)
+               "seed": seed, "output": output}
+    cfg = train_config(config, options, overrides, resume=resume, init_from=init_from)
 
     result = train(cfg, resume=resume, progress=progress)
 

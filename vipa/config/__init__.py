@@ -6,6 +6,7 @@ names below are the whole public surface.
 
 from vipa.config.loading import (
     apply_overrides,
+    flatten,
     from_dict,
     load_config,
     merge,
@@ -36,7 +37,8 @@ from vipa.config.schema import (
 
 __all__ = [
     "OPTION_KEYS", "DataConfig", "DecoderConfig", "EncoderConfig", "FusionConfig", "LossConfig",
-    "ModelConfig", "RunConfig", "TrainConfig", "VEGConfig", "apply_overrides", "from_dict",
-    "load_config", "load_preset", "merge", "model_shorthand", "preset_names", "read_file",
-    "resolve_config", "resolve_data_config", "save_config", "saved_run_config", "to_dict",
+    "ModelConfig", "RunConfig", "TrainConfig", "VEGConfig", "apply_overrides", "flatten",
+    "from_dict", "load_config", "load_preset", "merge", "model_shorthand", "preset_names",
+    "read_file", "resolve_config", "resolve_data_config", "save_config", "saved_run_config",
+    "to_dict",
 ]

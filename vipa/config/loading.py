@@ -32,6 +32,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (a plugin's free-form ``options`` stay whole)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value and key != "options":
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """Build dataclass ``cls`` from a mapping, strictly: unknown keys and bad types raise."""
     if not isinstance(data, Mapping):

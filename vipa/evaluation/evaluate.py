@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from vipa.config import DataConfig, RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
 from vipa.data.dataset import collate
 from vipa.device import resolve_device
+from vipa.evaluation.gallery import Scored, write_gallery
 from vipa.inference.io import check_threshold, save_mask_png
 from vipa.inference.masks import masks_at_original_size
 from vipa.metrics import RISMetrics
@@ -28,11 +30,13 @@ logger = logging.getLogger(__name__)
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *,
              threshold: float = 0.5, dist_info: DistInfo | None = None,
              save_predictions: Path | None = None, amp_dtype: torch.dtype | None = None,
-             on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+             on_batch: Callable[[int], None] | None = None,
+             scores: list[Scored] | None = None) -> dict[str, Any]:
     """mIoU, oIoU and precision@0.5..0.9 over ``loader``, reduced across DDP ranks.
 
     Where the samples name their expression kind (the synthetic set's
     attribute / position / relation), ``kinds`` holds the same metrics per kind.
+    ``scores`` (a list) receives every sample's position in ``loader``, kind and IoU.
     """
     inner = getattr(model, "module", model)
     was_training = inner.training
@@ -40,7 +44,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
     metrics = KindMetrics(expression_kinds(loader.dataset))
     if save_predictions is not None:
         save_predictions.mkdir(parents=True, exist_ok=True)
-    skipped = 0
+    skipped = position = 0
     for batch in loader:
         skipped += len(batch["skipped"])
         if "image" not in batch:  # every sample of the batch was unreadable (on_error=skip)
@@ -51,7 +55,11 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
             output = inner(images, ids.to(device), mask.to(device))
         predictions = masks_at_original_size(output.logits, batch["orig_size"], threshold)
         targets = [m.numpy().astype(bool) for m in batch["orig_mask"]]
-        metrics.update(predictions, targets, batch.get("kind"))
+        ious = metrics.update(predictions, targets, batch.get("kind"))
+        if scores is not None:
+            scores += [Scored(position + i, kind, iou)
+                       for i, (kind, iou) in enumerate(zip(batch["kind"], ious, strict=True))]
+        position += len(ious)
         if save_predictions is not None:
             for prediction, sent_id in zip(predictions, batch["sent_id"].tolist(), strict=True):
                 save_mask_png(prediction, save_predictions / f"{sent_id}.png")
@@ -81,11 +89,12 @@ class KindMetrics:
         self.total = RISMetrics()
         self.kinds = {kind: RISMetrics() for kind in kinds}
 
-    def update(self, predictions: list, targets: list, kinds: list[str] | None) -> None:
-        self.total.update(predictions, targets)
+    def update(self, predictions: list, targets: list, kinds: list[str] | None) -> list[float]:
+        ious = self.total.update(predictions, targets)
         for prediction, target, kind in zip(predictions, targets, kinds or [], strict=False):
             if kind in self.kinds:
                 self.kinds[kind].update([prediction], [target])
+        return ious
 
     def all_reduce(self) -> None:
         # Every rank reduces every kind of the (shared) dataset, so the collectives line up.
@@ -103,19 +112,29 @@ class KindMetrics:
 def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", *,
                         batch_size: int = 16, device: str = "auto", threshold: float = 0.5,
                         max_samples: int | None = None, save_predictions: Path | None = None,
-                        progress: bool = True) -> dict[str, Any]:
-    """Load a checkpoint, evaluate it on ``data`` ``split``; return metrics."""
+                        progress: bool = True, gallery: Path | None = None,
+                        gallery_count: int = 8) -> dict[str, Any]:
+    """Load a checkpoint, evaluate it on ``data`` ``split``; return metrics.
+
+    ``gallery``: also draw the worst and best samples there (:mod:`.gallery`).
+    """
     check_threshold(threshold)
     torch_device = resolve_device(device)
     model, ckpt = load_model(checkpoint, torch_device)
     cfg = RunConfig(model=ckpt.model_config, data=data)
-    dataset = evenly_spaced(build_dataset(cfg, split, train=False, keep_original=True),
-                            max_samples)
+    full = build_dataset(cfg, split, train=False, keep_original=True)
+    dataset = evenly_spaced(full, max_samples)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=data.num_workers,
                         collate_fn=collate)
+    scores: list[Scored] = []
     with ProgressBar(len(dataset), f"eval {data.name} {split}", progress) as bar:
         metrics = evaluate(model, loader, torch_device, threshold=threshold,
                            save_predictions=save_predictions,
-                           on_batch=lambda n: bar.update(advance=n))
+                           on_batch=lambda n: bar.update(advance=n), scores=scores)
+    if gallery is not None:
+        positions = getattr(dataset, "indices", range(len(full)))  # a Subset's own order
+        scores = [dataclasses.replace(s, position=positions[s.position]) for s in scores]
+        metrics["gallery"] = str(write_gallery(model, full, scores, gallery, torch_device,
+                                               gallery_count, threshold))
     return {**metrics, "checkpoint": str(checkpoint), "dataset": data.name, "split": split,
             "step": ckpt.step}

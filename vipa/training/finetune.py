@@ -17,9 +17,8 @@ from typing import Any
 import torch
 
 from vipa.checkpoint import Checkpoint, load_tokenizer, read_checkpoint
-from vipa.config import RunConfig, to_dict
+from vipa.config import RunConfig, flatten, to_dict
 from vipa.errors import CheckpointError, ConfigError
-from vipa.training.runs import flatten
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vipa.config import RunConfig, saved_run_config, to_dict
+from vipa.config import RunConfig, flatten, load_preset, resolve_config, saved_run_config, to_dict
 from vipa.errors import CheckpointError, ConfigError, RunLockedError
 
 logger = logging.getLogger(__name__)
@@ -124,12 +124,21 @@ def check_resumable(cfg: RunConfig, run_dir: Path) -> None:
                           "must stay as the run started (docs/training.md lists what may change)")
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (a plugin's free-form ``options`` stay whole)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key != "options":
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def train_config(recipe: str, options: dict[str, Any], overrides: list[str], *,
+                 resume: bool = False, init_from: Path | None = None) -> RunConfig:
+    """The config ``vipa train`` runs: a recipe, a resumed run's own config, or a fine-tune.
+
+    ``resume``: the run in ``options["output"]`` (default: the latest) with its
+    saved ``config.yaml``; ``init_from``: the recipe with the checkpoint's model.
+    """
+    base: str | RunConfig = recipe
+    if resume:
+        run_dir = run_to_resume(options.get("output"))
+        saved = run_dir / "config.yaml"
+        base = str(saved) if saved.is_file() else recipe
+        options = {**options, "output": run_dir}
+    elif init_from is not None:
+        from vipa.training.finetune import finetune_base  # reads a checkpoint: torch
+
+        base = finetune_base(load_preset(recipe), init_from)
+    return resolve_config(base, options, overrides)
