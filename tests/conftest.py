@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from vipa.config import resolve_config
+from vipa.data.synthetic import generate_synthetic
+from vipa.training import train
 from vipa_plugins import manager as plugin_manager
 
 
@@ -60,3 +66,36 @@ def single_thread():
     yield
     torch.set_num_threads(threads)
 
+
+
+# ---- a small trained model and a photo, shared by the serve and demo tests
+
+
+@pytest.fixture(scope="session")
+def served_checkpoint(tmp_path_factory) -> Path:
+    root = generate_synthetic(tmp_path_factory.mktemp("synth"), seed=8, n_train=24, n_val=4,
+                              n_test=2, image_size=64)
+    options = {"encoder": "tiny", "preset": "micro", "fusion": "late", "data_root": root,
+               "image_size": 64, "batch_size": 4, "max_steps": 20, "device": "cpu",
+               "output": tmp_path_factory.mktemp("served")}
+    cfg = resolve_config("cpu", options, ["veg.k=4", "decoder.dim=16", "train.lr=3e-3",
+                                          "train.warmup_steps=0", "train.val_every=1000",
+                                          "data.max_val_samples=4"])
+    return train(cfg, progress=False).last
+
+
+@pytest.fixture(scope="session")
+def scene_photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "scene.png"
+    pixels = np.full((90, 150, 3), 235, np.uint8)
+    pixels[20:60, 10:50] = (215, 40, 40)
+    pixels[30:80, 90:140] = (40, 80, 215)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

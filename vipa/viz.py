@@ -41,6 +41,32 @@ def draw_overlay(image: np.ndarray, mask: np.ndarray, caption: str) -> Image.Ima
     return overlay
 
 
+PALETTE = ((255, 64, 32), (32, 160, 255), (60, 200, 60), (250, 200, 20), (200, 60, 220),
+           (0, 210, 200), (255, 120, 180), (140, 100, 40))
+
+
+def draw_overlays(image: np.ndarray, masks: list[np.ndarray], captions: list[str]) -> Image.Image:
+    """Several phrases' masks on one image, one colour each, with a legend of the phrases."""
+    pixels = image.astype(np.float32)
+    width = max(1, round(max(image.shape[:2]) / 256))
+    for i, mask in enumerate(masks):
+        colour = np.array(PALETTE[i % len(PALETTE)], dtype=np.float32)
+        pixels[mask] = 0.5 * pixels[mask] + 0.5 * colour
+    canvas = pixels.astype(np.uint8)
+    for i, mask in enumerate(masks):
+        canvas[outline(mask, width)] = PALETTE[i % len(PALETTE)]
+    picture = Image.fromarray(canvas, mode="RGB")
+    draw = ImageDraw.Draw(picture)
+    top = 4
+    for i, caption in enumerate(captions):
+        left, upper, right, bottom = draw.textbbox((14, top), caption)
+        draw.rectangle((0, top - 2, right + 4, bottom + 2), fill=(0, 0, 0))
+        draw.rectangle((3, top + 1, 10, top + 8), fill=PALETTE[i % len(PALETTE)])
+        draw.text((14, top), caption, fill=(255, 255, 255))
+        top = bottom + 6
+    return picture
+
+
 def draw_heatmap(image: np.ndarray, relevance: np.ndarray, k: int) -> Image.Image:
     """The VEG relevance map (inferno) over the image, retrieved top-``k`` token cells boxed.
 

@@ -8,7 +8,7 @@ from vipa import __version__
 
 # Importing a command module registers its command; the order is the order in --help.
 # isort: off
-from vipa_cli import train, evaluate, predict, export, data, plugins  # noqa: F401
+from vipa_cli import train, evaluate, predict, export, serve, demo, data, plugins  # noqa: F401
 # isort: on
 from vipa_cli._util import app, setup_logging
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -34,16 +35,30 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None,
     on the stored pixels, so those are used. Images over ``limit`` pixels
     (default :func:`max_pixels`) are refused from their header, before decoding.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a directory, not an image")
+    try:
+        return _decode(path, str(path), expected_size, limit)
+    except FileNotFoundError:
+        raise DataError(f"missing image {path}") from None
+
+
+def decode_image(data: bytes, label: str = "the uploaded file",
+                 limit: int | None = None) -> np.ndarray:
+    """:func:`read_image` for bytes held in memory (an upload): nothing touches the disk."""
+    return _decode(io.BytesIO(data), label, None, limit)
+
+
+def _decode(source: Path | io.BytesIO, label: str, expected_size: tuple[int, int] | None,
+            limit: int | None) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     limit = limit or max_pixels()
     try:
-        with Image.open(path) as raw:
+        with Image.open(source) as raw:
             if raw.width * raw.height > limit:
-                raise DataError(f"image {path} is {raw.width}x{raw.height} = "
+                raise DataError(f"image {label} is {raw.width}x{raw.height} = "
                                 f"{raw.width * raw.height:,} pixels, over the limit of {limit:,} "
                                 f"(set {MAX_PIXELS_VARIABLE} to allow more)")
             raw.load()
@@ -58,13 +73,13 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None,
             values = np.asarray(image, dtype=np.float64)
             wide_16 = image.mode.startswith("I;16")
     except FileNotFoundError:
-        raise DataError(f"missing image {path}") from None
+        raise
     except Image.DecompressionBombError:
-        raise DataError(f"image {path} has more pixels than PIL's decompression-bomb limit, "
+        raise DataError(f"image {label} has more pixels than PIL's decompression-bomb limit, "
                         f"over the limit of {limit:,} (set {MAX_PIXELS_VARIABLE} to allow "
                         "more)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"corrupt image {path}: {one_line(error)}") from None
+        raise DataError(f"corrupt image {label}: {one_line(error)}") from None
     top = 65535.0 if wide_16 else max(float(values.max()), 1.0)
     gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=2)

@@ -74,18 +74,33 @@ def bbox_of(mask: np.ndarray) -> list[int] | None:
     return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
 
 
+def segment_many(runtime: Runtime, jobs: Sequence[tuple[np.ndarray, Sequence[str]]],
+                 threshold: float = 0.5) -> list[list[Segmentation]]:
+    """Every phrase of every (uint8 (H, W, 3) image, phrases) job, in ONE batched runtime call.
+
+    Each image is repeated once per phrase along the batch; results come back
+    per job, at each image's own size.
+    """
+    check_threshold(threshold)
+    jobs = [(image, check_phrases(texts)) for image, texts in jobs]
+    images = np.concatenate([np.repeat(preprocess(image, runtime.image_size)[None], len(texts),
+                                       axis=0) for image, texts in jobs])
+    texts = [text for _, job_texts in jobs for text in job_texts]
+    logits, relevance = runtime.run(images, *runtime.tokenize(texts))
+    out, start = [], 0
+    for image, job_texts in jobs:
+        stop = start + len(job_texts)
+        probs = probabilities(logits[start:stop], image.shape[:2])
+        out.append([Segmentation(text, probs[j], probs[j] >= threshold, relevance[start + j])
+                    for j, text in enumerate(job_texts)])
+        start = stop
+    return out
+
+
 def segment(runtime: Runtime, image: np.ndarray, texts: Sequence[str],
             threshold: float = 0.5) -> list[Segmentation]:
     """Every phrase of ``texts`` on one uint8 (H, W, 3) image, in one batched runtime call."""
-    texts = check_phrases(texts)
-    check_threshold(threshold)
-    height, width = image.shape[:2]
-    model_input = preprocess(image, runtime.image_size)
-    images = np.repeat(model_input[None], len(texts), axis=0)
-    logits, relevance = runtime.run(images, *runtime.tokenize(texts))
-    probs = probabilities(logits, (height, width))
-    return [Segmentation(text, probs[j], probs[j] >= threshold, relevance[j])
-            for j, text in enumerate(texts)]
+    return segment_many(runtime, [(image, texts)], threshold)[0]
 
 
 def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_dir: Path,
