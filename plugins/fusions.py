@@ -1,133 +1,28 @@
 """Built-in fusion strategies, registered through the plugin hooks like any third party's.
 
-- ``early``: after each encoder stage a gated pixel-word attention (PWAM-like):
-  pixels attend to words, the attended language multiplies a projection of the
-  pixels, and a zero-initialised tanh gate adds the result back; the fused map
-  feeds the next stage. At initialisation the gate is 0, so ``early`` equals
-  ``none`` exactly.
-- ``late``: the encoder runs unimodally; then per level pixels cross-attend to
+The modules live in :mod:`vipa_plugins.fusion_layers`; registering them by
+``"module:attribute"`` keeps this entry point free of torch imports, so
+listing plugins or running an exported model stays fast.
+
+- ``early``: gated pixel-word attention (PWAM-like) after each encoder stage;
+  at initialisation the gate is 0, so ``early`` equals ``none`` exactly.
+- ``late``: the encoder runs unimodally; per level pixels cross-attend to
   words and are FiLM-modulated by the sentence feature (residual).
 - ``none``: raw unimodal features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
-from torch import Tensor, nn
-
-from vipa.model.layers import fit_heads
 from vipa_plugins import hookimpl
-from vipa_plugins.contracts import Fusion, TextFeatures, VisionLanguageEncoder
 
-
-class NoFusion(Fusion):
-    """Raw unimodal features; every cross-modal step is left to VEG and the decoder."""
-
-    def __init__(self, out_channels: Sequence[int], text_dim: int) -> None:
-        super().__init__()
-        self.out_channels = tuple(out_channels)
-        self.text_dim = text_dim
-
-    def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
-                text: TextFeatures) -> list[Tensor]:
-        return encoder.forward_features(images)
-
-
-class _PixelsToWords(nn.Module):
-    """Multi-head attention from pixel tokens (queries) to the valid words of the phrase."""
-
-    def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(channels, fit_heads(channels, heads), kdim=text_dim,
-                                          vdim=text_dim, batch_first=True)
-
-    def attend(self, pixels: Tensor, text: TextFeatures) -> Tensor:
-        """(B, N, C) pixel tokens -> (B, N, C) attended language, padding words masked out."""
-        words = text.words.to(pixels.dtype)
-        attended, _ = self.attn(pixels, words, words, key_padding_mask=~text.mask.bool(),
-                                need_weights=False)
-        return attended
-
-
-class PixelWordAttention(_PixelsToWords):
-    """Pixels attend to valid words; the result gates a pixel projection; tanh-gated residual."""
-
-    def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
-        super().__init__(channels, text_dim, heads)
-        self.pixel_proj = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.GELU())
-        self.language_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
-        self.out_proj = nn.Conv2d(channels, channels, 1)
-        self.gate = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: Tensor, text: TextFeatures) -> Tensor:
-        batch, channels, height, width = x.shape
-        attended = self.attend(x.flatten(2).transpose(1, 2), text)
-        language = self.language_proj(attended).transpose(1, 2).reshape(
-            batch, channels, height, width)
-        fused = self.out_proj(self.pixel_proj(x) * language)
-        return x + torch.tanh(self.gate).view(1, -1, 1, 1) * fused
-
-
-class EarlyFusion(Fusion):
-    """PWAM-style gated pixel-word attention between encoder stages."""
-
-    def __init__(self, out_channels: Sequence[int], text_dim: int, heads: int = 1) -> None:
-        super().__init__()
-        self.out_channels = tuple(out_channels)
-        self.text_dim = text_dim
-        self.blocks = nn.ModuleList(PixelWordAttention(c, text_dim, heads) for c in out_channels)
-
-    def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
-                text: TextFeatures) -> list[Tensor]:
-        x = encoder.stem(images)
-        features = []
-        for index, block in enumerate(self.blocks):
-            x = block(encoder.forward_stage(index, x), text)
-            features.append(x)
-        return features
-
-
-class LateLevel(_PixelsToWords):
-    """Pixels cross-attend to words (residual), then FiLM by the sentence feature (residual)."""
-
-    def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
-        super().__init__(channels, text_dim, heads)
-        self.norm = nn.LayerNorm(channels)
-        self.film = nn.Linear(text_dim, 2 * channels)
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)
-
-    def forward(self, x: Tensor, text: TextFeatures) -> Tensor:
-        batch, channels, height, width = x.shape
-        pixels = x.flatten(2).transpose(1, 2)
-        pixels = self.norm(pixels + self.attend(pixels, text))
-        gamma, beta = self.film(text.sentence.to(pixels.dtype)).unsqueeze(1).chunk(2, dim=-1)
-        pixels = pixels + pixels * gamma + beta
-        return pixels.transpose(1, 2).reshape(batch, channels, height, width)
-
-
-class LateFusion(Fusion):
-    """Unimodal encoder pass, then per-level word attention and sentence FiLM."""
-
-    def __init__(self, out_channels: Sequence[int], text_dim: int, heads: int = 1) -> None:
-        super().__init__()
-        self.out_channels = tuple(out_channels)
-        self.text_dim = text_dim
-        self.levels = nn.ModuleList(LateLevel(c, text_dim, heads) for c in out_channels)
-
-    def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
-                text: TextFeatures) -> list[Tensor]:
-        features = encoder.forward_features(images)
-        return [level(f, text) for level, f in zip(self.levels, features, strict=True)]
+LAYERS = "vipa_plugins.fusion_layers"
 
 
 @hookimpl
 def register_fusions(register) -> None:
-    register("none", NoFusion,
+    register("none", f"{LAYERS}:NoFusion",
              description="No fusion: unimodal features; VEG and decoder do all cross-modal work")
-    register("early", EarlyFusion,
+    register("early", f"{LAYERS}:EarlyFusion",
              description="Gated pixel-word attention after every encoder stage (PWAM-like)")
-    register("late", LateFusion,
+    register("late", f"{LAYERS}:LateFusion",
              description="Per-level word cross-attention + sentence FiLM after the encoder")

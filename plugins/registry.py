@@ -6,6 +6,7 @@ unregistered at run time is seen at once.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from vipa.errors import (
     UnknownNameError,
     UnknownTokenizerError,
     distribution_label,
+    first_line,
 )
 from vipa_plugins.manager import VipaPluginManager, get_plugin_manager
 
@@ -29,11 +31,16 @@ KINDS = ("encoder", "fusion", "tokenizer")
 
 @dataclass(frozen=True)
 class Registration:
-    """One registered encoder or fusion and where it came from."""
+    """One registered encoder, fusion or tokenizer and where it came from.
+
+    ``target`` is the factory itself or ``"module:attribute"``: a dotted target
+    is imported only when the factory is first needed, so registering (and
+    listing) plugins never imports torch or a model library.
+    """
 
     kind: str
     name: str
-    factory: Callable[..., Any]
+    target: Callable[..., Any] | str
     description: str
     plugin: str
     distribution: str | None
@@ -47,6 +54,47 @@ class Registration:
         return (distribution_label(self.distribution, self.version)
                 or f"{self.plugin} (registered at run time)")
 
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The factory, imported now when it was registered as ``"module:attribute"``."""
+        return self.target if callable(self.target) else _resolve(self.target, self)
+
+
+_RESOLVED: dict[str, Callable[..., Any]] = {}
+
+
+def _resolve(target: str, registration: Registration) -> Callable[..., Any]:
+    if target not in _RESOLVED:
+        module, _, attribute = target.partition(":")
+        try:
+            _RESOLVED[target] = getattr(importlib.import_module(module), attribute)
+        except Exception as error:  # a plugin's import can raise anything
+            raise PluginError(f"{registration.kind} {registration.name!r} of plugin "
+                              f"{registration.plugin!r}: cannot import {target}: "
+                              f"{type(error).__name__}: {first_line(error)}") from None
+    return _RESOLVED[target]
+
+
+def _checked(registration: Registration, found: dict[str, Registration]) -> Registration:
+    """``registration`` when it is valid and its name is new; PluginError otherwise."""
+    kind, name, plugin, target = (registration.kind, registration.name, registration.plugin,
+                                  registration.target)
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise PluginError(f"plugin {plugin!r} registered an invalid {kind} name {name!r}")
+    if not callable(target) and not (isinstance(target, str) and ":" in target):
+        raise PluginError(f"plugin {plugin!r}: factory for {kind} {name!r} is not callable "
+                          "(nor a 'module:attribute' to import)")
+    if name in found:
+        first = found[name]
+        raise DuplicateNameError(
+            f"{kind} {name!r} is registered twice: by plugin {first.plugin!r} "
+            f"({first.source}) and by plugin {plugin!r} ({registration.source})")
+    if any(preset not in registration.presets for preset in registration.sizes.values()):
+        raise PluginError(f"plugin {plugin!r}: {kind} {name!r} maps sizes "
+                          f"{registration.sizes} onto presets it does not declare "
+                          f"({', '.join(registration.presets) or 'none'})")
+    return registration
+
 
 def collect(kind: str, manager: VipaPluginManager | None = None) -> dict[str, Registration]:
     """Call every plugin's ``register_<kind>s`` hook and gather the registrations."""
@@ -57,32 +105,15 @@ def collect(kind: str, manager: VipaPluginManager | None = None) -> dict[str, Re
     found: dict[str, Registration] = {}
     # pluggy keeps hookimpls last-registered-first; walk them in registration order.
     for impl in reversed(hook.get_hookimpls()):
-        plugin_name = impl.plugin_name
         dist_name, dist_version = manager.distribution_of(impl.plugin)
 
-        def register(name: str, factory: Callable[..., Any], *, description: str = "",
+        def register(name: str, factory: Callable[..., Any] | str, *, description: str = "",
                      presets: tuple[str, ...] | list[str] = (),
-                     sizes: dict[str, str] | None = None, _plugin: str = plugin_name,
+                     sizes: dict[str, str] | None = None, _plugin: str = impl.plugin_name,
                      _dist: str | None = dist_name, _version: str | None = dist_version) -> None:
-            if not isinstance(name, str) or not name.strip() or name != name.strip():
-                raise PluginError(f"plugin {_plugin!r} registered an invalid {kind} name {name!r}")
-            if not callable(factory):
-                raise PluginError(
-                    f"plugin {_plugin!r}: factory for {kind} {name!r} is not callable"
-                )
-            if name in found:
-                first = found[name]
-                second = Registration(kind, name, factory, description, _plugin, _dist, _version)
-                raise DuplicateNameError(
-                    f"{kind} {name!r} is registered twice: by plugin {first.plugin!r} "
-                    f"({first.source}) and by plugin {_plugin!r} ({second.source})"
-                )
-            sizes = dict(sizes or {})
-            if any(preset not in presets for preset in sizes.values()):
-                raise PluginError(f"plugin {_plugin!r}: {kind} {name!r} maps sizes {sizes} onto "
-                                  f"presets it does not declare ({', '.join(presets) or 'none'})")
-            found[name] = Registration(kind, name, factory, description, _plugin, _dist,
-                                       _version, tuple(presets), sizes)
+            found[name] = _checked(Registration(kind, name, factory, description, _plugin,
+                                                _dist, _version, tuple(presets),
+                                                dict(sizes or {})), found)
 
         impl.function(register=register)
     return found

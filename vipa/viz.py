@@ -9,9 +9,9 @@ from __future__ import annotations
 import textwrap
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from vipa.inference.masks import resize_bilinear
 
 _TINT = np.array([255, 64, 32], dtype=np.float32)
 _CONTOUR = (255, 255, 0)
@@ -80,8 +80,7 @@ def draw_heatmap(image: np.ndarray, relevance: np.ndarray, k: int) -> Image.Imag
     grid_h, grid_w = relevance.shape
     low, high = float(relevance.min()), float(relevance.max())
     scaled = (relevance - low) / max(high - low, 1e-6)
-    full = F.interpolate(torch.from_numpy(scaled)[None, None], size=(height, width),
-                         mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
+    full = np.clip(resize_bilinear(scaled, (height, width)), 0, 1)
     colours = colormaps["inferno"](full)[..., :3] * 255.0
     blended = (0.45 * image.astype(np.float32) + 0.55 * colours).astype(np.uint8)
     canvas = Image.fromarray(blended, mode="RGB")

@@ -1,30 +1,54 @@
-"""Images in, masks out: the model's input tensor from a photo, and logits back at photo size."""
+"""Images in, masks out: the model's input from a photo, and logits back at the photo's size.
+
+numpy and PIL only, no torch: an exported model predicts without importing
+PyTorch. The resize of logits is the bilinear interpolation of
+``torch.nn.functional.interpolate(..., align_corners=False)``, written out;
+evaluation, prediction, serving and the demo all use it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-from vipa.data.transforms import resize_image
 
 
 def preprocess(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (3, size, size) in [0, 1], resized as training resizes."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return resize_image(tensor, size).numpy()
+    """uint8 (H, W, 3) -> float32 (3, size, size) in [0, 1] (bilinear, antialiased, as PIL)."""
+    from PIL import Image
+
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
+            (size, size), Image.Resampling.BILINEAR))
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
 
 
-def probabilities(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(B, 1, S, S) logits -> float32 (B, H, W) foreground probabilities, resized bilinearly."""
-    logits = torch.as_tensor(logits).float()
-    resized = F.interpolate(logits, size=(int(size[0]), int(size[1])), mode="bilinear",
-                            align_corners=False)
-    return resized[:, 0].sigmoid().cpu().numpy()
+def _weights(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left indices, right indices and right weights of align_corners=False bilinear."""
+    scale = source / target
+    position = np.maximum((np.arange(target, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+    left = np.minimum(np.floor(position).astype(np.int64), source - 1)
+    right = np.minimum(left + 1, source - 1)
+    return left, right, (position - left).astype(np.float32)
 
 
-def masks_at_original_size(logits: torch.Tensor, sizes: torch.Tensor,
-                           threshold: float = 0.5) -> list[np.ndarray]:
-    """(B, 1, S, S) logits -> one bool mask per sample at its original (h, w)."""
+def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) float maps -> (..., H, W), bilinear with half-pixel centres."""
+    maps = np.asarray(maps, dtype=np.float32)
+    height, width = int(size[0]), int(size[1])
+    top, bottom, wy = _weights(maps.shape[-2], height)
+    rows = maps[..., top, :] * (1 - wy)[:, None] + maps[..., bottom, :] * wy[:, None]
+    left, right, wx = _weights(maps.shape[-1], width)
+    return rows[..., left] * (1 - wx) + rows[..., right] * wx
+
+
+def probabilities(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(B, 1, S, S) logits -> float32 (B, H, W) foreground probabilities at (H, W)."""
+    resized = resize_bilinear(np.asarray(logits, dtype=np.float32)[:, 0], size)
+    return 1.0 / (1.0 + np.exp(-resized))
+
+
+def masks_at_original_size(logits, sizes, threshold: float = 0.5) -> list[np.ndarray]:  # noqa: ANN001
+    """(B, 1, S, S) logits (numpy or torch) -> one bool mask per sample at its (h, w)."""
+    logits = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else logits
+    sizes = sizes.tolist() if hasattr(sizes, "tolist") else sizes
     return [probabilities(logit[None], size)[0] >= threshold
-            for logit, size in zip(logits, sizes.tolist(), strict=True)]
+            for logit, size in zip(logits, sizes, strict=True)]
