@@ -119,12 +119,26 @@ class Fusion(nn.Module, abc.ABC):
     """A cross-modal fusion strategy that owns the loop over encoder stages.
 
     Built by its factory as ``factory(out_channels=..., text_dim=..., **options)``.
+
+    A fusion whose vision stages never see the text sets ``text_independent``
+    and implements :meth:`fuse`; vipa then encodes each image once for all its
+    phrases (``forward`` stays the one-phrase-per-image path).
     """
+
+    #: True when the encoder stages run without the text (late or no fusion).
+    text_independent: bool = False
 
     @abc.abstractmethod
     def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
                 text: TextFeatures) -> list[Tensor]:
         """Images in [0, 1] + text features -> one NCHW feature map per stage."""
+
+    def fuse(self, features: list[Tensor], text: TextFeatures) -> list[Tensor]:
+        """Unimodal stage outputs (one row per phrase) + text -> fused maps.
+
+        Only called when ``text_independent`` is True.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not text-independent")
 
 
 def check_encoder(encoder: VisionLanguageEncoder) -> None:

@@ -29,9 +29,14 @@ class NoFusion(Fusion):
         self.out_channels = tuple(out_channels)
         self.text_dim = text_dim
 
+    text_independent = True
+
     def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
                 text: TextFeatures) -> list[Tensor]:
         return encoder.forward_features(images)
+
+    def fuse(self, features: list[Tensor], text: TextFeatures) -> list[Tensor]:
+        return features
 
 
 class _PixelsToWords(nn.Module):
@@ -116,7 +121,11 @@ class LateFusion(Fusion):
         self.text_dim = text_dim
         self.levels = nn.ModuleList(LateLevel(c, text_dim, heads) for c in out_channels)
 
+    text_independent = True
+
     def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
                 text: TextFeatures) -> list[Tensor]:
-        features = encoder.forward_features(images)
+        return self.fuse(encoder.forward_features(images), text)
+
+    def fuse(self, features: list[Tensor], text: TextFeatures) -> list[Tensor]:
         return [level(f, text) for level, f in zip(self.levels, features, strict=True)]

@@ -160,3 +160,43 @@ def test_export_cli_errors(trained, tmp_path):
     skipped = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--no-verify",
                                   "--output", str(tmp_path / "m.onnx")])
     assert skipped.exit_code == 0 and "verified" not in skipped.output
+
+
+class _ThreeInputs(torch.nn.Module):
+    """The graph a version-2 export holds: one image per phrase, no image_index."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, token_ids, attention_mask):
+        out = self.model(images, token_ids, attention_mask)
+        return out.logits, out.relevance
+
+
+def test_a_version_2_export_still_runs_with_shared_images(tmp_path):
+    """An export from before image_index gets the images repeated per phrase, same results."""
+    model = small_model("tiny", "late").eval()
+    checkpoint = save_checkpoint(tmp_path / "model.safetensors", model)
+    output = tmp_path / "model.onnx"
+    export_checkpoint(checkpoint, output, "onnx")
+    new = load_exported(output, "cpu")
+    images = torch.rand(2, 3, 64, 64).numpy()
+    ids, mask = new.tokenize(["the red one", "a blue square", "the left circle"])
+    index = np.array([0, 1, 1])
+    want = new.run(images, ids, mask, index)
+
+    old = tmp_path / "old.onnx"
+    torch.onnx.export(_ThreeInputs(model), tuple(torch.from_numpy(a) for a in
+                                                 (images[index], ids, mask)),
+                      str(old), dynamo=False, opset_version=17,
+                      input_names=["images", "token_ids", "attention_mask"],
+                      dynamic_axes={"images": {0: "b"}, "token_ids": {0: "b", 1: "l"},
+                                    "attention_mask": {0: "b", 1: "l"}})
+    meta = json.loads((tmp_path / "model.onnx.vipa.json").read_text())
+    meta.update(sidecar_version=2, inputs=["images", "token_ids", "attention_mask"])
+    (tmp_path / "old.onnx.vipa.json").write_text(json.dumps(meta))
+    legacy = load_exported(old, "cpu")
+    assert legacy.inputs == ("images", "token_ids", "attention_mask")
+    for have, expected in zip(legacy.run(images, ids, mask, index), want, strict=True):
+        np.testing.assert_allclose(have, expected, atol=1e-4)

@@ -265,3 +265,23 @@ def test_every_registered_encoder_builds_a_model():
         output = model(images, ids, mask)
         assert output.logits.shape == (1, 1, SIZE, SIZE), name
         assert output.relevance.shape[0] == 1, name
+
+
+@pytest.mark.parametrize("fusion", ["early", "late", "none"])
+def test_phrases_sharing_an_image_match_repeated_images(fusion):
+    """image_index gives the same outputs as repeating the image; late and none encode it once."""
+    model = _model(f"fusion.name={fusion}").eval()
+    texts = ["the red circle on the left", "blue square", "the small one"]
+    ids, mask = model.tokenize(texts)
+    images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    image_index = torch.tensor([0, 1, 1])
+    stem_batches = []
+    model.encoder.stem_conv.register_forward_hook(
+        lambda module, args, out: stem_batches.append(args[0].shape[0]))
+    with torch.no_grad():
+        shared = model(images, ids, mask, image_index)
+        repeated = model(images[image_index], ids, mask)
+    torch.testing.assert_close(shared.logits, repeated.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared.relevance, repeated.relevance, atol=1e-5, rtol=1e-4)
+    assert stem_batches[0] == (3 if fusion == "early" else 2)
+    assert model.fusion.text_independent == (fusion != "early")

@@ -89,9 +89,9 @@ def test_two_phrases_run_as_one_batch_and_match_single_runs(checkpoint, photo, t
     predictor = TorchRuntime.from_checkpoint(checkpoint, "cpu")
     calls = []
     run = predictor.run
-    predictor.run = lambda *a: calls.append(a[0].shape[0]) or run(*a)
+    predictor.run = lambda *a: calls.append((a[0].shape[0], a[1].shape[0])) or run(*a)
     both = predict_image(predictor, photo, ["the astronaut", "the red flag"], tmp_path / "a")
-    assert calls == [2]
+    assert calls == [(1, 2)]  # one call: the image once, both phrases
     alone = predict_image(predictor, photo, ["the red flag"], tmp_path / "b")
     assert np.array_equal(np.asarray(Image.open(both[1].mask)),
                           np.asarray(Image.open(alone[0].mask)))

@@ -1,8 +1,9 @@
 """Export a checkpoint to ONNX or TorchScript, with a sidecar and a parity check.
 
-The exported graph is the whole model: ``(images in [0, 1] (B, 3, S, S),
-token_ids (B, L), attention_mask (B, L)) -> (logits (B, 1, S, S), relevance
-(B, h, w))`` with dynamic batch ``B`` and text length ``L``. What a runtime
+The exported graph is the whole model: ``(images in [0, 1] (N, 3, S, S),
+token_ids (B, L), attention_mask (B, L), image_index (B,)) -> (logits (B, 1,
+S, S), relevance (B, h, w))`` with dynamic ``N``, ``B`` and text length ``L``;
+phrase b is on image ``image_index[b]``. What a runtime
 needs besides the graph (tokenizer, image size, text limit, threshold) goes to
 ``<output>.vipa.json`` (:mod:`vipa.inference.sidecar`), and verification runs
 the file through the same :class:`~vipa.inference.runtime.Runtime` that
@@ -54,19 +55,21 @@ class Exportable(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, token_ids: Tensor,
-                attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.model(images, token_ids, attention_mask)
+    def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor,
+                image_index: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(images, token_ids, attention_mask, image_index)
         return out.logits, out.relevance
 
 
 def example_inputs(model: nn.Module, phrases: tuple[str, ...],
-                   seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+                   seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Random images, the phrases' tokens and an index putting the last two on one image."""
     size = model.config.image_size
     generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(len(phrases), 3, size, size, generator=generator)
+    image_index = torch.arange(len(phrases)).clamp(max=max(len(phrases) - 2, 0))
+    images = torch.rand(int(image_index.max()) + 1, 3, size, size, generator=generator)
     ids, mask = model.tokenize(list(phrases))
-    return images, ids, mask
+    return images, ids, mask, image_index
 
 
 def _unpack_attention(module: nn.Module) -> nn.Module:
@@ -96,8 +99,9 @@ def _export_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -
         torch.onnx.export(
             _unpack_attention(wrapper), inputs, str(output), dynamo=False, opset_version=17,
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            dynamic_axes={"images": {0: "batch"}, "token_ids": text_axes,
-                          "attention_mask": text_axes, "logits": {0: "batch"},
+            dynamic_axes={"images": {0: "images"}, "token_ids": text_axes,
+                          "attention_mask": text_axes, "image_index": {0: "batch"},
+                          "logits": {0: "batch"},
                           "relevance": {0: "batch"}},
         )
 

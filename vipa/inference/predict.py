@@ -1,7 +1,7 @@
 """Prediction on user images: masks, overlays and heatmaps at each image's original size.
 
 One image with several phrases runs as ONE batched call of the runtime (the
-image is repeated along the batch axis); checkpoints and exported models go
+phrases point at the image through ``image_index``); checkpoints and exported models go
 through the same :class:`~vipa.inference.runtime.Runtime` call.
 """
 
@@ -78,15 +78,16 @@ def segment_many(runtime: Runtime, jobs: Sequence[tuple[np.ndarray, Sequence[str
                  threshold: float = 0.5) -> list[list[Segmentation]]:
     """Every phrase of every (uint8 (H, W, 3) image, phrases) job, in ONE batched runtime call.
 
-    Each image is repeated once per phrase along the batch; results come back
-    per job, at each image's own size.
+    Each image is preprocessed once and its phrases point at it (with late or
+    no fusion the encoder also runs once per image); results come back per
+    job, at each image's own size.
     """
     check_threshold(threshold)
     jobs = [(image, check_phrases(texts)) for image, texts in jobs]
-    images = np.concatenate([np.repeat(preprocess(image, runtime.image_size)[None], len(texts),
-                                       axis=0) for image, texts in jobs])
+    images = np.stack([preprocess(image, runtime.image_size) for image, _ in jobs])
+    image_index = np.repeat(np.arange(len(jobs)), [len(texts) for _, texts in jobs])
     texts = [text for _, job_texts in jobs for text in job_texts]
-    logits, relevance = runtime.run(images, *runtime.tokenize(texts))
+    logits, relevance = runtime.run(images, *runtime.tokenize(texts), image_index)
     out, start = [], 0
     for image, job_texts in jobs:
         stop = start + len(job_texts)

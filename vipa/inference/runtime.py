@@ -1,8 +1,9 @@
 """One way to run a model for inference: a PyTorch checkpoint, ONNX or TorchScript behind one call.
 
-Every :class:`Runtime` takes numpy arrays ``(images in [0, 1] (B, 3, S, S),
-token_ids (B, L), attention_mask (B, L))`` and returns numpy ``(logits (B, 1,
-S, S), relevance (B, h, w))``, and carries what it needs around that call:
+Every :class:`Runtime` takes numpy arrays ``(images in [0, 1] (N, 3, S, S),
+token_ids (B, L), attention_mask (B, L), image_index (B,) or None)`` and
+returns numpy ``(logits (B, 1, S, S), relevance (B, h, w))``: phrase b is on
+image ``image_index[b]`` (default: image b), and carries what it needs around that call:
 its tokenizer, input size and the number of retrieved VEG tokens. An
 exported model is run from its sidecar alone: the PyTorch model is never built.
 torch, the checkpoint loader and the plugin registry are imported inside the
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vipa.errors import UsageError
-from vipa.inference.sidecar import INPUT_NAMES, read_sidecar
+from vipa.inference.sidecar import read_sidecar
 from vipa_plugins.tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,25 @@ class Runtime(abc.ABC):
                                text, full, self.tokenizer.max_len)
         return self.tokenizer.arrays(texts)
 
+    def run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
+            image_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (B, 1, S, S) and relevance (B, h, w), float32, for a preprocessed batch.
+
+        With a text-independent fusion each of the N images is encoded once,
+        however many phrases point at it.
+        """
+        if image_index is None:
+            image_index = np.arange(len(ids))
+        if len(image_index) != len(ids) or (len(ids) and not 0 <= image_index.min()
+                                            <= image_index.max() < len(images)):
+            raise UsageError(f"image_index must give each of the {len(ids)} phrases one of "
+                             f"the {len(images)} images")
+        return self._run(images, ids, mask, np.asarray(image_index, dtype=np.int64))
+
     @abc.abstractmethod
-    def run(self, images: np.ndarray, ids: np.ndarray,
-            mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (B, 1, S, S) and relevance (B, h, w), float32, for a preprocessed batch."""
+    def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
+             image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`run` with a checked ``image_index``."""
 
 
 class TorchRuntime(Runtime):
@@ -68,16 +84,16 @@ class TorchRuntime(Runtime):
 
         return cls(load_model(checkpoint)[0], device)
 
-    def forward(self, images, ids, mask):  # noqa: ANN001, ANN201 - torch tensors
-        out = self.model(images, ids, mask)
+    def forward(self, images, ids, mask, image_index):  # noqa: ANN001, ANN201 - torch tensors
+        out = self.model(images, ids, mask, image_index)
         return out.logits, out.relevance
 
-    def run(self, images: np.ndarray, ids: np.ndarray,
-            mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
+             image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
             tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
-                       for a in (images, ids, mask)]
+                       for a in (images, ids, mask, image_index)]
             logits, relevance = self.forward(*tensors)
             return logits.float().cpu().numpy(), relevance.float().cpu().numpy()
 
@@ -97,11 +113,15 @@ class OnnxRuntime(Runtime):
         if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(path), providers=providers)
+        self.inputs = sidecar.inputs
 
-    def run(self, images: np.ndarray, ids: np.ndarray,
-            mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        feeds = dict(zip(INPUT_NAMES, (images.astype(np.float32), ids.astype(np.int64),
-                                       mask.astype(np.int64)), strict=True))
+    def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
+             image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if "image_index" not in self.inputs:  # a version-2 export: one image per phrase
+            images = images[image_index]
+        arrays = (images.astype(np.float32), ids.astype(np.int64), mask.astype(np.int64),
+                  image_index)
+        feeds = dict(zip(self.inputs, arrays[:len(self.inputs)], strict=True))
         logits, relevance = self.session.run(None, feeds)
         return logits, relevance
 
@@ -121,9 +141,12 @@ class TorchScriptRuntime(TorchRuntime):
         self.module = torch.jit.load(str(path), map_location=self.device).eval()
         self.image_size, self.expression_size = sidecar.image_size, sidecar.expression_size
         self.tokenizer = load_tokenizer(sidecar.tokenizer)
+        self.inputs = sidecar.inputs
 
-    def forward(self, images, ids, mask):  # noqa: ANN001, ANN201 - torch tensors
-        return self.module(images, ids, mask)
+    def forward(self, images, ids, mask, image_index):  # noqa: ANN001, ANN201 - torch tensors
+        if "image_index" not in self.inputs:  # a version-2 export: one image per phrase
+            return self.module(images.index_select(0, image_index), ids, mask)
+        return self.module(images, ids, mask, image_index)
 
 
 def load_exported(path: Path, device: str = "auto") -> Runtime:

@@ -12,8 +12,10 @@ from vipa.errors import ConfigError, DataError, first_line
 
 SIDECAR_FORMAT = "vipa-export"
 # 2: the tokenizer is a registry record {"name": ..., "state": ...} (as in checkpoints).
-SIDECAR_VERSION = 2
-INPUT_NAMES = ("images", "token_ids", "attention_mask")
+# 3: the graph takes ``image_index`` (phrase b is on image image_index[b]); 2 still runs.
+SIDECAR_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+INPUT_NAMES = ("images", "token_ids", "attention_mask", "image_index")
 OUTPUT_NAMES = ("logits", "relevance")
 
 
@@ -31,10 +33,11 @@ class Sidecar:
     encoder: str
     vipa_version: str
     checkpoint: str | None = None
+    inputs: tuple[str, ...] = INPUT_NAMES  # a version-2 graph lacks image_index
 
     def to_json(self) -> dict[str, Any]:
         return {"sidecar": SIDECAR_FORMAT, "sidecar_version": SIDECAR_VERSION, **asdict(self),
-                "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES),
+                "outputs": list(OUTPUT_NAMES),
                 "image_range": [0.0, 1.0], "resize": "bilinear, antialiased, aspect ignored"}
 
     def config(self) -> ModelConfig:
@@ -71,11 +74,13 @@ def read_sidecar(model_path: str | Path) -> Sidecar:
         raise DataError(f"unreadable export sidecar {path}: {first_line(error)}") from None
     if not isinstance(meta, dict) or meta.get("sidecar") != SIDECAR_FORMAT:
         raise DataError(f"{path} is not a vipa export sidecar")
-    if meta.get("sidecar_version") != SIDECAR_VERSION:
+    if meta.get("sidecar_version") not in READABLE_VERSIONS:
         raise DataError(f"{path} was written by another vipa version (sidecar version "
-                        f"{meta.get('sidecar_version', 1)}, need {SIDECAR_VERSION}); re-export "
+                        f"{meta.get('sidecar_version', 1)}, need "
+                        f"{' or '.join(map(str, READABLE_VERSIONS))}); re-export "
                         "with `vipa export`")
     fields = {name: meta.get(name) for name in Sidecar.__dataclass_fields__}
+    fields["inputs"] = tuple(INPUT_NAMES if meta["sidecar_version"] == 3 else INPUT_NAMES[:3])
     try:
         sidecar = Sidecar(**fields)
         sidecar.config()

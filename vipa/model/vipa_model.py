@@ -22,7 +22,7 @@ from vipa.errors import PluginError, UsageError
 from vipa.model.decoder import VipaDecoder
 from vipa.model.veg import VisualExpressionGenerator
 from vipa_plugins import registry
-from vipa_plugins.contracts import Fusion, VisionLanguageEncoder, check_encoder
+from vipa_plugins.contracts import Fusion, TextFeatures, VisionLanguageEncoder, check_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,30 @@ class VipaModel(nn.Module):
         self.decoder = VipaDecoder(self.encoder.out_channels, self.encoder.text_dim,
                                    config.decoder)
 
-    def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor) -> ModelOutput:
-        """Images (B, 3, H, W) in [0, 1], token ids and mask (B, L) -> :class:`ModelOutput`."""
+    def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor,
+                image_index: Tensor | None = None) -> ModelOutput:
+        """Images (N, 3, H, W) in [0, 1], token ids and mask (B, L) -> :class:`ModelOutput`.
+
+        Without ``image_index`` phrase b is on image b (N == B). With it (B,
+        int64), phrase b is on image ``image_index[b]``: a text-independent
+        fusion then runs the encoder once per image, not once per phrase.
+        """
         text = self.encoder.encode_text(token_ids, attention_mask)
-        features = self.fusion(self.encoder, images, text)
+        features = self.features(images, text, image_index)
         veg = self.veg(features[self.veg_index], text)
         logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,
                                    (images.shape[-2], images.shape[-1]))
         return ModelOutput(logits, veg.relevance, aux)
+
+    def features(self, images: Tensor, text: TextFeatures,
+                 image_index: Tensor | None) -> list[Tensor]:
+        """Fused stage outputs, one row per phrase (see :meth:`forward`)."""
+        if image_index is None:
+            return self.fusion(self.encoder, images, text)
+        if self.fusion.text_independent:
+            shared = self.encoder.forward_features(images)
+            return self.fusion.fuse([f.index_select(0, image_index) for f in shared], text)
+        return self.fusion(self.encoder, images.index_select(0, image_index), text)
 
     def tokenize(self, texts: str | Sequence[str]) -> tuple[Tensor, Tensor]:
         """Phrases -> (token_ids, attention_mask) via the encoder's tokenizer."""
