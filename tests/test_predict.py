@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -127,8 +131,44 @@ def test_batch_mode(checkpoint, photo, data_root, tmp_path):
     assert [r["text"] for r in records] == ["the astronaut", "the flag", dataset.items[1].text]
     assert Path(records[2]["mask"]).name.startswith(f"{scene.stem}-2-")
     assert len(list(out.glob("*.mask.png"))) == 3
+    assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] \
+        == records
     assert Image.open(records[2]["mask"]).size == Image.open(scene).size
 
+
+def test_batch_under_torchrun_shards_by_rank_and_rank0_merges(checkpoint, photo, data_root,
+                                                                tmp_path):
+    """2 gloo ranks split the image groups, each writes its own files, rank 0 merges in order."""
+    dataset = RISDataset(data_root, "synthetic", "train")
+    scenes = [dataset.image_dir / dataset.items[i].file_name for i in (1, 2)]
+    rows = [(photo, "the astronaut"), (photo, "the flag"), (scenes[0], dataset.items[1].text),
+            (scenes[1], dataset.items[2].text), (scenes[1], "the big square")]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps({"image": str(i), "text": t}) + "\n" for i, t in rows))
+    common = ["--batch", str(requests), "--checkpoint", str(checkpoint), "--device", "cpu",
+              "--json"]
+    single = invoke("predict", *common, "--out", str(tmp_path / "one"))
+    assert single.exit_code == 0, single.output
+    out = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "vipa_cli",
+         "predict", *common, "--out", str(out)], capture_output=True, text=True, env=env,
+        timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["request"] for r in printed] == [0, 1, 2, 3, 4]  # rank 0 alone reports, merged
+    merged = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert merged == printed
+    by_rank = [[json.loads(line)["request"] for line in
+                (out / f"results.rank-{rank}.jsonl").read_text().splitlines()] for rank in (0, 1)]
+    assert by_rank == [[0, 1, 3, 4], [2]]  # image groups 0 and 2 on rank 0, group 1 on rank 1
+    reference = [json.loads(line) for line in single.stdout.splitlines()]
+    for want, got in zip(reference, merged, strict=True):
+        assert want["text"] == got["text"] and want["area"] == got["area"]
+        assert np.array_equal(np.asarray(Image.open(want["mask"])),
+                              np.asarray(Image.open(got["mask"])))
 
 def _error_line(result) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]

@@ -28,7 +28,9 @@ def predict_command(
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
     batch: Path = typer.Option(None, "--batch",
                                help='JSONL of {"image": ..., "text": ...} requests; relative '
-                                    "images resolve against the file's folder."),
+                                    "images resolve against the file's folder. Writes "
+                                    "results.jsonl in --out; under torchrun the ranks share "
+                                    "the requests and rank 0 merges."),
     threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
     heatmap: bool = typer.Option(False, "--heatmap",
                                  help="Also write the VEG relevance map with the retrieved "
@@ -48,11 +50,11 @@ def predict_command(
 
       [cyan]vipa predict --batch requests.jsonl --out preds/[/cyan]
 
+      [cyan]torchrun --nproc-per-node 4 -m vipa_cli predict --batch requests.jsonl[/cyan]
+
       [cyan]vipa predict --model model.onnx photo.jpg "the left dog"[/cyan]
     """
     from vipa.inference.io import check_threshold, prepare_output_dir
-    from vipa.inference.predict import predict_batch, predict_image
-    from vipa.inference.runtime import load_runtime
 
     if batch is not None and (image is not None or texts):
         raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)
@@ -64,18 +66,30 @@ def predict_command(
 
         checkpoint = default_checkpoint()  # before the output folder is created
     prepare_output_dir(out)
-    runtime = load_runtime(checkpoint, model, device)
     if batch is not None:
-        results = predict_batch(runtime, batch, out, threshold=threshold, heatmap=heatmap,
-                                progress=progress and not as_json)
+        from vipa.inference.batch import run_batch
+
+        records = run_batch(batch, out, checkpoint=checkpoint, model=model, device=device,
+                            threshold=threshold, heatmap=heatmap,
+                            progress=progress and not as_json)
+        if records is None:  # a torchrun rank other than 0: rank 0 reports
+            return
     else:
-        results = predict_image(runtime, image, texts, out, threshold=threshold,
-                                heatmap=heatmap)
+        from vipa.inference.predict import predict_image
+        from vipa.inference.runtime import load_runtime
+
+        runtime = load_runtime(checkpoint, model, device)
+        records = [r.to_json() for r in predict_image(runtime, image, texts, out,
+                                                      threshold=threshold, heatmap=heatmap)]
+    _report(records, as_json)
+
+
+def _report(records: list[dict], as_json: bool) -> None:
     if as_json:
-        for result in results:
-            typer.echo(json.dumps(result.to_json()))
+        for record in records:
+            typer.echo(json.dumps(record))
         return
-    for result in results:
-        where = f"bbox {result.bbox}" if result.bbox else "no foreground"
-        console.print(f"{result.text!r}: {result.area} px, {where} -> {result.overlay}",
+    for record in records:
+        where = f"bbox {record['bbox']}" if record["bbox"] else "no foreground"
+        console.print(f"{record['text']!r}: {record['area']} px, {where} -> {record['overlay']}",
                       highlight=False)

@@ -19,13 +19,11 @@ from vipa.inference.io import (
     check_threshold,
     prepare_output_dir,
     read_image,
-    read_requests,
     save_mask_png,
     slugify,
 )
 from vipa.inference.masks import preprocess, probabilities
 from vipa.inference.runtime import Runtime
-from vipa.progress import ProgressBar
 
 
 @dataclass
@@ -40,12 +38,11 @@ class PhraseResult:
     mean_probability: float
     heatmap: str | None = None
     image: str = ""
+    request: int | None = None  # line order in a --batch file (0-based)
 
     def to_json(self) -> dict[str, Any]:
-        record = asdict(self)
-        if record["heatmap"] is None:
-            del record["heatmap"]
-        return record
+        return {key: value for key, value in asdict(self).items()
+                if value is not None or key not in ("heatmap", "request")}
 
 
 @dataclass
@@ -109,8 +106,8 @@ def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_
                   indices: Sequence[int] | None = None) -> list[PhraseResult]:
     """Segment every phrase in ``texts`` on one image in one forward pass; write the PNGs.
 
-    ``indices`` numbers the output files (default 0..n-1; batch mode passes
-    request line numbers so names never collide).
+    ``indices`` numbers the output files (default 0..n-1); batch mode passes
+    request numbers, so names never collide and each result records its request.
     """
     from vipa.viz import draw_heatmap, draw_overlay  # drawing libraries load only to draw
 
@@ -132,27 +129,6 @@ def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_
         results.append(PhraseResult(
             text=found.text, mask=str(mask_path), overlay=str(overlay_path), area=found.area,
             bbox=bbox_of(found.mask), mean_probability=found.mean_probability,
-            heatmap=str(heatmap_path) if heatmap_path else None, image=str(image_path)))
-    return results
-
-
-def predict_batch(runtime: Runtime, requests_path: Path, out_dir: Path, *,
-                  threshold: float = 0.5, heatmap: bool = False,
-                  progress: bool = True) -> list[PhraseResult]:
-    """Run every request of a JSONL file; consecutive requests on one image share a pass."""
-    requests = read_requests(requests_path)
-    check_phrases([text for _, text in requests])
-    groups: list[tuple[Path, list[int]]] = []
-    for i, (image, _) in enumerate(requests):
-        if groups and groups[-1][0] == image:
-            groups[-1][1].append(i)
-        else:
-            groups.append((image, [i]))
-    results: list[PhraseResult] = []
-    with ProgressBar(len(requests), "predict", progress) as bar:
-        for image, members in groups:
-            results += predict_image(runtime, image, [requests[i][1] for i in members],
-                                     out_dir, threshold=threshold, heatmap=heatmap,
-                                     indices=members)
-            bar.update(advance=len(members))
+            heatmap=str(heatmap_path) if heatmap_path else None, image=str(image_path),
+            request=indices[j] if indices is not None else None))
     return results

@@ -109,9 +109,11 @@ class OnnxRuntime(Runtime):
         sidecar = read_sidecar(path)
         self.image_size, self.expression_size = sidecar.image_size, sidecar.expression_size
         self.tokenizer = load_tokenizer(sidecar.tokenizer)
-        providers = ["CPUExecutionProvider"]
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        providers: list = ["CPUExecutionProvider"]
+        if (device == "auto" or device.startswith("cuda")) \
+                and "CUDAExecutionProvider" in ort.get_available_providers():
+            gpu = device.partition(":")[2] or "0"  # cuda:N under torchrun: this rank's GPU
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(gpu)}))
         self.session = ort.InferenceSession(str(path), providers=providers)
         self.inputs = sidecar.inputs
 
