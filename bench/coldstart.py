@@ -1,11 +1,15 @@
-"""Cold start of ``vipa predict`` as a fresh process, and of its imports alone.
+"""Cold start of ``vipa`` commands as fresh processes: help, predict, ONNX predict, imports.
 
 A checkpoint of the preset (random weights) is written with
-:func:`vipa.checkpoint.save_checkpoint`, as training writes it. Two commands
-then run round-robin, ``runs`` times each, and their wall times are reported:
+:func:`vipa.checkpoint.save_checkpoint`, as training writes it, and exported to
+ONNX. These commands then run round-robin, ``runs`` times each, and their wall
+times are reported (targets: help < 1 s, predict < 3 s, ONNX predict < 1.5 s
+on 2 CPU cores):
 
+- ``vipa --help``;
 - ``vipa predict IMAGE "the red circle" --checkpoint CKPT --out OUT --device D``:
   Python start, imports, checkpoint load, one prediction, PNGs written;
+- the same with ``--model model.onnx`` (no torch imported);
 - ``python -c "import torch, vipa.inference.predict, vipa.inference.runtime, vipa.model"``:
   the imports alone.
 """
@@ -73,6 +77,7 @@ def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str
                threads: int | None) -> dict[str, Any]:
     """Wall time of ``vipa predict`` as a fresh process, and of its imports alone."""
     from vipa.checkpoint import save_checkpoint
+    from vipa.inference.export import export_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="vipa-speed-") as tmp:
         folder = Path(tmp)
@@ -83,7 +88,13 @@ def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str
         write_test_image(image)
         predict = [*vipa_command(), "predict", str(image), "the red circle", "--checkpoint",
                    str(checkpoint), "--out", str(folder / "out"), "--device", device.type]
-        commands = {"imports": [sys.executable, "-c", IMPORTS], "predict": predict}
+        onnx = folder / "model.onnx"
+        export_checkpoint(checkpoint, onnx, "onnx")
+        commands = {"help": [*vipa_command(), "--help"],
+                    "imports": [sys.executable, "-c", IMPORTS], "predict": predict,
+                    "predict_onnx": [*predict[:predict.index("--checkpoint")], "--model",
+                                     str(onnx), "--out", str(folder / "onnx-out"),
+                                     "--device", device.type]}
         times = time_commands(commands, _child_env(threads), runs)
         if isinstance(times, str):
             return {"preset": preset, "device": str(device), "command": predict, "error": times}
@@ -98,5 +109,7 @@ def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str
         "median_s": round(statistics.median(times["predict"]), 3),
         "times_s": [round(t, 3) for t in times["predict"]],
         "imports_median_s": round(statistics.median(times["imports"]), 3),
+        "help_median_s": round(statistics.median(times["help"]), 3),
+        "onnx_median_s": round(statistics.median(times["predict_onnx"]), 3),
         "outputs": written,
     }

@@ -76,16 +76,18 @@ def plan_notes(row: dict[str, Any]) -> list[str]:
 
 
 def cold_start_table(colds: list[dict[str, Any]]) -> list[str]:
-    """The ``vipa predict`` cold starts, one line per device."""
-    lines = ["| `vipa predict` cold start | device | checkpoint MB | median s "
-             "| imports alone s | runs |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    """The cold starts of ``vipa`` commands (fresh processes), one line per device."""
+    lines = ["| cold start, median s | device | checkpoint MB | `vipa --help` | `vipa predict` "
+             "(checkpoint) | `vipa predict --model model.onnx` | imports alone | runs |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for cold in colds:
         if "error" in cold:
             lines.append(f"| {cold['preset']} | {cold['device']} | failed: "
-                         f"{cold['error'][:100]} | | | |")
+                         f"{cold['error'][:100]} | | | | | |")
             continue
         lines.append(f"| {cold['preset']} preset, random weights | {cold['device']} | "
-                     f"{cold['checkpoint_mb']:.1f} | {cold['median_s']:.2f} | "
+                     f"{cold['checkpoint_mb']:.1f} | {cold['help_median_s']:.2f} | "
+                     f"{cold['median_s']:.2f} | {cold['onnx_median_s']:.2f} | "
                      f"{cold['imports_median_s']:.2f} | {cold['runs']} |")
     return lines
 
