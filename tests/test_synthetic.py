@@ -248,3 +248,57 @@ def test_ensure_synthetic_generates_once_into_the_cache(tmp_path: Path,
                                         np.uint8),
                           np.frombuffer((other / "synthetic" / "refs(vipa).p").read_bytes(),
                                         np.uint8))
+
+
+def _all_expressions(scene: Scene, style: synthetic.Style) -> dict[str, synthetic.Expression]:
+    """Every expression the generator could write about the scene, by its text in ``style``."""
+    from itertools import product
+
+    from vipa.data.synthetic import POSITIONS, RELATIONS, Expression, Phrase
+
+    phrases = {Phrase(shape=o.shape, colour=colour, size=size)
+               for o in scene.objects
+               for colour, size in product((None, o.colour), (None, o.size))}
+    found = {}
+    for phrase in phrases:
+        found[style.text(Expression("attribute", phrase))] = Expression("attribute", phrase)
+        for position in POSITIONS:
+            e = Expression("position", phrase, position=position)
+            found[style.text(e)] = e
+        for relation, anchor in product(RELATIONS, phrases):
+            e = Expression("relation", phrase, relation=relation, anchor=anchor)
+            found[style.text(e)] = e
+    return found
+
+
+def test_heldout_style_shares_no_shape_colour_or_wording_and_stays_unambiguous(tmp_path):
+    """The held-out set: its own vocabulary and templates; each sentence still means one object."""
+    root = generate_synthetic(tmp_path, seed=0, style="heldout", **SMALL)
+    folder = root / "synthetic-heldout"
+    instances = json.loads((folder / "instances.json").read_text())
+    refs = pickle.loads((folder / "refs(vipa).p").read_bytes())
+    assert instances["info"]["style"] == "heldout"
+    assert {c["name"] for c in instances["categories"]}.isdisjoint(SHAPES)
+    words = {w for ref in refs for s in ref["sentences"] for w in s["sent"].split()}
+    default_only = {*SHAPES, *COLOURS, *SIZES, "leftmost", "rightmost", "at", "top", "bottom",
+                    "left", "right", "above", "below"} - {"left", "right"}
+    assert words.isdisjoint(default_only)
+    checked = 0
+    for ref in refs:
+        scene = scene_of(instances, ref["image_id"])
+        ann_ids = [a["id"] for a in instances["annotations"] if a["image_id"] == ref["image_id"]]
+        readings = _all_expressions(scene, synthetic.HELDOUT)
+        for sentence in ref["sentences"]:
+            expression = readings[sentence["sent"]]
+            assert expression.kind == sentence["kind"]
+            assert picks_out(scene, expression) == ann_ids.index(ref["ann_id"])
+            checked += 1
+    assert checked == 90 + 30 + 2 * 24
+    dataset = RISDataset(root, "synthetic-heldout", "val", image_size=32)
+    assert len(dataset) == 30 and dataset[0]["mask"].sum() > 0
+
+
+def test_the_default_style_renders_what_the_parser_reads() -> None:
+    scene = _scene(("circle", "red", 10, 30), ("circle", "blue", 40, 30), ("star", "red", 25, 5))
+    for text, expression in _all_expressions(scene, synthetic.DEFAULT).items():
+        assert expression.text() == text and parse_expression(text) == expression

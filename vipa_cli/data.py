@@ -17,11 +17,12 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-_DATA_HELP = ("Dataset: synthetic, refcoco, refcoco+, refcocog, refer (the refer layout of "
-              "your own data) or jsonl (a manifest folder).")
+_DATA_HELP = ("Dataset: synthetic, synthetic-heldout (other shapes, palette and wording, "
+              "for checking a recipe), refcoco, refcoco+, refcocog, refer (the refer layout "
+              "of your own data) or jsonl (a manifest folder).")
 _ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p and instances.json, or for jsonl "
-              "the train.jsonl / val.jsonl manifests. Optional for synthetic (the cached "
-              "built-in set).")
+              "the train.jsonl / val.jsonl manifests. Optional for the synthetic sets (cached "
+              "built-in copies).")
 
 
 @data_app.command("synth")
@@ -32,22 +33,30 @@ def synth_command(
     n_val: int = typer.Option(500, "--n-val", min=0, help="Validation expressions."),
     n_test: int = typer.Option(500, "--n-test", min=0, help="Expressions in each of testA/testB."),
     image_size: int = typer.Option(128, "--image-size", min=32, help="Image side in pixels."),
+    style: str = typer.Option("default", "--style",
+                              help="default (the built-in set) or heldout (other shapes, "
+                                   "palette and wording; --data synthetic-heldout)."),
 ) -> None:
     """Generate the synthetic RIS dataset in the RefCOCO format.
 
     [bold]Example[/bold]: [cyan]vipa data synth --out data/ --n-train 2000[/cyan], then
     [cyan]vipa data stats --data synthetic --data-root data/[/cyan]
     """
-    from vipa.data.synthetic import generate_synthetic
+    from vipa.data.synthetic import STYLES, generate_synthetic
+    from vipa.errors import did_you_mean
     from vipa.progress import ProgressBar
 
+    if style not in STYLES:
+        raise UsageError(f"unknown --style {style!r}{did_you_mean(style, STYLES)}; "
+                         f"known: {', '.join(STYLES)}")
     total = n_train + n_val + 2 * n_test
     with ProgressBar(total, "expressions", transient=True) as bar:
         root = generate_synthetic(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
-                                  image_size=image_size,
+                                  image_size=image_size, style=style,
                                   progress=lambda done, _: bar.update(completed=done))
-    console.print(f"wrote {total} expressions to {root / 'synthetic'}; "
-                  f"use --data synthetic --data-root {root}", highlight=False)
+    dataset = STYLES[style].dataset
+    console.print(f"wrote {total} expressions to {root / dataset}; "
+                  f"use --data {dataset} --data-root {root}", highlight=False)
 
 
 @data_app.command("stats")

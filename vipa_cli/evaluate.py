@@ -16,8 +16,9 @@ METRIC_COLUMNS = ("mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
 @app.command("eval")
 def eval_command(
     checkpoint: Path = checkpoint_option(),
-    data: str = typer.Option(None, help="synthetic, refcoco, refcoco+ or refcocog (default: "
-                                        "what the checkpoint was trained on)."),
+    data: str = typer.Option(None, help="synthetic, synthetic-heldout, refcoco, refcoco+, "
+                                        "refcocog, refer or jsonl (default: what the "
+                                        "checkpoint was trained on)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
     split: str = typer.Option("val", help="val, testA, testB, test or train."),
     split_by: str = typer.Option(None, help="Refs split: unc, google, umd."),

@@ -100,7 +100,7 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     if cfg.data.name == "jsonl" and not cfg.data.root:
         raise ConfigError("--data jsonl needs --data-root DIR (the folder holding train.jsonl "
                           "and val.jsonl, see docs/data.md)")
-    if cfg.data.name != "synthetic" and not cfg.data.root:
+    if not cfg.data.name.startswith("synthetic") and not cfg.data.root:
         raise ConfigError(f"--data {cfg.data.name} needs --data-root DIR "
                           "(the folder holding refcoco/, refcoco+/, refcocog/ and the images)")
     return cfg

@@ -16,8 +16,8 @@ def dataset_root(name: str, root: str | Path | None) -> Path:
     """Where dataset ``name`` lives: ``root``, or for the synthetic set its cached copy."""
     if root:
         return Path(root)
-    if name == "synthetic":
-        return synthetic.ensure_synthetic()  # generated on first use
+    if name in synthetic.BY_DATASET:  # generated on first use
+        return synthetic.ensure_synthetic(style=synthetic.BY_DATASET[name].name)
     raise DataError(f"no data root given for {name}; pass --data-root DIR (see docs/data.md)")
 
 

@@ -29,6 +29,7 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "refcoco+": ("unc",),
     "refcocog": ("umd", "google"),
     "synthetic": ("vipa",),
+    "synthetic-heldout": ("vipa",),  # the held-out style: checking a recipe, never tuning it
     "refer": ("custom",),  # your own data in the refer layout (vipa data convert writes it)
 }
 SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB", "test")

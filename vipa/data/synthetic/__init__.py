@@ -9,6 +9,7 @@ model cannot solve the set.
 - :mod:`~vipa.data.synthetic.scene`: shapes, colours, object placement;
 - :mod:`~vipa.data.synthetic.language`: grammar, parser, resolver, describer;
 - :mod:`~vipa.data.synthetic.render`: polygons and images;
+- :mod:`~vipa.data.synthetic.style`: shapes, palette and wording (default and held-out);
 - :mod:`~vipa.data.synthetic.writer`: the COCO / refs files;
 - :mod:`~vipa.data.synthetic.cache`: the copy in the user's cache.
 """
@@ -39,11 +40,13 @@ from vipa.data.synthetic.scene import (
     has_lookalike,
     sample_scene,
 )
+from vipa.data.synthetic.style import BY_DATASET, DEFAULT, HELDOUT, STYLES, Style
 from vipa.data.synthetic.writer import SPLIT_BY, SYNTHETIC_VERSION, generate_synthetic, scene_of
 
 __all__ = [
-    "COLOURS", "KINDS", "MARGIN", "OBJECT_COUNTS", "POSITIONS", "RADIUS", "RELATIONS", "SHAPES",
-    "SIZES", "SPLIT_BY", "SYNTHETIC_VERSION", "TEXTURES", "Expression", "Obj", "Phrase", "Scene",
+    "BY_DATASET", "COLOURS", "DEFAULT", "HELDOUT", "KINDS", "MARGIN", "OBJECT_COUNTS",
+    "POSITIONS", "RADIUS", "RELATIONS", "SHAPES", "SIZES", "SPLIT_BY", "STYLES",
+    "SYNTHETIC_VERSION", "TEXTURES", "Expression", "Obj", "Phrase", "Scene", "Style",
     "default_cache_dir", "describe", "ensure_synthetic", "generate_synthetic", "has_lookalike",
     "parse_expression", "picks_out", "polygon", "render", "resolve", "sample_scene", "scene_of",
 ]

@@ -23,15 +23,34 @@ def polygon(obj: Obj) -> list[float]:
         radii = np.full_like(angles, r * 1.1)
         # Shift down so the triangle's box is centred on (x, y).
         obj = replace(obj, y=obj.y + r * 1.1 * 0.25)
-    else:  # star
+    elif obj.shape == "star":
         angles = -np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, r * 1.05, r * 0.45)
+    else:
+        angles, radii = _heldout_outline(obj.shape, r)
     xs = obj.x + radii * np.cos(angles)
     ys = obj.y + radii * np.sin(angles)
     return [round(float(v), 2) for pair in zip(xs, ys, strict=True) for v in pair]
 
 
-def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+def _heldout_outline(shape: str, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """Angles and radii of the held-out style's shapes (hexagon, diamond, cross, pentagon)."""
+    if shape == "hexagon":
+        return np.arange(6) * np.pi / 3, np.full(6, r)
+    if shape == "pentagon":
+        return -np.pi / 2 + np.arange(5) * 2 * np.pi / 5, np.full(5, r * 1.05)
+    if shape == "diamond":  # a rhombus, taller than wide
+        return np.arange(4) * np.pi / 2, np.array([r * 0.7, r * 1.1, r * 0.7, r * 1.1])
+    if shape == "cross":  # a plus sign: 12 corners, arms a third of the width
+        corners = np.array([(1, 1 / 3), (1 / 3, 1 / 3), (1 / 3, 1), (-1 / 3, 1), (-1 / 3, 1 / 3),
+                            (-1, 1 / 3), (-1, -1 / 3), (-1 / 3, -1 / 3), (-1 / 3, -1),
+                            (1 / 3, -1), (1 / 3, -1 / 3), (1, -1 / 3)]) * r * 0.95
+        return np.arctan2(corners[:, 1], corners[:, 0]), np.hypot(corners[:, 0], corners[:, 1])
+    raise ValueError(f"no outline for shape {shape!r}")
+
+
+def render(scene: Scene, rng: np.random.Generator,
+           colours: dict[str, tuple[int, int, int]] = COLOURS) -> np.ndarray:
     """Draw the scene: uint8 (S, S, 3), flat light background, textured shapes."""
     from PIL import Image, ImageDraw
 
@@ -47,7 +66,7 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
         layer = Image.new("L", (size, size), 0)
         ImageDraw.Draw(layer).polygon(polygon(obj), fill=255)
         inside = np.asarray(layer) > 127
-        colour = np.array(COLOURS[obj.colour], dtype=np.float32)
+        colour = np.array(colours[obj.colour], dtype=np.float32)
         shade = (colour * 0.55).astype(np.uint8)
         canvas[inside] = colour.astype(np.uint8)
         if obj.texture == "striped":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,11 +58,12 @@ def has_lookalike(scene: Scene, index: int) -> bool:
                for i, o in enumerate(scene.objects) if i != index)
 
 
-def sample_scene(rng: np.random.Generator, n_objects: int, image_size: int) -> Scene:
+def sample_scene(rng: np.random.Generator, n_objects: int, image_size: int,
+                 shape_names: Sequence[str] = SHAPES,
+                 colour_names: Sequence[str] = tuple(COLOURS)) -> Scene:
     """Non-overlapping shapes drawn from a few shapes and colours, so lookalikes are common."""
-    shapes = rng.choice(len(SHAPES), size=int(rng.integers(2, 4)), replace=False)
-    colours = rng.choice(len(COLOURS), size=int(rng.integers(2, 4)), replace=False)
-    colour_names = list(COLOURS)
+    shapes = rng.choice(len(shape_names), size=int(rng.integers(2, 4)), replace=False)
+    colours = rng.choice(len(colour_names), size=int(rng.integers(2, 4)), replace=False)
     gap = 0.02 * image_size
     for _ in range(100):
         objects: list[Obj] = []
@@ -77,7 +79,7 @@ def sample_scene(rng: np.random.Generator, n_objects: int, image_size: int) -> S
                 break
             texture = TEXTURES[int(rng.choice(3, p=[0.6, 0.2, 0.2]))]
             objects.append(Obj(
-                shape=SHAPES[int(rng.choice(shapes))],
+                shape=shape_names[int(rng.choice(shapes))],
                 colour=colour_names[int(rng.choice(colours))],
                 size=size, texture=texture, x=round(float(x), 2), y=round(float(y), 2),
                 radius=round(radius, 2)))

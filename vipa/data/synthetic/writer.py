@@ -20,7 +20,8 @@ import numpy as np
 
 from vipa.data.synthetic.language import KINDS, Expression, describe
 from vipa.data.synthetic.render import polygon, render
-from vipa.data.synthetic.scene import OBJECT_COUNTS, SHAPES, Obj, Scene, has_lookalike, sample_scene
+from vipa.data.synthetic.scene import OBJECT_COUNTS, Obj, Scene, has_lookalike, sample_scene
+from vipa.data.synthetic.style import DEFAULT, STYLES, Style
 from vipa.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,11 @@ SPLIT_BY = "vipa"
 class _CocoWriter:
     """Accumulates images, annotations and refs with running ids; writes the files at the end."""
 
-    def __init__(self, folder: Path, image_size: int) -> None:
+    def __init__(self, folder: Path, image_size: int, style: Style = DEFAULT) -> None:
         from pycocotools import mask as mask_utils
 
         self.mask_utils = mask_utils
-        self.folder, self.image_size = folder, image_size
+        self.folder, self.image_size, self.style = folder, image_size, style
         (folder / "images").mkdir(parents=True, exist_ok=True)
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
@@ -64,7 +65,7 @@ class _CocoWriter:
         rle = self.mask_utils.frPyObjects([poly], size, size)[0]
         self.annotations.append({
             "id": self.ids["ann"], "image_id": image_id,
-            "category_id": SHAPES.index(obj.shape) + 1, "segmentation": [poly],
+            "category_id": self.style.shapes.index(obj.shape) + 1, "segmentation": [poly],
             "area": float(self.mask_utils.area(rle)),
             "bbox": [round(float(v), 2) for v in self.mask_utils.toBbox(rle)],
             "iscrowd": 0,
@@ -79,12 +80,12 @@ class _CocoWriter:
         sentences = []
         for expression in expressions:
             self.ids["sent"] += 1
-            text = expression.text()
+            text = self.style.text(expression)
             sentences.append({"tokens": text.split(), "raw": text, "sent": text,
                               "sent_id": self.ids["sent"], "kind": expression.kind})
         self.refs.append({
             "ref_id": self.ids["ref"], "ann_id": ann_id, "image_id": image_id,
-            "split": split, "category_id": SHAPES.index(obj.shape) + 1,
+            "split": split, "category_id": self.style.shapes.index(obj.shape) + 1,
             "sentences": sentences, "sent_ids": [s["sent_id"] for s in sentences],
             # The ref's own name differs from the image's, as in RefCOCO.
             "file_name": f"synthetic_{image_id:06d}_{ann_id}.jpg",
@@ -92,12 +93,14 @@ class _CocoWriter:
         return len(sentences)
 
     def write(self, seed: int) -> None:
+        info = {"description": "vipa synthetic RIS dataset", "version": SYNTHETIC_VERSION,
+                "seed": seed, "image_size": self.image_size}
+        if self.style is not DEFAULT:  # the default set's bytes stay as they were
+            info["style"] = self.style.name
         instances = {
-            "info": {"description": "vipa synthetic RIS dataset", "version": SYNTHETIC_VERSION,
-                     "seed": seed, "image_size": self.image_size},
-            "images": self.images, "annotations": self.annotations,
+            "info": info, "images": self.images, "annotations": self.annotations,
             "categories": [{"id": i + 1, "name": s, "supercategory": "shape"}
-                           for i, s in enumerate(SHAPES)],
+                           for i, s in enumerate(self.style.shapes)],
         }
         (self.folder / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
         with (self.folder / f"refs({SPLIT_BY}).p").open("wb") as handle:
@@ -134,11 +137,13 @@ def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Ge
     made, turn = 0, 0
     low, high = OBJECT_COUNTS[split]
     while made < wanted:
-        scene = sample_scene(rng, int(rng.integers(low, high + 1)), writer.image_size)
+        style = writer.style
+        scene = sample_scene(rng, int(rng.integers(low, high + 1)), writer.image_size,
+                             style.shapes, tuple(style.colours))
         chosen, turn = _choose(scene, rng, wanted - made, turn)
         if not chosen:
             continue
-        image_id = writer.add_image(split, render(scene, rng))
+        image_id = writer.add_image(split, render(scene, rng, style.colours))
         ann_ids = [writer.add_object(image_id, obj) for obj in scene.objects]
         count = sum(writer.add_ref(split, image_id, ann_ids[index], scene.objects[index],
                                    expressions) for index, expressions in chosen)
@@ -148,16 +153,21 @@ def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Ge
 
 def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
                        n_val: int = 500, n_test: int = 500, image_size: int = 128,
-                       progress: Callable[[int, int], None] | None = None) -> Path:
+                       progress: Callable[[int, int], None] | None = None,
+                       style: str = "default") -> Path:
     """Write the synthetic set under ``out_dir`` and return it (the ``root`` for RISDataset).
 
     ``n_*`` count expressions (samples); ``n_test`` is for each of testA and
     testB. ``progress(done, total)`` is called as expressions are made.
+    ``style`` (:mod:`~vipa.data.synthetic.style`) picks shapes, palette and
+    wording; the set is written to ``<out_dir>/<style's dataset name>``.
     """
     if image_size < 32:
         raise DataError(f"image_size must be at least 32, got {image_size}")
+    if style not in STYLES:
+        raise DataError(f"unknown synthetic style {style!r}; known: {', '.join(STYLES)}")
     root = Path(out_dir)
-    writer = _CocoWriter(root / "synthetic", image_size)
+    writer = _CocoWriter(root / STYLES[style].dataset, image_size, STYLES[style])
     rng = np.random.default_rng(seed)
     targets = {"train": n_train, "val": n_val, "testA": n_test, "testB": n_test}
     total, done = sum(targets.values()), [0]
