@@ -70,7 +70,7 @@ def test_missing_data_root_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 def test_synthetic_without_root_uses_the_cache(root: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(synthetic, "ensure_synthetic", lambda: root)
+    monkeypatch.setattr(synthetic, "ensure_synthetic", lambda **_: root)
     result = runner.invoke(app, ["data", "stats", "--data", "synthetic", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["splits"]["train"]["sentences"] == 12
