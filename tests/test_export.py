@@ -200,3 +200,29 @@ def test_a_version_2_export_still_runs_with_shared_images(tmp_path):
     assert legacy.inputs == ("images", "token_ids", "attention_mask")
     for have, expected in zip(legacy.run(images, ids, mask, index), want, strict=True):
         np.testing.assert_allclose(have, expected, atol=1e-4)
+
+
+DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",)]
+
+
+@pytest.mark.parametrize("overrides", DEPARTURES)
+def test_vipa_options_round_trip_through_config_checkpoint_and_onnx(overrides, tmp_path):
+    """Each departure from the paper survives YAML, a checkpoint and an ONNX export."""
+    from vipa.checkpoint import load_model
+    from vipa.config import apply_overrides, load_config, save_config
+    from vipa.inference.export import example_inputs
+
+    config = apply_overrides(small_model("tiny", "early").config, list(overrides))
+    assert load_config(ModelConfig, save_config(config, tmp_path / "model.yaml")) == config
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    checkpoint = save_checkpoint(tmp_path / "model.safetensors", model)
+    loaded, meta = load_model(checkpoint, torch.device("cpu"))
+    loaded.eval()
+    assert meta.model_config == config
+    images, ids, mask, index = example_inputs(model, ("the red circle", "a square"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images, ids, mask, index).logits,
+                                   model(images, ids, mask, index).logits)
+    result = export_checkpoint(checkpoint, tmp_path / "model.onnx", "onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4

@@ -130,7 +130,8 @@ def test_switch_with_same_parameters_changes_output(overrides):
 
 @pytest.mark.parametrize("overrides", [
     ("veg.refine=off",), ("veg.cues=local",), ("veg.cues=global",), ("decoder.kv=language",),
-    ("veg.n_refine=1",), ("decoder.coords=false",),
+    ("veg.n_refine=1",), ("decoder.coords=false",), ("veg.context_layers=1",),
+    ("veg.fallback=true",),
 ])
 def test_switch_changes_parameters_and_output(overrides):
     base = _model()

@@ -62,6 +62,12 @@ class VEGConfig:
     gumbel: bool = True
     gumbel_scale: float = 1.0
     mix: float | Literal["learned"] = "learned"
+    # vipa's departures from the paper (0 / False is the paper's VEG; docs/model.md):
+    # layers of (self-attention over the tokens, cross-attention to the words, FFN) before
+    # scoring, so a token knows the whole image and the phrase when it is scored;
+    context_layers: int = 0
+    # the sentence feature, projected into the visual space, appended to the expression.
+    fallback: bool = False
 
 
 @dataclass

@@ -72,6 +72,7 @@ def _duration(value: str) -> str | None:
 MODEL_RULES: dict[str, Rule] = {
     "image_size": at_least(32), "max_text_len": at_least(1),
     "veg.k": at_least(1), "veg.level": at_least(1), "veg.n_refine": at_least(0),
+    "veg.context_layers": at_least(0),
     "veg.heads": at_least(1), "veg.topm": at_least(1), "veg.score_tau": above(0),
     "veg.gumbel_scale": at_least(0), "veg.mix": _mix,
     "decoder.dim": at_least(1), "decoder.heads": at_least(1),

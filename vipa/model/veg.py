@@ -3,11 +3,15 @@
 Data flow for one coarse feature map (B, C, h, w) and text features::
 
     tokens V = LN(Linear([F, x, y]))                     (B, N, d), N = h * w
+    context (veg.context_layers, 0 in the paper): V self-attends (the whole
+             image) and cross-attends to the words, FFN; per layer
     relevance r = mix(max_j cos(V, w_j), cos(V, s))      (B, N), returned as (B, h, w)
     retrieval: hard top-K of r / score_tau (+ Gumbel noise when training),
                straight-through gradient via softmax(r / score_tau)  -> (B, K, d)
     refinement: K queries cross-attend to V under a per-sample dynamic mask,
                 self-attend, FFN; n_refine times                     -> E (B, K, d)
+    fallback (veg.fallback, off in the paper): E gets the sentence feature
+             projected into the visual space as one more token   -> (B, K + 1, d)
 
 ``expression_mask`` (B, K) is True for retrieved tokens whose relevance fell
 below the same per-sample threshold (the decoder ignores them); the first
@@ -61,6 +65,25 @@ class RefineLayer(nn.Module):
         return self.ffn(queries)
 
 
+class ContextLayer(nn.Module):
+    """Tokens attend to each other (the whole image) and to the words, then an FFN.
+
+    So a token can know, before it is scored, whether it is the leftmost of
+    its kind or the one the phrase's attributes pick out together.
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.self_attn = SelfAttentionLayer(dim, heads)
+        self.cross = CrossAttentionLayer(dim, heads)
+        self.ffn = FFNLayer(dim)
+
+    def forward(self, tokens: Tensor, words: Tensor, ignore_words: Tensor) -> Tensor:
+        tokens = self.self_attn(tokens)
+        tokens = self.cross(tokens, words, key_padding_mask=ignore_words)
+        return self.ffn(tokens)
+
+
 class VisualExpressionGenerator(nn.Module):
     """Relevance scoring, differentiable top-K retrieval and context refinement.
 
@@ -87,6 +110,10 @@ class VisualExpressionGenerator(nn.Module):
         self.layers = nn.ModuleList(
             RefineLayer(dim, config.heads) for _ in range(config.n_refine if refine else 0)
         )
+        self.context = nn.ModuleList(ContextLayer(dim, config.heads)
+                                     for _ in range(config.context_layers))
+        self.context_words = nn.Linear(text_dim, dim) if config.context_layers else None
+        self.fallback_proj = nn.Linear(text_dim, dim) if expression and config.fallback else None
 
     def relevance(self, tokens: Tensor, text: TextFeatures) -> Tensor:
         """(B, N) relevance of each token from word and/or sentence cues, in [-1, 1]."""
@@ -152,6 +179,10 @@ class VisualExpressionGenerator(nn.Module):
         batch, _, height, width = feature.shape
         x = with_coords(feature) if self.coords else feature
         tokens = self.token_norm(self.token_proj(x.flatten(2).transpose(1, 2)))
+        if self.context_words is not None:
+            words, ignore_words = self.context_words(text.words), ~text.mask.bool()
+            for layer in self.context:
+                tokens = layer(tokens, words, ignore_words)
         relevance = self.relevance(tokens, text)
         relevance_map = relevance.view(batch, height, width)
         if not self.expression:
@@ -160,4 +191,8 @@ class VisualExpressionGenerator(nn.Module):
         expression, ignore = self.select(tokens, relevance, keep)
         for layer in self.layers:
             expression = layer(expression, tokens, ~keep, ignore)
+        if self.fallback_proj is not None:  # a missed retrieval still leaves the phrase
+            fallback = self.fallback_proj(text.sentence).unsqueeze(1).to(expression.dtype)
+            expression = torch.cat((expression, fallback), dim=1)
+            ignore = torch.cat((ignore, torch.zeros_like(ignore[:, :1])), dim=1)
         return VEGOutput(expression, ignore, relevance_map)
