@@ -11,6 +11,7 @@ chart and a section of ``docs/results.md`` (between ``<!-- ablation:begin -->``
 and ``<!-- ablation:end -->``) are rebuilt from ``results.jsonl`` alone.
 
     python -m bench.ablation --quick                     # < 30 min on 2 CPU cores
+    python -m bench.ablation --mode proxy                # the proxy the decisions use
     python -m bench.ablation                             # the full budget
     python -m bench.ablation --quick --seeds 0 --variants full,kv-language
     python -m bench.ablation --quick --summarize-only    # tables, chart, docs only
@@ -54,18 +55,25 @@ QUICK: dict[str, Any] = {
     "train.max_steps": 500,
     "data.max_val_samples": 100,
 }
+# QUICK three times as long: at 500 steps the seed spread (4-8 points) hid every RQ3 switch;
+# at 1500 the classic decoder's spread is 0.3 and the ranking of full VIPA, vipa's VEG and
+# the classic decoder is the README-scale run's (docs/results.md, "Proxy check").
+PROXY: dict[str, Any] = {**QUICK, "train.max_steps": 1500, "data.max_val_samples": 200}
 FULL: dict[str, Any] = {
     "train.max_steps": 600,
 }
-MODES: dict[str, dict[str, Any]] = {"quick": QUICK, "full": FULL}
+MODES: dict[str, dict[str, Any]] = {"quick": QUICK, "proxy": PROXY, "full": FULL}
 # Wall time of one run, validation included, only for the estimate printed at the start
 # (once runs are recorded, their measured mean is used). quick: 41-56 s measured on 2 quiet
 # cores (2026-11-25); full: 600 steps at the cpu preset's ~29 samples/s, plus validation.
-RUN_SECONDS: dict[str, float] = {"quick": 50.0, "full": 350.0}
+RUN_SECONDS: dict[str, float] = {"quick": 50.0, "proxy": 150.0, "full": 350.0}
 
 # --------------------------------------------------------------------------- variants
 VARIANTS: dict[str, list[str]] = {
     "full": [],
+    "paper": ["veg.context_layers=0", "veg.fallback=false"],  # the paper's VEG
+    "no-context": ["veg.context_layers=0"],
+    "no-fallback": ["veg.fallback=false"],
     "kv-language": ["decoder.kv=language"],
     "no-retrieval": ["veg.retrieval=off"],
     "no-refinement": ["veg.refine=off"],
@@ -75,8 +83,15 @@ VARIANTS: dict[str, list[str]] = {
     "fusion-early": ["fusion.name=early"],
     "fusion-late": ["fusion.name=late"],
     "fusion-none": ["fusion.name=none"],
+    "fusion-early-kv-language": ["fusion.name=early", "decoder.kv=language"],
+    "fusion-late-kv-language": ["fusion.name=late", "decoder.kv=language"],
+    "fusion-none-kv-language": ["fusion.name=none", "decoder.kv=language"],
     "image-only": ["data.text=empty"],
 }
+# The fusion x key/value grid: (fusion, variant with kv=visual, variant with kv=language).
+GRID: list[tuple[str, str, str]] = [
+    (fusion, f"fusion-{fusion}", f"fusion-{fusion}-kv-language")
+    for fusion in ("early", "late", "none")]
 DEFAULT_SEEDS = (0, 1, 2)
 METRICS = ("mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
 BEGIN, END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
@@ -86,6 +101,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # "fusion-*" claims compare against image-only instead (see _verdicts).
 CLAIMS: list[tuple[str, str, str]] = [
     ("RQ1/RQ2", "kv-language", "visual key/value (VIPA) beats language key/value"),
+    ("vipa", "paper", "vipa's VEG (context layers + fallback) beats the paper's"),
+    ("vipa", "no-context", "context layers help"),
+    ("vipa", "no-fallback", "the fallback token helps"),
     ("RQ3", "no-retrieval", "retrieval helps"),
     ("RQ3", "no-refinement", "refinement helps"),
     ("RQ3", "cues-local", "local-global cues beat local only"),
@@ -96,6 +114,7 @@ CLAIMS: list[tuple[str, str, str]] = [
     ("data", "image-only", "the data needs language: image-only is far below full"),
 ]
 RQ2_TARGET_POINTS = 3.0
+RETRIEVAL_SAMPLES = 200  # val samples bench.retrieval scores per run
 
 log = logging.getLogger("ablation")
 
@@ -249,11 +268,24 @@ def run_one(cfg: RunConfig, variant: str, seed: int, *,
         raise StudyInterrupted(f"{variant} seed {seed} stopped by {result.stopped_by} at step "
                                f"{result.step}; its checkpoint is kept")
     metrics = last_validation(run_dir)
-    return {"variant": variant, "seed": seed, "recipe": recipe_hash(cfg),
+    return {**retrieval_figures(run_dir, cfg), "variant": variant, "seed": seed,
+            "recipe": recipe_hash(cfg),
             "overrides": VARIANTS[variant], "score": "last validation",
             "metrics": {k: metrics[k] for k in METRICS}, "step": metrics["step"],
             "wall_s": round(wall, 1), "resumed": resume, "run_dir": str(run_dir),
             "budget": describe_budget(cfg), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def retrieval_figures(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    """``bench.retrieval`` on the run's last weights: does the VEG retrieve the target?"""
+    last = run_dir / "last.safetensors"
+    if not last.is_file() or not cfg.model.veg.retrieval:
+        return {}
+    from bench.retrieval import diagnose
+
+    found = diagnose(last, cfg.data, cfg.data.val_split, RETRIEVAL_SAMPLES)
+    return {"retrieval": {key: round(found[key], 4) for key in
+                          ("top1", "precision", "cells", "k", "grid_tokens")}}
 
 
 def run_study(variants: Sequence[str], seeds: Sequence[int], out: Path, *, mode: str = "full",
@@ -325,10 +357,13 @@ def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str], seeds: Se
         source = same_as.get(variant, variant)
         mine = sorted((r for r in rows if r["variant"] == source and r["seed"] in seed_set),
                       key=lambda r: r["seed"])
+        retrieval = [r["retrieval"] for r in mine if "retrieval" in r]
         table[variant] = {
             "same_as": same_as.get(variant), "overrides": VARIANTS.get(variant, []),
             "seeds": [r["seed"] for r in mine], "n": len(mine),
             **{k: _stats([r["metrics"][k] for r in mine]) for k in ("mIoU", "oIoU")},
+            "retrieval": {key: _stats([r[key] for r in retrieval])
+                          for key in ("top1", "precision")} if retrieval else None,
         }
     full = table.get("full")
     for entry in table.values():
@@ -415,6 +450,42 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def grid_table(summary: dict[str, Any]) -> str:
+    """The fusion x key/value grid (mIoU mean ± std), for the cells the study ran."""
+    table = summary["variants"]
+    default = summary["budget"].get("fusion")  # its cells are also full and kv-language
+
+    def cell(name: str, alias: str, fusion: str) -> dict[str, Any] | None:
+        entry = table.get(name)
+        if (entry is None or not entry["n"]) and fusion == default:
+            entry = table.get(alias)
+        return entry
+
+    rows = [(fusion, cell(visual, "full", fusion), cell(language, "kv-language", fusion))
+            for fusion, visual, language in GRID]
+    if not any(v and v["n"] or w and w["n"] for _, v, w in rows):
+        return ""
+    lines = ["| fusion | VIPA (kv=visual) mIoU | classic (kv=language) mIoU | VIPA − classic |",
+             "| --- | ---: | ---: | ---: |"]
+    for fusion, visual, language in rows:
+        cells = [_pm(e["mIoU"]) if e and e["n"] else "-" for e in (visual, language)]
+        gap = (visual["mIoU"]["mean"] - language["mIoU"]["mean"]
+               if visual and language and visual["n"] and language["n"] else None)
+        lines.append(f"| {fusion} | {cells[0]} | {cells[1]} | {_signed(gap)} |")
+    return "\n".join(lines)
+
+
+def retrieval_table(summary: dict[str, Any]) -> str:
+    """Per variant: share of samples whose top-1 token is on the target, share of K on it."""
+    lines = ["| variant | top-1 token on the target | share of the K tokens on the target |",
+             "| --- | ---: | ---: |"]
+    found = [(name, e["retrieval"]) for name, e in summary["variants"].items()
+             if e.get("retrieval")]
+    for name, r in found:
+        lines.append(f"| {name} | {_pm(r['top1'])} | {_pm(r['precision'])} |")
+    return "\n".join(lines) if found else ""
+
+
 def plot(summary: dict[str, Any], path: Path) -> Path:
     """Bar chart: mean mIoU and oIoU per variant with sample-std error bars."""
     import matplotlib
@@ -467,6 +538,16 @@ def docs_section(summary: dict[str, Any], *, mode: str, results_path: str,
         markdown_table(summary),
         "",
         f"![ablation bar chart]({image_path})",
+        "",
+    ]
+    grid, retrieval = grid_table(summary), retrieval_table(summary)
+    if grid:
+        lines += ["Fusion x key/value (the six cells of RQ2 / RQ4):", "", grid, ""]
+    if retrieval:
+        lines += ["Retrieval (`bench.retrieval` on each run's last weights, "
+                  f"{RETRIEVAL_SAMPLES} val samples; percent, mean ± std over seeds):", "",
+                  retrieval, ""]
+    lines += [
         "",
         "| RQ | paper's claim | measured: Δ mIoU (Δ oIoU) vs | larger seed std | verdict |",
         "| --- | --- | --- | ---: | --- |",
@@ -544,8 +625,11 @@ def main(argv: Sequence[str] | None = None, *,
     parser = argparse.ArgumentParser(prog="python -m bench.ablation",
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="the QUICK budget (< 30 min on 2 cores) instead of FULL")
+    parser.add_argument("--mode", choices=list(MODES), default=None,
+                        help="budget: quick (500 steps of the tiny encoder), proxy (1500 "
+                             "steps, the one that ranks recipes as the README run does) or "
+                             "full (the cpu preset itself)")
+    parser.add_argument("--quick", action="store_true", help="the same as --mode quick")
     parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)),
                         help="comma-separated train.seed values, the same for every variant")
     parser.add_argument("--variants", default=",".join(VARIANTS),
@@ -574,8 +658,8 @@ def main(argv: Sequence[str] | None = None, *,
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    mode = "quick" if args.quick else "full"
-    suffix = "-quick" if args.quick else ""
+    mode = args.mode or ("quick" if args.quick else "full")
+    suffix = "" if mode == "full" else f"-{mode}"
     out = args.out or ROOT / "bench" / "results" / f"ablation{suffix}"
     image = args.image or ROOT / "docs" / "images" / f"ablation{suffix}.png"
     variants = _csv(args.variants)
@@ -588,7 +672,7 @@ def main(argv: Sequence[str] | None = None, *,
         parser.error(f"--seeds must be integers separated by commas, got {args.seeds!r}")
     if not seeds or not variants:
         parser.error("give at least one seed and one variant")
-    command = "python -m bench.ablation" + (" --quick" if args.quick else "")
+    command = "python -m bench.ablation" + ("" if mode == "full" else f" --mode {mode}")
     if args.seeds != ",".join(map(str, DEFAULT_SEEDS)):
         command += f" --seeds {args.seeds}"
     if args.variants != ",".join(VARIANTS):

@@ -65,6 +65,9 @@ def test_study_records_skips_summarizes_and_documents(data_root, tmp_path):
         run_dir = Path(row["run_dir"])
         assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "config.yaml").is_file()
         assert not list(run_dir.glob("*.safetensors"))  # weights dropped once recorded
+        retrieval = row["retrieval"]  # scored on the weights before they were dropped
+        assert 0 <= retrieval["top1"] <= 1 and 0 <= retrieval["precision"] <= 1
+        assert retrieval["k"] == 4 and retrieval["grid_tokens"] == 4  # 2x2 at 32 px
     kv_config = (out / "runs" / "kv-language-seed1" / "config.yaml").read_text()
     assert "kv: language" in kv_config and "seed: 1" in kv_config
 
@@ -86,6 +89,8 @@ def test_study_records_skips_summarizes_and_documents(data_root, tmp_path):
     assert text.count(ablation.BEGIN) == 1 and text.count(ablation.END) == 1
     section = text.split(ablation.BEGIN)[1].split(ablation.END)[0]
     assert "| kv-language |" in section and "RQ2 target" in section
+    assert "| early | " in section  # the fusion x kv grid, kv-language as its early cell
+    assert "| full | " in section.split("Retrieval (")[1]
     assert "visual key/value (VIPA) beats language key/value" in section
     assert f"{full['mIoU']['mean']:.1f} ± {full['mIoU']['std']:.1f}" in section
     assert image.is_file() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
