@@ -124,3 +124,13 @@ def test_bad_file_suffix_and_content(tmp_path):
         load_config(VEGConfig, bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(VEGConfig, tmp_path / "missing.yaml")
+
+
+def test_the_cpu_recipe_trains_for_a_time_budget_that_step_options_replace():
+    from vipa.config import resolve_config
+
+    assert resolve_config("cpu").train.time_budget == "15m"
+    assert resolve_config("cpu", {"max_steps": 5}).train.time_budget is None
+    assert resolve_config("cpu", None, ["train.epochs=2"]).train.time_budget is None
+    both = resolve_config("cpu", {"max_steps": 5, "time_budget": "1m"})
+    assert (both.train.max_steps, both.train.time_budget) == (5, "1m")

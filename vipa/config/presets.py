@@ -42,6 +42,10 @@ OPTION_KEYS = {
 }
 
 
+# Asking for these switches a preset's time budget off (unless a budget is asked for too).
+STEP_KEYS = {"train.max_steps", "train.epochs"}
+
+
 def preset_names() -> list[str]:
     """Built-in presets shipped with vipa (``vipa/config/presets/*.yaml``)."""
     folder = resources.files("vipa.config") / "presets"
@@ -90,8 +94,14 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     unknown = [k for k in options if k not in OPTION_KEYS]
     if unknown:
         raise ConfigError(f"no config key for option(s) {', '.join(unknown)}")
-    cfg = merge(cfg, {OPTION_KEYS[k]: v for k, v in options.items() if v is not None})
-    cfg = apply_overrides(cfg, [model_shorthand(o) for o in overrides or []])
+    given = {OPTION_KEYS[k]: v for k, v in options.items() if v is not None}
+    overrides = [model_shorthand(o) for o in overrides or []]
+    cfg = merge(cfg, given)
+    cfg = apply_overrides(cfg, overrides)
+    keys = {*given, *(o.split("=", 1)[0].strip() for o in overrides)}
+    if keys & STEP_KEYS and "train.time_budget" not in keys and cfg.train.time_budget:
+        # --max-steps / --epochs ask for a step-based run: the preset's budget gives way
+        cfg = merge(cfg, {"train.time_budget": None})
     cfg = dataclasses.replace(cfg, model=resolve_encoder_preset(cfg.model))
     if cfg.data.name not in DATASET_NAMES:
         raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: "
