@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
+    from bench.report import emit
     from bench.speed import machine_info
 
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
@@ -265,14 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         print("[load] vipa predict processes ...", file=sys.stderr)
         report["processes"] = predict_processes(checkpoint, image, folder, args.sequential,
                                                 args.requests, env)
-    report["machine"]["load_average_end"] = list(os.getloadavg())
     report["ratios"] = ratios(report)
-    text = markdown(report)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
+    emit(report, markdown, args.json, args.markdown)
     if args.plot:
         plot(report, args.plot)
     return 0

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from vipa.config import ModelConfig, apply_overrides, load_preset
+from vipa.config.presets import resolve_encoder_preset
 from vipa.inference.masks import preprocess
 from vipa.model import build_model
 
@@ -19,9 +20,13 @@ DECODERS = {"visual": "VIPA (kv=visual)", "language": "classic (kv=language)"}
 
 
 def preset_model_config(preset: str, overrides: list[str]) -> ModelConfig:
-    """The preset's model config with random weights (nothing downloaded), then ``overrides``."""
+    """The preset's model config with random weights (nothing downloaded), then ``overrides``.
+
+    The encoder's size class (``encoder.size: cpu``) resolves to that encoder's
+    preset as in ``vipa train``, so the ``cpu`` preset times the model it trains.
+    """
     config = load_preset(preset).model
-    return apply_overrides(config, ["encoder.weights=random", *overrides])
+    return resolve_encoder_preset(apply_overrides(config, ["encoder.weights=random", *overrides]))
 
 
 def build(config: ModelConfig, device: torch.device) -> torch.nn.Module:

@@ -21,8 +21,6 @@ The table gives ms per phrase for both and the ratio repeated / shared.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 
 from bench.models import PHRASE, build, model_input, preset_model_config
-from bench.report import machine_line
+from bench.report import emit, machine_line
 from bench.speed import machine_info, median_latency_ms, quiet_truncation
 from vipa.inference.runtime import TorchRuntime
 
@@ -105,13 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         for fusion in args.fusions.split(","):
             report["rows"] += bench_fusion(args.preset, fusion, counts, args.warmup, args.runs,
                                            args.set)
-    report["machine"]["load_average_end"] = list(os.getloadavg())
-    text = markdown(report)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
+    emit(report, markdown, args.json, args.markdown)
     return 0
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.models import DECODERS
@@ -12,6 +16,24 @@ HEADER = [
     "| eager time split % enc / fusion / VEG / dec |",
     "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
 ]
+
+
+def emit(report: dict[str, Any], render: Callable[[dict[str, Any]], str],
+         json_path: Path | None, markdown_path: Path | None) -> str:
+    """Close a benchmark: the load average at its end, print the markdown, write the files.
+
+    ``render`` runs after the load average is stored, so the markdown's machine
+    line shows it.
+    """
+    report.setdefault("machine", {})["load_average_end"] = list(os.getloadavg())
+    text = render(report)
+    print(text, end="" if text.endswith("\n") else "\n")
+    for path, content in ((json_path, json.dumps(report, indent=2) + "\n"),
+                          (markdown_path, text)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+    return text
 
 
 def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import logging
 import os
 import platform
@@ -68,7 +67,7 @@ from bench import components
 from bench.coldstart import cold_start
 from bench.memory import memory_method, peak_extra_mb, weights_mb
 from bench.models import DECODERS, PHRASE, build, compiled_copy, model_input, preset_model_config
-from bench.report import markdown
+from bench.report import emit, markdown
 from vipa.config import ModelConfig
 from vipa.inference.runtime import TorchRuntime
 
@@ -537,16 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run(args)
     finally:
         torch.set_num_threads(threads_before)
-    if hasattr(os, "getloadavg"):
-        report["machine"]["load_average_end"] = list(os.getloadavg())
-    text = markdown(report)
-    print(text, end="")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    emit(report, markdown, args.json, args.markdown)
     return 0
 
 

@@ -17,7 +17,6 @@ is timed apart: seconds to load one batch through the training DataLoader.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bench.report import machine_line
+from bench.report import emit, machine_line
 from bench.speed import machine_info, median_latency_ms
 from vipa.config import RunConfig, resolve_config
 from vipa.data.build import build_dataset
@@ -130,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run(args)
     finally:
         torch.set_num_threads(threads)
-    text = markdown(report)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
+    emit(report, markdown, args.json, args.markdown)
     return 0
 
 

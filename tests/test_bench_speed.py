@@ -97,3 +97,15 @@ def test_plan_is_reduced_for_a_slow_cpu_model_unless_given():
     given = speed.resolve_plan(_args(runs=5, batch_sizes=(2, 4)), cpu, 12.0)
     assert (given.runs, given.batch_sizes) == (5, (1, 2, 4))
     assert "--runs 5" in given.reason
+
+
+def test_presets_time_the_encoder_size_that_training_uses():
+    """The `cpu` recipe names a size class; the benchmarks must time the model it trains."""
+    from bench.models import preset_model_config
+    from vipa.config import resolve_config
+
+    for preset in ("cpu", "paper"):
+        trained = resolve_config(preset, {"data": "synthetic"}).model.encoder
+        timed = preset_model_config(preset, []).encoder
+        assert (timed.name, timed.preset) == (trained.name, trained.preset)
+        assert timed.weights == "random"
