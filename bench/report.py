@@ -1,4 +1,4 @@
-"""Markdown of a ``bench.speed`` report: a machine line, one table, the plans, the cold start."""
+"""Markdown of a ``bench.speed`` report, and ``emit``, which closes every benchmark's output."""
 
 from __future__ import annotations
 
