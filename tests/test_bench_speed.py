@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from bench import speed
+from bench.models import preset_model_config
+from vipa.config import resolve_config
 
 TINY = ["encoder.name=tiny", "encoder.preset=micro", "image_size=64", "decoder.dim=16",
         "decoder.heads=2", "veg.heads=2", "veg.k=4"]
@@ -101,9 +103,6 @@ def test_plan_is_reduced_for_a_slow_cpu_model_unless_given():
 
 def test_presets_time_the_encoder_size_that_training_uses():
     """The `cpu` recipe names a size class; the benchmarks must time the model it trains."""
-    from bench.models import preset_model_config
-    from vipa.config import resolve_config
-
     for preset in ("cpu", "paper"):
         trained = resolve_config(preset, {"data": "synthetic"}).model.encoder
         timed = preset_model_config(preset, []).encoder
