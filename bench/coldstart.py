@@ -8,7 +8,11 @@ on 2 CPU cores):
 
 - ``vipa --help``;
 - ``vipa predict IMAGE "the red circle" --checkpoint CKPT --out OUT --device D``:
-  Python start, imports, checkpoint load, one prediction, PNGs written;
+  Python start, imports, checkpoint load, one prediction, PNGs written. On the
+  CPU this runs the checkpoint's cached trace (:mod:`vipa.inference.traced`),
+  made by one untimed-in-the-median first call, whose time is reported apart;
+- the same with ``VIPA_TRACE_CACHE=off``: the PyTorch model built from the
+  checkpoint (imports the encoder's libraries);
 - the same with ``--model model.onnx`` (no torch imported);
 - ``python -c "import torch, vipa.inference.predict, vipa.inference.runtime, vipa.model"``:
   the imports alone.
@@ -50,8 +54,10 @@ def write_test_image(path: Path) -> None:
     image.save(path)
 
 
-def _child_env(threads: int | None) -> dict[str, str]:
+def _child_env(threads: int | None, cache: Path) -> dict[str, str]:
     env = os.environ.copy()
+    env["VIPA_CACHE"] = str(cache)  # a fresh cache: the first predict traces the checkpoint
+    env.pop("VIPA_TRACE_CACHE", None)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
@@ -90,12 +96,15 @@ def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str
                    str(checkpoint), "--out", str(folder / "out"), "--device", device.type]
         onnx = folder / "model.onnx"
         export_checkpoint(checkpoint, onnx, "onnx")
+        env = _child_env(threads, folder / "cache")
+        first = time_commands({"predict": predict}, env, 1)
         commands = {"help": [*vipa_command(), "--help"],
                     "imports": [sys.executable, "-c", IMPORTS], "predict": predict,
+                    "predict_pytorch": ["env", "VIPA_TRACE_CACHE=off", *predict],
                     "predict_onnx": [*predict[:predict.index("--checkpoint")], "--model",
                                      str(onnx), "--out", str(folder / "onnx-out"),
                                      "--device", device.type]}
-        times = time_commands(commands, _child_env(threads), runs)
+        times = first if isinstance(first, str) else time_commands(commands, env, runs)
         if isinstance(times, str):
             return {"preset": preset, "device": str(device), "command": predict, "error": times}
         written = sorted(p.name for p in (folder / "out").glob("*.png"))
@@ -108,6 +117,8 @@ def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str
         "checkpoint_mb": round(size_mb, 1),
         "median_s": round(statistics.median(times["predict"]), 3),
         "times_s": [round(t, 3) for t in times["predict"]],
+        "first_predict_s": round(first["predict"][0], 3),
+        "pytorch_median_s": round(statistics.median(times["predict_pytorch"]), 3),
         "imports_median_s": round(statistics.median(times["imports"]), 3),
         "help_median_s": round(statistics.median(times["help"]), 3),
         "onnx_median_s": round(statistics.median(times["predict_onnx"]), 3),

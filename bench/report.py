@@ -100,16 +100,19 @@ def plan_notes(row: dict[str, Any]) -> list[str]:
 def cold_start_table(colds: list[dict[str, Any]]) -> list[str]:
     """The cold starts of ``vipa`` commands (fresh processes), one line per device."""
     lines = ["| cold start, median s | device | checkpoint MB | `vipa --help` | `vipa predict` "
-             "(checkpoint) | `vipa predict --model model.onnx` | imports alone | runs |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "(checkpoint, cached trace) | first `vipa predict` (traces) | `vipa predict` "
+             "(`VIPA_TRACE_CACHE=off`) | `vipa predict --model model.onnx` | imports alone "
+             "| runs |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for cold in colds:
         if "error" in cold:
             lines.append(f"| {cold['preset']} | {cold['device']} | failed: "
-                         f"{cold['error'][:100]} | | | | | |")
+                         f"{cold['error'][:100]} | | | | | | | |")
             continue
         lines.append(f"| {cold['preset']} preset, random weights | {cold['device']} | "
                      f"{cold['checkpoint_mb']:.1f} | {cold['help_median_s']:.2f} | "
-                     f"{cold['median_s']:.2f} | {cold['onnx_median_s']:.2f} | "
+                     f"{cold['median_s']:.2f} | {cold['first_predict_s']:.2f} | "
+                     f"{cold['pytorch_median_s']:.2f} | {cold['onnx_median_s']:.2f} | "
                      f"{cold['imports_median_s']:.2f} | {cold['runs']} |")
     return lines
 

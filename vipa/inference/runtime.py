@@ -168,4 +168,16 @@ def load_runtime(checkpoint: Path | None = None, model: Path | None = None,
         from vipa.training.runs import default_checkpoint
 
         checkpoint = default_checkpoint()
-    return TorchRuntime.from_checkpoint(Path(checkpoint), device)
+    return _checkpoint_runtime(Path(checkpoint), device)
+
+
+def _checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
+    """On the CPU the checkpoint's cached trace (:mod:`vipa.inference.traced`), else PyTorch."""
+    from vipa.device import resolve_device
+    from vipa.inference.traced import trace_cache_enabled, traced_copy
+
+    if checkpoint.is_file() and trace_cache_enabled() and resolve_device(device).type == "cpu":
+        traced = traced_copy(checkpoint)
+        if traced is not None:
+            return TorchScriptRuntime(traced, "cpu")
+    return TorchRuntime.from_checkpoint(checkpoint, device)

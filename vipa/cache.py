@@ -1,0 +1,42 @@
+"""vipa's cache folder and the one way files are written into it (atomically, once)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """``$VIPA_CACHE`` or ``~/.cache/vipa``."""
+    return Path(os.environ.get("VIPA_CACHE") or Path.home() / ".cache" / "vipa").expanduser()
+
+
+def build_once(final: Path, build: Callable[[Path], None], done: Callable[[Path], bool]) -> Path:
+    """Return folder ``final``, first calling ``build(temp)`` to fill it when not ``done(final)``.
+
+    ``build`` writes into a temporary sibling folder that is then renamed into
+    place, so a crash or a second process never leaves (or reads) a half-written
+    folder; when two processes race, the first rename wins and both use it.
+    """
+    if done(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}-tmp-", dir=final.parent))
+    try:
+        build(temp)
+        try:
+            os.rename(temp, final)
+        except OSError:
+            if not done(final):
+                raise
+            log.info("another process wrote %s first; using it", final)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
+    return final
