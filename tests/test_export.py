@@ -202,7 +202,8 @@ def test_a_version_2_export_still_runs_with_shared_images(tmp_path):
         np.testing.assert_allclose(have, expected, atol=1e-4)
 
 
-DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",)]
+DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=both",),
+              ("decoder.kv=both", "decoder.expression_dropout=0.5")]
 
 
 @pytest.mark.parametrize("overrides", DEPARTURES)

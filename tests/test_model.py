@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vipa.config import ModelConfig, apply_overrides
+from vipa.config.validate import validate_model
 from vipa.errors import ConfigError
 from vipa.model import LossOutput, ModelOutput, VipaLoss, VipaModel, build_model
 from vipa.model.losses import pixel_contrastive_loss, target_grid
@@ -44,7 +45,7 @@ def _logits(model: VipaModel, seed: int = 0) -> torch.Tensor:
         return model(images, ids, mask).logits
 
 
-@pytest.mark.parametrize("kv", ["visual", "language"])
+@pytest.mark.parametrize("kv", ["visual", "language", "both"])
 @pytest.mark.parametrize("fusion", ["early", "late", "none"])
 def test_forward_backward_every_fusion_and_kv(fusion, kv):
     model = _model(f"fusion.name={fusion}", f"decoder.kv={kv}", "decoder.deep_supervision=true")
@@ -131,7 +132,7 @@ def test_switch_with_same_parameters_changes_output(overrides):
 @pytest.mark.parametrize("overrides", [
     ("veg.refine=off",), ("veg.cues=local",), ("veg.cues=global",), ("decoder.kv=language",),
     ("veg.n_refine=1",), ("decoder.coords=false",), ("veg.context_layers=1",),
-    ("veg.fallback=true",),
+    ("veg.fallback=true",), ("decoder.kv=both",),
 ])
 def test_switch_changes_parameters_and_output(overrides):
     base = _model()
@@ -159,6 +160,29 @@ def test_eval_is_deterministic_and_train_uses_gumbel_noise():
     assert any(not torch.allclose(noisy[0], other) for other in noisy[1:])
     quiet = _same_weights(model, "veg.k=2", "veg.gumbel=false")
     assert torch.equal(_train_logits(quiet, 0), _train_logits(quiet, 1))
+
+
+def test_expression_dropout_acts_in_training_only():
+    base = _model("decoder.kv=both", "veg.gumbel=false")
+    dropping = _same_weights(base, "decoder.kv=both", "veg.gumbel=false",
+                             "decoder.expression_dropout=0.9")
+    assert torch.equal(_logits(base), _logits(dropping))  # eval: the whole expression
+    assert not torch.allclose(_train_logits(base, 0), _train_logits(dropping, 0))
+    # A dropped sample's pixels see the words alone: its expression no longer matters.
+    images, ids, mask, _ = _batch(dropping)
+    text = dropping.encoder.encode_text(ids, mask)
+    expression = torch.randn(2, 5, dropping.config.decoder.dim)
+    hidden = torch.zeros(2, 5, dtype=torch.bool)
+    dropping.train()
+    torch.manual_seed(0)
+    _, ignore = dropping.decoder.memory(text, expression, hidden)
+    dropped = ignore[:, :5].all(dim=1)
+    assert dropped.any() and (ignore[:, 5:] == ~mask.bool()).all()
+
+
+def test_expression_dropout_needs_the_words_in_the_memory():
+    with pytest.raises(ConfigError, match="needs decoder.kv=both"):
+        validate_model(_config("decoder.expression_dropout=0.5"))
 
 
 def test_veg_masks_never_empty():

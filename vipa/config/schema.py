@@ -72,15 +72,21 @@ class VEGConfig:
 
 @dataclass
 class DecoderConfig:
-    """VIPA pixel decoder; ``kv=language`` is the classic language key/value decoder."""
+    """VIPA pixel decoder; ``kv=language`` is the classic language key/value decoder.
 
-    kv: Literal["visual", "language"] = "visual"
+    ``kv=both``: the visual expression followed by the words (vipa's variant);
+    ``expression_dropout``: with ``kv=both``, the share of training samples whose
+    expression the pixels do not see (the words only), 0 in the paper.
+    """
+
+    kv: Literal["visual", "language", "both"] = "visual"
     dim: int = 128
     heads: int = 4
     layers_per_level: int = 1
     ffn_ratio: int = 4
     deep_supervision: bool = False
     coords: bool = True
+    expression_dropout: float = 0.0
 
 
 @dataclass

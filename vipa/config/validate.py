@@ -77,6 +77,7 @@ MODEL_RULES: dict[str, Rule] = {
     "veg.gumbel_scale": at_least(0), "veg.mix": _mix,
     "decoder.dim": at_least(1), "decoder.heads": at_least(1),
     "decoder.layers_per_level": at_least(1), "decoder.ffn_ratio": at_least(1),
+    "decoder.expression_dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
     "loss.bce": at_least(0), "loss.dice": at_least(0), "loss.contrastive": at_least(0),
     "loss.tau": above(0), "loss.aux": at_least(0),
 }
@@ -117,6 +118,10 @@ def validate_model(model: Any, prefix: str = "model.") -> None:
         raise ConfigError(f"{prefix}veg.k: {model.veg.k} is not allowed; the VEG token grid at "
                           f"{model.image_size} px and stride {model.veg.level} has only {grid} "
                           f"tokens, so k must be between 1 and {grid}")
+    if model.decoder.expression_dropout and model.decoder.kv != "both":
+        raise ConfigError(f"{prefix}decoder.expression_dropout: needs decoder.kv=both (the "
+                          f"words stay when the expression is dropped), not kv="
+                          f"{model.decoder.kv}")
 
 
 def validate_run(cfg: Any) -> None:

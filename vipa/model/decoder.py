@@ -4,8 +4,9 @@ Coarse to fine, per level: ``[F_l, x, y] -> 1x1 conv -> d`` (one input
 projection per level), add the upsampled coarser map, then
 ``layers_per_level`` x (masked multi-head cross-attention, FFN) over the pixel
 tokens, then a 3x3 conv. Keys/values are the visual expression E (``kv=visual``,
-VIPA) or the projected word features masked by the text padding mask
-(``kv=language``, the classic decoder; everything else identical). A mask head
+VIPA), the projected word features masked by the text padding mask
+(``kv=language``, the classic decoder; everything else identical), or E followed
+by the projected words (``kv=both``, vipa's variant). A mask head
 predicts logits at the finest level (stride 4), upsampled bilinearly to the
 input size. With deep supervision each coarser level adds an aux logit map.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -61,10 +63,27 @@ class VipaDecoder(nn.Module):
             LevelBlock(dim, config.heads, config.layers_per_level, config.ffn_ratio)
             for _ in out_channels
         )
-        self.word_proj = nn.Linear(text_dim, dim) if config.kv == "language" else None
+        self.word_proj = nn.Linear(text_dim, dim) if config.kv != "visual" else None
         self.mask_head = nn.Sequential(_conv_norm(dim, dim, 3), nn.Conv2d(dim, 1, 1))
         aux = len(out_channels) - 1 if config.deep_supervision else 0
         self.aux_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(aux))
+
+    def memory(self, text: TextFeatures, expression: Tensor | None,
+               expression_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The keys/values and their ignore mask for ``config.kv``."""
+        if self.word_proj is None:
+            return expression, expression_mask
+        words = self.word_proj(text.words)
+        ignore_words = ~text.mask.bool()
+        if expression is None:
+            return words, ignore_words
+        if self.training and self.config.expression_dropout:
+            # Whole expressions of some samples are hidden: their pixels learn from the words
+            # and the encoder alone, so no sample can lean only on matching the expression.
+            drop = torch.rand(expression_mask.shape[0], 1, device=expression_mask.device)
+            expression_mask = expression_mask | (drop < self.config.expression_dropout)
+        return (torch.cat((expression, words.to(expression.dtype)), dim=1),
+                torch.cat((expression_mask, ignore_words), dim=1))
 
     def forward(self, features: Sequence[Tensor], text: TextFeatures, expression: Tensor | None,
                 expression_mask: Tensor | None,
@@ -72,10 +91,9 @@ class VipaDecoder(nn.Module):
         """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first).
 
         ``expression`` is the VEG's visual expression; the model builds its VEG
-        with one exactly when ``kv=visual`` (the words are the memory otherwise).
+        with one exactly when ``kv`` is ``visual`` or ``both``.
         """
-        memory, ignore = ((self.word_proj(text.words), ~text.mask.bool())
-                          if self.word_proj is not None else (expression, expression_mask))
+        memory, ignore = self.memory(text, expression, expression_mask)
         x: Tensor | None = None
         aux: list[Tensor] = []
         for level in reversed(range(len(features))):

@@ -89,7 +89,7 @@ class VipaModel(nn.Module):
         self.veg = VisualExpressionGenerator(
             self.encoder.out_channels[self.veg_index], self.encoder.text_dim,
             config.decoder.dim, config.veg, coords=config.decoder.coords,
-            expression=config.decoder.kv == "visual",
+            expression=config.decoder.kv != "language",
         )
         self.decoder = VipaDecoder(self.encoder.out_channels, self.encoder.text_dim,
                                    config.decoder)
