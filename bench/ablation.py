@@ -71,9 +71,13 @@ RUN_SECONDS: dict[str, float] = {"quick": 50.0, "proxy": 150.0, "full": 350.0}
 # --------------------------------------------------------------------------- variants
 VARIANTS: dict[str, list[str]] = {
     "full": [],
-    "paper": ["veg.context_layers=0", "veg.fallback=false"],  # the paper's VEG
+    # the paper's VEG and decoder
+    "paper": ["veg.context_layers=0", "veg.fallback=false", "decoder.kv=visual"],
     "no-context": ["veg.context_layers=0"],
     "no-fallback": ["veg.fallback=false"],
+    "kv-visual": ["decoder.kv=visual"],
+    "no-expression-dropout": ["decoder.expression_dropout=0"],
+    "detach-expression": ["veg.detach_expression=true"],
     "kv-language": ["decoder.kv=language"],
     "no-retrieval": ["veg.retrieval=off"],
     "no-refinement": ["veg.refine=off"],
@@ -101,7 +105,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # "fusion-*" claims compare against image-only instead (see _verdicts).
 CLAIMS: list[tuple[str, str, str]] = [
     ("RQ1/RQ2", "kv-language", "visual key/value (VIPA) beats language key/value"),
-    ("vipa", "paper", "vipa's VEG (context layers + fallback) beats the paper's"),
+    ("vipa", "paper", "vipa's VEG and decoder beat the paper's"),
+    ("vipa", "kv-visual", "the words beside the expression help"),
+    ("vipa", "no-expression-dropout", "expression dropout helps"),
     ("vipa", "no-context", "context layers help"),
     ("vipa", "no-fallback", "the fallback token helps"),
     ("RQ3", "no-retrieval", "retrieval helps"),

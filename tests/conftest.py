@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated plugin manager, fake installed distributions, one thread."""
+"""Shared fixtures: session cache, isolated plugin manager, fake distributions, one thread."""
 
 from __future__ import annotations
 
@@ -17,6 +17,16 @@ from vipa.config import resolve_config
 from vipa.data.synthetic import generate_synthetic
 from vipa.training import train
 from vipa_plugins import manager as plugin_manager
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One vipa cache per test session: its synthetic set and traced checkpoints stay out
+    of the user's ``~/.cache/vipa`` (subprocesses inherit it through the environment)."""
+    cache = tmp_path_factory.mktemp("vipa-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIPA_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from vipa.config import ModelConfig, apply_overrides
-from vipa.config.validate import validate_model
 from vipa.errors import ConfigError
 from vipa.model import LossOutput, ModelOutput, VipaLoss, VipaModel, build_model
 from vipa.model.losses import pixel_contrastive_loss, target_grid
@@ -180,9 +179,33 @@ def test_expression_dropout_acts_in_training_only():
     assert dropped.any() and (ignore[:, 5:] == ~mask.bool()).all()
 
 
-def test_expression_dropout_needs_the_words_in_the_memory():
-    with pytest.raises(ConfigError, match="needs decoder.kv=both"):
-        validate_model(_config("decoder.expression_dropout=0.5"))
+def test_detach_expression_cuts_the_mask_loss_path_through_the_expression():
+    def token_grad(model: VipaModel) -> torch.Tensor:
+        images, ids, mask, _ = _batch(model)
+        model.eval()
+        model.zero_grad()
+        model(images, ids, mask).logits.sum().backward()
+        return model.veg.token_proj.weight.grad
+
+    base = _model("veg.fallback=true")
+    detached = _same_weights(base, "veg.fallback=true", "veg.detach_expression=true")
+    assert torch.equal(_logits(base), _logits(detached))  # same forward values
+    assert token_grad(base).abs().sum() > 0
+    grad = token_grad(detached)
+    assert grad is None or grad.abs().sum() == 0
+    images, ids, mask, masks = _batch(detached)
+    detached.train()
+    detached.zero_grad()
+    VipaLoss(detached.config.loss)(detached(images, ids, mask), masks).total.backward()
+    assert detached.veg.token_proj.weight.grad.abs().sum() > 0  # the contrastive loss still
+
+
+@pytest.mark.parametrize("kv", ["visual", "language"])
+def test_expression_dropout_acts_only_with_the_words_beside_the_expression(kv):
+    base = _model(f"decoder.kv={kv}", "veg.gumbel=false", "veg.fallback=true")
+    dropping = _same_weights(base, f"decoder.kv={kv}", "veg.gumbel=false", "veg.fallback=true",
+                             "decoder.expression_dropout=0.9")
+    assert torch.equal(_train_logits(base, 0), _train_logits(dropping, 0))
 
 
 def test_veg_masks_never_empty():

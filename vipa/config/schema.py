@@ -68,6 +68,10 @@ class VEGConfig:
     context_layers: int = 0
     # the sentence feature, projected into the visual space, appended to the expression.
     fallback: bool = False
+    # the mask loss reaches the VEG tokens, their scoring and the encoder only through the
+    # pixels, not through the expression (stop-gradient on the tokens it is built from and
+    # on the straight-through selection weight); relevance still learns from its own loss.
+    detach_expression: bool = False
 
 
 @dataclass
@@ -76,7 +80,8 @@ class DecoderConfig:
 
     ``kv=both``: the visual expression followed by the words (vipa's variant);
     ``expression_dropout``: with ``kv=both``, the share of training samples whose
-    expression the pixels do not see (the words only), 0 in the paper.
+    expression the pixels do not see (the words only), 0 in the paper; other ``kv``
+    values ignore it (``kv=visual`` would be left without keys).
     """
 
     kv: Literal["visual", "language", "both"] = "visual"

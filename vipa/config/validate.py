@@ -118,10 +118,6 @@ def validate_model(model: Any, prefix: str = "model.") -> None:
         raise ConfigError(f"{prefix}veg.k: {model.veg.k} is not allowed; the VEG token grid at "
                           f"{model.image_size} px and stride {model.veg.level} has only {grid} "
                           f"tokens, so k must be between 1 and {grid}")
-    if model.decoder.expression_dropout and model.decoder.kv != "both":
-        raise ConfigError(f"{prefix}decoder.expression_dropout: needs decoder.kv=both (the "
-                          f"words stay when the expression is dropped), not kv="
-                          f"{model.decoder.kv}")
 
 
 def validate_run(cfg: Any) -> None:

@@ -12,6 +12,8 @@ Data flow for one coarse feature map (B, C, h, w) and text features::
                 self-attend, FFN; n_refine times                     -> E (B, K, d)
     fallback (veg.fallback, off in the paper): E gets the sentence feature
              projected into the visual space as one more token   -> (B, K + 1, d)
+    detach_expression (off in the paper): E is built from stop-gradient tokens and
+             relevance, so the mask loss trains the encoder only through the pixels
 
 ``expression_mask`` (B, K) is True for retrieved tokens whose relevance fell
 below the same per-sample threshold (the decoder ignores them); the first
@@ -188,6 +190,8 @@ class VisualExpressionGenerator(nn.Module):
         if not self.expression:
             return VEGOutput(None, None, relevance_map)
         keep = self.keep_mask(relevance)
+        if self.config.detach_expression:
+            tokens, relevance = tokens.detach(), relevance.detach()
         expression, ignore = self.select(tokens, relevance, keep)
         for layer in self.layers:
             expression = layer(expression, tokens, ~keep, ignore)
