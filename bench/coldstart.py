@@ -13,7 +13,10 @@ on 2 CPU cores):
   made by one untimed-in-the-median first call, whose time is reported apart;
 - the same with ``VIPA_TRACE_CACHE=off``: the PyTorch model built from the
   checkpoint (imports the encoder's libraries);
-- the same with ``--model model.onnx`` (no torch imported);
+- the same with ``--model model.onnx`` (no torch imported): on the CPU this opens
+  the export's cached optimized graph (:mod:`vipa.inference.onnx_cache`), made by
+  a first call timed apart; and with ``VIPA_TRACE_CACHE=off`` (ORT optimizes
+  the graph in every process);
 - ``python -c "import torch, vipa.inference.predict, vipa.inference.runtime, vipa.model"``:
   the imports alone.
 """
@@ -97,13 +100,14 @@ def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str
         onnx = folder / "model.onnx"
         export_checkpoint(checkpoint, onnx, "onnx")
         env = _child_env(threads, folder / "cache")
-        first = time_commands({"predict": predict}, env, 1)
+        predict_onnx = [*predict[:predict.index("--checkpoint")], "--model", str(onnx),
+                        "--out", str(folder / "onnx-out"), "--device", device.type]
+        first = time_commands({"predict": predict, "predict_onnx": predict_onnx}, env, 1)
         commands = {"help": [*vipa_command(), "--help"],
                     "imports": [sys.executable, "-c", IMPORTS], "predict": predict,
                     "predict_pytorch": ["env", "VIPA_TRACE_CACHE=off", *predict],
-                    "predict_onnx": [*predict[:predict.index("--checkpoint")], "--model",
-                                     str(onnx), "--out", str(folder / "onnx-out"),
-                                     "--device", device.type]}
+                    "predict_onnx": predict_onnx,
+                    "onnx_uncached": ["env", "VIPA_TRACE_CACHE=off", *predict_onnx]}
         times = first if isinstance(first, str) else time_commands(commands, env, runs)
         if isinstance(times, str):
             return {"preset": preset, "device": str(device), "command": predict, "error": times}
@@ -122,5 +126,7 @@ def cold_start(preset: str, device: torch.device, runs: int, overrides: list[str
         "imports_median_s": round(statistics.median(times["imports"]), 3),
         "help_median_s": round(statistics.median(times["help"]), 3),
         "onnx_median_s": round(statistics.median(times["predict_onnx"]), 3),
+        "first_onnx_s": round(first["predict_onnx"][0], 3),
+        "onnx_uncached_median_s": round(statistics.median(times["onnx_uncached"]), 3),
         "outputs": written,
     }

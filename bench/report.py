@@ -101,18 +101,21 @@ def cold_start_table(colds: list[dict[str, Any]]) -> list[str]:
     """The cold starts of ``vipa`` commands (fresh processes), one line per device."""
     lines = ["| cold start, median s | device | checkpoint MB | `vipa --help` | `vipa predict` "
              "(checkpoint, cached trace) | first `vipa predict` (traces) | `vipa predict` "
-             "(`VIPA_TRACE_CACHE=off`) | `vipa predict --model model.onnx` | imports alone "
-             "| runs |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "(`VIPA_TRACE_CACHE=off`) | `vipa predict --model model.onnx` (cached graph) "
+             "| first `vipa predict --model` (optimizes) | `vipa predict --model` "
+             "(`VIPA_TRACE_CACHE=off`) | imports alone | runs |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for cold in colds:
         if "error" in cold:
             lines.append(f"| {cold['preset']} | {cold['device']} | failed: "
-                         f"{cold['error'][:100]} | | | | | | | |")
+                         f"{cold['error'][:100]} | | | | | | | | | |")
             continue
         lines.append(f"| {cold['preset']} preset, random weights | {cold['device']} | "
                      f"{cold['checkpoint_mb']:.1f} | {cold['help_median_s']:.2f} | "
                      f"{cold['median_s']:.2f} | {cold['first_predict_s']:.2f} | "
                      f"{cold['pytorch_median_s']:.2f} | {cold['onnx_median_s']:.2f} | "
+                     f"{cold['first_onnx_s']:.2f} | "
+                     f"{cold['onnx_uncached_median_s']:.2f} | "
                      f"{cold['imports_median_s']:.2f} | {cold['runs']} |")
     return lines
 

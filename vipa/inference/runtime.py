@@ -104,17 +104,21 @@ class OnnxRuntime(Runtime):
     def __init__(self, path: Path, device: str = "auto") -> None:
         import onnxruntime as ort
 
+        from vipa.inference.onnx_cache import cpu_session
+        from vipa.inference.traced import trace_cache_enabled
         from vipa_plugins.registry import load_tokenizer
 
         sidecar = read_sidecar(path)
         self.image_size, self.expression_size = sidecar.image_size, sidecar.expression_size
         self.tokenizer = load_tokenizer(sidecar.tokenizer)
-        providers: list = ["CPUExecutionProvider"]
         if (device == "auto" or device.startswith("cuda")) \
                 and "CUDAExecutionProvider" in ort.get_available_providers():
             gpu = device.partition(":")[2] or "0"  # cuda:N under torchrun: this rank's GPU
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(gpu)}))
-        self.session = ort.InferenceSession(str(path), providers=providers)
+            providers = [("CUDAExecutionProvider", {"device_id": int(gpu)}),
+                         "CPUExecutionProvider"]
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        else:
+            self.session = cpu_session(path, trace_cache_enabled())
         self.inputs = sidecar.inputs
 
     def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
