@@ -11,7 +11,7 @@ machine slows all of them alike and the ratios stay fair. The data pipeline
 is timed apart: seconds to load one batch through the training DataLoader.
 
     python -m bench.train_speed --preset cpu --json bench/results/train-speed-cpu.json \\
-        --variant "96 px=model.image_size=96" --variant "channels_last=train.channels_last=true"
+        --variant "96 px=model.image_size=96" --step-mode channels_last --step-mode compile
 """
 
 from __future__ import annotations
@@ -32,9 +32,18 @@ from vipa.data.dataset import collate
 from vipa.model import VipaLoss, build_model
 from vipa.training.optim import build_optimizer
 
+# Ways of running the same step that are not config options (yet): each is measured here
+# before the trainer gets an option for it.
+STEP_MODES = ("channels_last", "compile")
 
-def step_call(cfg: RunConfig):  # noqa: ANN201 - a zero-argument callable
-    """One training step of ``cfg``'s model on a fixed batch of real samples."""
+
+def step_call(cfg: RunConfig, mode: str | None = None):  # noqa: ANN201 - zero-arg callable
+    """One training step of ``cfg``'s model on a fixed batch of real samples.
+
+    ``mode`` ``channels_last``: model and images in channels-last memory format;
+    ``compile``: the model through ``torch.compile`` (inductor), compiled here
+    by a first step whose seconds land in ``step.first_call_s``.
+    """
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg, cfg.data.train_split, train=True)
     model = build_model(cfg.model).train()
@@ -44,6 +53,11 @@ def step_call(cfg: RunConfig):  # noqa: ANN201 - a zero-argument callable
     loss_fn = VipaLoss(cfg.model.loss)
     ids, mask = model.tokenize(batch["text"])
     images, masks = batch["image"], batch["mask"]
+    if mode == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    elif mode == "compile":
+        model.compile()  # in place: parameters and state_dict keys stay the model's
 
     def step() -> None:
         loss = loss_fn(model(images, ids, mask), masks).total
@@ -52,6 +66,11 @@ def step_call(cfg: RunConfig):  # noqa: ANN201 - a zero-argument callable
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    step.first_call_s = None
+    if mode == "compile":
+        start = time.perf_counter()
+        step()
+        step.first_call_s = time.perf_counter() - start
     return step
 
 
@@ -80,16 +99,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = dict([("recipe", []), *(parse_variant(v) for v in args.variant)])
     configs = {name: resolve_config(args.preset, {}, [*args.set, *sets])
                for name, sets in variants.items()}
-    calls = {name: step_call(cfg) for name, cfg in configs.items()}
+    modes = {name: None for name in configs}
+    for mode in args.step_mode:  # the recipe's step run another way
+        configs[f"recipe, {mode}"], modes[f"recipe, {mode}"] = configs["recipe"], mode
+        variants[f"recipe, {mode}"] = []
+    calls = {name: step_call(cfg, modes[name]) for name, cfg in configs.items()}
     ms = median_latency_ms(calls, args.warmup, args.runs)
     base = configs["recipe"].train.batch_size / ms["recipe"]
     rows = []
     for name, cfg in configs.items():
         per_s = cfg.train.batch_size / ms[name] * 1000
-        rows.append({"variant": name, "overrides": variants[name],
+        first = calls[name].first_call_s
+        rows.append({"variant": name, "overrides": variants[name], "step_mode": modes[name],
                      "image_size": cfg.model.image_size, "batch_size": cfg.train.batch_size,
                      "step_ms": round(ms[name], 1), "samples_per_s": round(per_s, 2),
                      "vs_recipe": round(per_s / (base * 1000), 3),
+                     "first_call_s": None if first is None else round(first, 1),
                      "loader_s_per_batch": round(loader_seconds(cfg), 4)})
     return {"preset": args.preset, "machine": machine_info([torch.device("cpu")]),
             "rows": rows}
@@ -101,10 +126,13 @@ def markdown(report: dict[str, Any]) -> str:
              "samples, median of round-robin `torch.utils.benchmark` samples.", "",
              "| variant | overrides | px | batch | ms / step | samples/s | vs recipe "
              "| DataLoader s / batch |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    compiled = [r for r in report["rows"] if r.get("first_call_s") is not None]
     for r in report["rows"]:
         lines.append(f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {r['image_size']} "
                      f"| {r['batch_size']} | {r['step_ms']:.0f} | {r['samples_per_s']:.1f} "
                      f"| {r['vs_recipe']:.2f}x | {r['loader_s_per_batch']:.3f} |")
+    lines += ["", *(f"{r['variant']}: first step (compiling) {r['first_call_s']:.1f} s"
+                    for r in compiled)] if compiled else []
     return "\n".join(lines) + "\n"
 
 
@@ -116,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="NAME=KEY=VALUE[,KEY=VALUE]", help="a variant to compare")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override applied to the recipe and every variant")
+    parser.add_argument("--step-mode", action="append", default=[], choices=STEP_MODES,
+                        help="also time the recipe's step this way (repeatable)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
