@@ -43,7 +43,8 @@ def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def probabilities(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(B, 1, S, S) logits -> float32 (B, H, W) foreground probabilities at (H, W)."""
     resized = resize_bilinear(np.asarray(logits, dtype=np.float32)[:, 0], size)
-    return 1.0 / (1.0 + np.exp(-resized))
+    # The tanh form of the sigmoid: 1 / (1 + exp(-x)) overflows (and warns) below x = -88.
+    return 0.5 + 0.5 * np.tanh(0.5 * resized)
 
 
 def masks_at_original_size(logits, sizes, threshold: float = 0.5) -> list[np.ndarray]:  # noqa: ANN001
