@@ -433,13 +433,22 @@ def test_kill_9_at_any_moment_leaves_a_resume_point_that_loads(world, tmp_path):
             "--device", "cpu", "--no-progress", "--output", str(run), "--max-steps", "400",
             "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "train.checkpoint_every=1",
             "--set", "train.val_every=1000", "--set", "data.max_val_samples=4"]
+    def saved_step() -> int:
+        try:
+            return read_checkpoint(run / "last.safetensors").step
+        except Exception:  # not written yet (the rename is atomic, so never half-written)
+            return 0
+
     rng = random.Random(0)
     for attempt in range(4):
         resume = ["--resume"] if (run / "last.safetensors").is_file() else []
+        before = saved_step()
         process = subprocess.Popen([*args, *resume], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
+        # Kill only once this process has written a checkpoint of its own: on a busy
+        # machine a resumed run can still be importing after the random pause below.
         deadline = time.time() + 120
-        while not (run / "last.safetensors").is_file() and time.time() < deadline:
+        while saved_step() <= before and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.2, 1.5))  # somewhere in the middle of checkpoint writes
         process.send_signal(signal.SIGKILL)
