@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,9 +55,9 @@ def prepare_output_dir(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".vipa-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A probe file of its own: torchrun ranks prepare the same folder at the same time.
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".vipa-write-test-"):
+            pass
     except OSError as error:
         raise DataError(f"cannot write predictions to {out_dir}: "
                         f"{error.strerror or error}") from None
