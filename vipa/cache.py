@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -15,6 +16,16 @@ log = logging.getLogger(__name__)
 def default_cache_dir() -> Path:
     """``$VIPA_CACHE`` or ``~/.cache/vipa``."""
     return Path(os.environ.get("VIPA_CACHE") or Path.home() / ".cache" / "vipa").expanduser()
+
+
+def file_key(path: Path, header: str) -> str:
+    """A cache key: hex digest of ``header`` (the versions the cached copy depends on) and the
+    file's bytes, so a changed file or an upgrade never meets a stale copy."""
+    digest = hashlib.sha256(f"{header}\n".encode())
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:32]
 
 
 def build_once(final: Path, build: Callable[[Path], None], done: Callable[[Path], bool]) -> Path:

@@ -15,12 +15,11 @@ never use it (ORT's CUDA fusions are its own).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
-from vipa.cache import build_once, default_cache_dir
+from vipa.cache import build_once, default_cache_dir, file_key
 from vipa.errors import first_line
 
 logger = logging.getLogger(__name__)
@@ -32,37 +31,32 @@ def graph_key(path: Path) -> str:
     """Hex digest of the export's bytes and onnxruntime's version."""
     import onnxruntime as ort
 
-    digest = hashlib.sha256(f"onnxruntime {ort.__version__} extended\n".encode())
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:32]
+    return file_key(path, f"onnxruntime {ort.__version__} extended")
 
 
 def cpu_session(path: Path, use_cache: bool) -> Any:
     """A CPU ``InferenceSession`` of ``path``; from the cached optimized graph if allowed."""
     import onnxruntime as ort
 
+    cpu = ["CPUExecutionProvider"]
     if not use_cache:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), providers=cpu)
     made: list[Any] = []  # the session that optimized the graph, when this call made it
 
     def optimize_into(folder: Path) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(folder / OPTIMIZED_FILE)
-        made.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        made.append(ort.InferenceSession(str(path), options, providers=cpu))
 
     try:
         folder = build_once(default_cache_dir() / "onnx" / graph_key(path), optimize_into,
                             lambda root: (root / OPTIMIZED_FILE).is_file())
     except OSError as error:  # an unwritable cache only costs speed
         logger.info("no optimized copy of %s (%s)", path, first_line(error))
-        return made[0] if made else ort.InferenceSession(str(path),
-                                                         providers=["CPUExecutionProvider"])
+        return made[0] if made else ort.InferenceSession(str(path), providers=cpu)
     if made:
         return made[0]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(folder / OPTIMIZED_FILE), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(folder / OPTIMIZED_FILE), options, providers=cpu)

@@ -14,13 +14,12 @@ turns the cache off; CUDA devices never use it (a trace bakes in its device).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
 from vipa import __version__
-from vipa.cache import build_once, default_cache_dir
+from vipa.cache import build_once, default_cache_dir, file_key
 from vipa.errors import DataError, ExportError, first_line
 
 logger = logging.getLogger(__name__)
@@ -39,11 +38,7 @@ def trace_key(checkpoint: Path) -> str:
     """Hex digest of the checkpoint's bytes, vipa's version and torch's version."""
     import torch
 
-    digest = hashlib.sha256(f"vipa {__version__} torch {torch.__version__}\n".encode())
-    with open(checkpoint, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:32]
+    return file_key(checkpoint, f"vipa {__version__} torch {torch.__version__}")
 
 
 def _trace_into(checkpoint: Path, folder: Path) -> None:
