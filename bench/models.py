@@ -35,10 +35,10 @@ def build(config: ModelConfig, device: torch.device) -> torch.nn.Module:
     return build_model(config).to(device).eval()
 
 
-def compiled_copy(model: torch.nn.Module) -> torch.nn.Module:
+def compiled_copy(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
     """A copy whose ``forward`` is ``torch.compile``d, so calling it runs the compiled graph."""
     twin = copy.deepcopy(model)
-    twin.forward = torch.compile(twin.forward)
+    twin.forward = torch.compile(twin.forward, backend=backend)
     return twin
 
 

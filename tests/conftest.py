@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import textwrap
@@ -109,3 +110,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# ---- device-aware tests: every test with a ``device`` argument runs once per test device
+
+
+def devices_under_test() -> list[str]:
+    """``VIPA_TEST_DEVICES`` (e.g. ``cuda``, ``cpu,cuda``), else the CPU plus CUDA when present.
+
+    ``python -m bench.cuda`` runs tests/test_device.py with ``VIPA_TEST_DEVICES=cuda``.
+    """
+    spec = os.environ.get("VIPA_TEST_DEVICES", "")
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    return names or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", devices_under_test())

@@ -10,6 +10,7 @@ import pytest
 from vipa.config import (
     DecoderConfig,
     ModelConfig,
+    RunConfig,
     VEGConfig,
     apply_overrides,
     from_dict,
@@ -134,3 +135,13 @@ def test_the_cpu_recipe_trains_for_a_time_budget_that_step_options_replace():
     assert resolve_config("cpu", None, ["train.epochs=2"]).train.time_budget is None
     both = resolve_config("cpu", {"max_steps": 5, "time_budget": "1m"})
     assert (both.train.max_steps, both.train.time_budget) == (5, "1m")
+
+
+def test_on_off_words_keep_their_meaning_in_word_and_boolean_fields():
+    """``train.amp=off`` is the word off (YAML 1.1 would read a boolean); bool fields still
+    read on / off / yes / no as booleans."""
+    cfg = apply_overrides(RunConfig(), ["train.amp=off", "model.veg.retrieval=off",
+                                        "model.veg.refine=on", "model.decoder.coords=no"])
+    assert cfg.train.amp == "off"
+    assert (cfg.model.veg.retrieval, cfg.model.veg.refine, cfg.model.decoder.coords) == (
+        False, True, False)

@@ -57,6 +57,10 @@ def merge(cfg: T, values: Mapping[str, Any]) -> T:
     return _merged(OmegaConf.structured(cfg), [_nested(items)])
 
 
+# Words YAML 1.1 reads as booleans; quoted in overrides so an enum field keeps the word.
+YAML11_BOOLEANS = frozenset({"on", "off", "yes", "no", "y", "n"})
+
+
 def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
     """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
     items = []
@@ -64,6 +68,8 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
         if "=" not in override:
             raise ConfigError(f"override {override!r} must look like key.path=value")
         key, value = override.split("=", 1)
+        if value.strip().lower() in YAML11_BOOLEANS:  # ``train.amp=off`` means the word off;
+            value = f"'{value.strip()}'"  # bool fields still read 'off' / 'on' as booleans
         items.append(f"{key.strip().removeprefix('--')}={value}")
     try:
         dotlist = OmegaConf.from_dotlist(items)

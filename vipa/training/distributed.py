@@ -21,9 +21,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in a torchrun job; ``launched``: torchrun started it (any size)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -31,22 +34,26 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """A process group is in use: DDP wraps the model, even for one process."""
+        return self.launched or self.world_size > 1
 
 
 def init_distributed(device: str) -> DistInfo:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); otherwise a no-op."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    """Join the process group torchrun describes (``RANK`` and ``WORLD_SIZE`` set, any size,
+    so ``--nproc-per-node 1`` runs DDP too); a plain process gets a no-op ``DistInfo()``."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
-    rank = int(os.environ["RANK"])
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and dist.is_nccl_available() else "gloo"
+        backend = "nccl" if device != "cpu" and torch.cuda.is_available() \
+            and dist.is_nccl_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+    logger.info("process group: backend %s, rank %d of %d", dist.get_backend(), rank,
+                world_size)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, launched=True)
 
 
 def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
