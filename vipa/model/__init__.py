@@ -1,6 +1,13 @@
 """The VIPA model: Visual Expression Generator, VIPA decoder, losses, config-built model."""
 
 from vipa.model.losses import LossOutput, VipaLoss
-from vipa.model.vipa_model import ModelOutput, Prediction, VipaModel, build_model
+from vipa.model.vipa_model import (
+    ModelOutput,
+    Prediction,
+    VipaModel,
+    build_model,
+    unused_parameters,
+)
 
-__all__ = ["LossOutput", "ModelOutput", "Prediction", "VipaLoss", "VipaModel", "build_model"]
+__all__ = ["LossOutput", "ModelOutput", "Prediction", "VipaLoss", "VipaModel", "build_model",
+           "unused_parameters"]

@@ -156,3 +156,21 @@ class VipaModel(nn.Module):
 def build_model(config: ModelConfig | None = None) -> VipaModel:
     """Build a :class:`VipaModel` from config alone (defaults: full VIPA on ``tiny``)."""
     return VipaModel(config or ModelConfig())
+
+
+def unused_parameters(config: ModelConfig) -> str | None:
+    """Why some parameters of a model built from ``config`` get no gradient, or None.
+
+    Loss weights of 0 leave parts of the model out of the backward pass: DDP
+    must then look for unused parameters each step (tests/test_ddp_configs.py
+    checks this against the gradients of every switch and pair of switches).
+    """
+    loss, veg, decoder = config.loss, config.veg, config.decoder
+    if decoder.deep_supervision and loss.aux == 0:
+        return "loss.aux=0 leaves the deep-supervision heads without a loss"
+    expression_free = decoder.kv == "language" or not veg.retrieval or veg.detach_expression
+    if loss.contrastive == 0 and expression_free:
+        return ("loss.contrastive=0 leaves the VEG's scoring without a loss (decoder.kv="
+                f"{decoder.kv}, veg.retrieval={veg.retrieval}, veg.detach_expression="
+                f"{veg.detach_expression})")
+    return None

@@ -27,7 +27,7 @@ from vipa.config import RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
 from vipa.data.dataset import collate
 from vipa.errors import CheckpointError, TrainingDivergedError
-from vipa.model import VipaLoss, build_model
+from vipa.model import VipaLoss, build_model, unused_parameters
 from vipa.training.budget import TimeBudget, budget_schedule
 from vipa.training.distributed import DistInfo, broadcast_flag, resolve_device, shard
 from vipa.training.finetune import describe_freeze, freeze, init_from_checkpoint
@@ -95,8 +95,12 @@ class Session:
                         self.parts.state.epoch)
         self.net: torch.nn.Module = self.model
         if info.enabled:
+            unused = unused_parameters(cfg.model)
+            if unused:
+                logger.info("DDP looks for unused parameters every step: %s", unused)
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused is not None)
         self.sampler = ResumableSampler(self.train_set, info.world_size, info.rank, t.seed)
         # A private generator keeps DataLoader from drawing on the global RNG, which
         # would make a resumed run differ from an uninterrupted one.
