@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import free_port
+
 from vipa.config import ModelConfig, apply_overrides
 from vipa.config.validate import validate_model
 from vipa.data.synthetic import generate_synthetic
