@@ -28,6 +28,7 @@ from vipa_encoders.bert_text import (
     random_bert,
 )
 from vipa_encoders.swin_bert import DEFAULT_PRESET, PRESETS, SwinBertPreset
+from vipa_encoders.swin_windows import WindowMasks, run_stage
 from vipa_encoders.wordpiece import DEFAULT_VOCAB_CAP, WordPieceTokenizer
 from vipa_plugins.contracts import IMAGENET_MEAN, IMAGENET_STD, VisionLanguageEncoder
 
@@ -44,7 +45,9 @@ class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
 
     Stage outputs 0-2 are the raw stage outputs (exactly what the next
     pretrained stage expects); stage 3 goes through Swin's own final
-    LayerNorm, as in the classifier it was trained with.
+    LayerNorm, as in the classifier it was trained with. Each stage pads its
+    grid to whole windows before the shifted windows, as LAVT does
+    (:mod:`vipa_encoders.swin_windows`).
     """
 
     def __init__(self, vision: nn.Module, text: BertTextEncoder, tokenizer: WordPieceTokenizer,
@@ -60,12 +63,13 @@ class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
         self.image_mean = IMAGENET_MEAN
         self.image_std = IMAGENET_STD
         self.pretrained = pretrained
+        self.window_masks = WindowMasks()
 
     def stem(self, images: Tensor) -> Tensor:
         return self.vision.patch_embed(self.normalize(images)).permute(0, 3, 1, 2).contiguous()
 
     def forward_stage(self, index: int, x: Tensor) -> Tensor:
-        y = self.vision.layers[index](x.permute(0, 2, 3, 1))
+        y = run_stage(self.vision.layers[index], x.permute(0, 2, 3, 1), self.window_masks)
         if index == len(self.vision.layers) - 1:
             y = self.vision.norm(y)
         return y.permute(0, 3, 1, 2).contiguous()
