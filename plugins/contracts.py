@@ -19,6 +19,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -154,3 +155,20 @@ def check_encoder(encoder: VisionLanguageEncoder) -> None:
             f"{type(encoder).__name__}: out_channels {encoder.out_channels} and strides "
             f"{encoder.strides} differ in length"
         )
+
+
+class TrainingLogger(abc.ABC):
+    """Where a training run's numbers go besides ``metrics.jsonl`` (a ``register_loggers``
+    factory returns one). Called on rank 0 only, from the training loop's thread."""
+
+    @abc.abstractmethod
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        """Scalars by name (``train/loss``, ``lr``, ``val/oIoU``, ``val/position/oIoU``...)."""
+
+    def log_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """uint8 (H, W, 3) images by name (a few validation predictions); optional."""
+        return None
+
+    def close(self) -> None:
+        """Flush and release; called once when the run ends, also when it fails."""
+        return None

@@ -68,3 +68,16 @@ def register_tokenizers(register: Register) -> None:
     uses; checkpoints and export sidecars store the name beside
     ``tokenizer.state()`` and rebuild it with ``cls.from_state(state)``.
     """
+
+
+@hookspec
+def register_loggers(register: Register) -> None:
+    """Register training loggers (experiment trackers: TensorBoard, W&B, MLflow, ...).
+
+    Call ``register(name, factory, description=...)`` once per logger, where
+    ``factory(run_dir=..., config=...)`` returns a
+    :class:`vipa_plugins.contracts.TrainingLogger`; ``config`` is the run's
+    config as a dict. ``vipa train --logger NAME`` opens it on rank 0 and feeds
+    it the run's scalars (losses, lr, samples/s, validation metrics per kind)
+    and, at each validation, a few predictions as images.
+    """

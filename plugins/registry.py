@@ -1,4 +1,4 @@
-"""Name -> factory lookup for encoders and fusions, built from the plugin hooks.
+"""Name -> factory lookup for encoders, fusions, tokenizers and loggers, from the plugin hooks.
 
 Hooks are re-called on every lookup (no cache), so a plugin registered or
 unregistered at run time is seen at once.
@@ -17,6 +17,7 @@ from vipa.errors import (
     PluginError,
     UnknownEncoderError,
     UnknownFusionError,
+    UnknownLoggerError,
     UnknownNameError,
     UnknownTokenizerError,
     distribution_label,
@@ -26,7 +27,7 @@ from vipa_plugins.manager import VipaPluginManager, get_plugin_manager
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("encoder", "fusion", "tokenizer")
+KINDS = ("encoder", "fusion", "tokenizer", "logger")
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,11 @@ def get_fusion(name: str) -> Registration:
 def get_tokenizer(name: str) -> Registration:
     """The registration of tokenizer class ``name``; UnknownTokenizerError lists the known ones."""
     return _lookup("tokenizer", name, UnknownTokenizerError)
+
+
+def get_logger(name: str) -> Registration:
+    """The registration of training logger ``name``; UnknownLoggerError lists the known ones."""
+    return _lookup("logger", name, UnknownLoggerError)
 
 
 def tokenizer_name(tokenizer: Any) -> str:

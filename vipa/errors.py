@@ -78,6 +78,10 @@ class UnknownTokenizerError(UnknownNameError):
     kind = "tokenizer"
 
 
+class UnknownLoggerError(UnknownNameError):
+    kind = "logger"
+
+
 class ConfigError(UsageError):
     """A configuration file or override that does not fit the config schema."""
 

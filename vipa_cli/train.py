@@ -46,7 +46,11 @@ def train_command(
     overrides: list[str] = typer.Option([], "--set",
                                         help="Any config key, e.g. --set veg.k=32 "
                                              "--set train.grad_accum=2. Repeatable."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    loggers: list[str] = typer.Option([], "--logger",
+                                      help="Also log to this tracker: tensorboard, or a "
+                                           "plugin's (see `vipa plugins`). Repeatable."),
+    progress: bool = typer.Option(True, help="Show a progress bar (a plain line every "
+                                             "log_every steps when stderr is no terminal)."),
 ) -> None:
     """Train a VIPA model; checkpoints, metrics and curves go to the run directory.
 
@@ -71,7 +75,7 @@ def train_command(
                "data": data, "data_root": data_root, "split_by": split_by, "image_dir": image_dir,
                "epochs": epochs, "max_steps": max_steps, "time_budget": time_budget,
                "batch_size": batch_size, "image_size": image_size, "lr": lr, "device": device,
-               "seed": seed, "output": output}
+               "seed": seed, "output": output, "logger": loggers or None}
     cfg = train_config(config, options, overrides, resume=resume, init_from=init_from)
 
     result = train(cfg, resume=resume, progress=progress)

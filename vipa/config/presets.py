@@ -39,6 +39,7 @@ OPTION_KEYS = {
     "device": "train.device",
     "seed": "train.seed",
     "time_budget": "train.time_budget",
+    "logger": "train.loggers",
 }
 
 

@@ -174,6 +174,8 @@ class TrainConfig:
     # encoder.vision).
     init_from: str | None = None
     freeze: list[str] = field(default_factory=list)
+    # Training loggers besides metrics.jsonl (register_loggers plugins: tensorboard, ...).
+    loggers: list[str] = field(default_factory=list)
 
 
 @dataclass

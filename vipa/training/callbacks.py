@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -25,15 +26,19 @@ from vipa.evaluation.evaluate import evaluate
 from vipa.progress import ProgressBar
 from vipa.training.distributed import DistInfo
 from vipa.training.state import TrainingParts
+from vipa.training.trackers import RecordSinks
+from vipa.viz import draw_overlays
 
 logger = logging.getLogger(__name__)
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl`` (rank 0 only; None: no file)."""
+    """Appends one JSON object per line to ``metrics.jsonl`` (rank 0 only; None: no file) and
+    hands each record to ``sinks`` (log lines, training loggers)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, sinks: RecordSinks | None = None) -> None:
         self.path = path
+        self.sinks = sinks or RecordSinks()
 
     def write(self, record: dict[str, Any]) -> None:
         if self.path is None:
@@ -45,6 +50,7 @@ class MetricsLog:
         except OSError as error:
             raise DataError(f"cannot append to {self.path}: {error.strerror or error}; the last "
                             "checkpoint is kept") from None
+        self.sinks(record)
 
 
 class StepLogger:
@@ -99,12 +105,38 @@ class Validator:
             logger.info("step %d val mIoU %.4f oIoU %.4f", state.step, metrics["mIoU"],
                         metrics["oIoU"])
         state.validated_at = state.step
+        if self.info.is_main and self.log.sinks.loggers:
+            self.log.sinks.log_images(state.step, self.prediction_images())
         if metrics["oIoU"] > state.best_score:
             state.best_score, state.best_metrics = metrics["oIoU"], metrics
             if self.info.is_main:
                 save_checkpoint(self.best_path, self.model, step=state.step, epoch=state.epoch,
                                 metrics=metrics)
         return metrics
+
+    def prediction_images(self, count: int = 4) -> dict[str, np.ndarray]:
+        """The first ``count`` validation samples: truth and prediction drawn on the image."""
+        dataset = self.loader.dataset
+        samples = [dataset[i] for i in range(min(count, len(dataset)))]
+        samples = [s for s in samples if "image" in s]
+        if not samples:
+            return {}
+        images = torch.stack([s["image"] for s in samples]).to(self.device)
+        ids, mask = self.model.tokenize([s["text"] for s in samples])
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
+                                                    enabled=self.amp is not None):
+            logits = self.model(images, ids.to(self.device), mask.to(self.device)).logits
+        self.model.train(was_training)
+        out = {}
+        for i, sample in enumerate(samples):
+            pixels = (sample["image"].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            truth, predicted = sample["mask"][0].numpy() > 0.5, logits[i, 0].float().cpu() > 0
+            picture = draw_overlays(pixels, [truth, predicted.numpy()],
+                                    [f"truth: {sample['text']}", "prediction"])
+            out[f"val/prediction_{i}"] = np.asarray(picture)
+        return out
 
 
 class Checkpointer:

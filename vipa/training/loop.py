@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vipa.config import RunConfig, save_config
+from vipa.config import RunConfig, save_config, to_dict
 from vipa.config.validate import parse_duration, validate_run
 from vipa.errors import DataError
-from vipa.progress import ProgressBar
+from vipa.progress import ProgressBar, stderr_console
 from vipa.training.budget import TimeBudget
 from vipa.training.callbacks import (
     Checkpointer,
@@ -40,6 +40,7 @@ from vipa.training.distributed import (
 )
 from vipa.training.runs import check_resumable, new_run_dir, run_lock
 from vipa.training.session import Session
+from vipa.training.trackers import LogLines, RecordSinks, open_loggers
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +99,30 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
 
 
 def _run(session: Session, progress: bool) -> TrainResult:
+    """The loop with its record sinks: plain log lines instead of a bar when stderr is no
+    terminal (batch jobs), and the ``--logger`` loggers, closed however the run ends."""
+    sinks = _sinks(session, progress)
+    try:
+        return _loop(session, progress and sinks.lines is None, sinks)
+    finally:
+        sinks.close()
+
+
+def _sinks(session: Session, progress: bool) -> RecordSinks:
+    if not session.info.is_main:
+        return RecordSinks()
+    lines = None
+    if progress and not stderr_console().is_terminal:
+        total = session.total_steps if session.budget is None else int(session.budget.seconds)
+        lines = LogLines(total, _position(session))
+    loggers = open_loggers(session.cfg.train.loggers, session.run_dir, to_dict(session.cfg))
+    return RecordSinks(lines, loggers)
+
+
+def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
     cfg, info, parts, budget = session.cfg, session.info, session.parts, session.budget
     t, state = cfg.train, parts.state
-    log = MetricsLog(session.run_dir / "metrics.jsonl" if info.is_main else None)
+    log = MetricsLog(session.run_dir / "metrics.jsonl" if info.is_main else None, sinks)
     validate = Timed(Validator(session.model, session.net, session.val_loader, session.device,
                                cfg, info, log, session.best_path, session.amp), budget)
     checkpoint = Timed(Checkpointer(session.model, cfg, session.last_path, info), budget)

@@ -67,6 +67,8 @@ class Session:
         # Fail on a misspelt plugin name before any data is read or generated.
         registry.get_encoder(cfg.model.encoder.name)
         registry.get_fusion(cfg.model.fusion.name)
+        for name in cfg.train.loggers:
+            registry.get_logger(name)
         checkpoint = read_checkpoint(self.last_path) if resume else None
         if checkpoint is not None:  # a mismatch is reported before data or model are built
             check_encoder_matches(checkpoint, cfg.model.encoder.name)

@@ -4,20 +4,30 @@ Everything vipa needs is here: a `VisionLanguageEncoder` subclass, its
 `Tokenizer` (serialisable, so checkpoints and exported models carry it), a
 factory taking ``preset``, ``weights``, ``image_size`` and ``max_text_len``,
 and the ``register_encoders`` / ``register_tokenizers`` hook implementations.
+It also shows a training logger (``register_loggers``): ``vipa train --logger
+example-csv`` writes every scalar to ``<run>/example-log.csv``; a W&B or MLflow
+logger is the same few lines around that library's calls.
 The package's pyproject declares this module in the ``vipa`` entry-point group.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from torch import Tensor, nn
 
 from vipa.errors import ConfigError
 from vipa_plugins import hookimpl
-from vipa_plugins.contracts import TextFeatures, Tokenizer, VisionLanguageEncoder
+from vipa_plugins.contracts import (
+    TextFeatures,
+    Tokenizer,
+    TrainingLogger,
+    VisionLanguageEncoder,
+)
 
 BUCKETS = 2048
 
@@ -93,3 +103,23 @@ def register_encoders(register) -> None:
 @hookimpl
 def register_tokenizers(register) -> None:
     register("s2d-bow-buckets", BucketTokenizer, description="Example plugin: hashed words")
+
+
+class CsvLogger(TrainingLogger):
+    """Every scalar of a run as ``step,name,value`` rows of ``<run>/example-log.csv``."""
+
+    def __init__(self, run_dir: Path, config: dict) -> None:
+        self.handle = open(Path(run_dir) / "example-log.csv", "a", newline="")  # noqa: SIM115
+        self.rows = csv.writer(self.handle)
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        self.rows.writerows([step, name, value] for name, value in scalars.items())
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@hookimpl
+def register_loggers(register) -> None:
+    register("example-csv", CsvLogger, description="Example plugin: scalars to a CSV file")
