@@ -24,7 +24,10 @@ def test_dry_run_runs_every_section_and_writes_the_report(tmp_path):
     paper = sections["paper_train"]
     assert paper["steps"] == 4 and 0 <= paper["data_wait_pct"] <= 100
     modes = {row["mode"] for row in sections["inference"]["rows"]}
-    assert modes == {"eager fp32", "eager bf16", "compiled bf16"}
+    assert modes == {"eager fp32", "eager bf16", "bf16 weights"}
+    compiled = sections["compile"]["rows"]
+    assert compiled and all(row["mode"] == "compiled bf16" and row["images_per_s"] > 0
+                            for row in compiled)
     assert sections["inference"]["profile"]["top"]
     assert sections["onnx"]["cpu_max_abs_diff"] <= 1e-4
     assert sections["ddp"]["backend"] == "gloo" and sections["ddp"]["ranks_agree"]
