@@ -131,7 +131,7 @@ def test_switch_with_same_parameters_changes_output(overrides):
 @pytest.mark.parametrize("overrides", [
     ("veg.refine=off",), ("veg.cues=local",), ("veg.cues=global",), ("decoder.kv=language",),
     ("veg.n_refine=1",), ("decoder.coords=false",), ("veg.context_layers=1",),
-    ("veg.fallback=true",), ("decoder.kv=both",),
+    ("veg.fallback=true",), ("decoder.kv=both",), ("decoder.pos_enc=true",),
 ])
 def test_switch_changes_parameters_and_output(overrides):
     base = _model()
@@ -220,7 +220,7 @@ def test_veg_masks_never_empty():
     assert out.expression.shape == (2, 4, 16)
     assert not out.expression_mask[:, 0].any()
     assert out.expression_mask[:, 1:].all()  # topm=1: only the best token passes
-    picked, ignore = model.veg.select(tokens, relevance, model.veg.keep_mask(relevance))
+    picked, ignore, _ = model.veg.select(tokens, relevance, model.veg.keep_mask(relevance))
     assert picked.shape == (2, 4, 16) and not ignore[:, 0].any()
 
 
@@ -333,3 +333,38 @@ def test_phrases_sharing_an_image_match_repeated_images(fusion):
     torch.testing.assert_close(shared.relevance, repeated.relevance, atol=1e-5, rtol=1e-4)
     assert stem_batches[0] == (3 if fusion == "early" else 2)
     assert model.fusion.text_independent == (fusion != "early")
+
+
+def test_positional_encodings_reach_the_pixels_and_the_expression_keys():
+    """decoder.pos_enc: the queries' encodings change the output with the same weights (also
+    for the classic decoder), the keys carry each token's grid cell, and the relevance key
+    (zero at the start) changes the output once it is not zero."""
+    for kv in ("visual", "language"):
+        base = _model(f"decoder.kv={kv}")
+        positional = build_model(_config(f"decoder.kv={kv}", "decoder.pos_enc=true"))
+        missing, _ = positional.load_state_dict(base.state_dict(), strict=False)
+        assert missing == ([] if kv == "language" else ["decoder.relevance_key"])
+        assert not torch.allclose(_logits(base), _logits(positional), atol=1e-6)
+    model = _model("decoder.pos_enc=true", "veg.fallback=true")
+    assert model.decoder.relevance_key is not None and not model.decoder.relevance_key.any()
+    before = _logits(model)
+    with torch.no_grad():
+        model.decoder.relevance_key.fill_(0.5)
+    assert not torch.allclose(before, _logits(model), atol=1e-6)
+
+
+def test_expression_places_are_the_retrieved_cells():
+    from vipa.model.veg import token_places
+
+    relevance = torch.tensor([[0.1, 0.9, 0.2, 0.3, 0.8, 0.0]])  # a 2 x 3 grid
+    places = token_places(torch.tensor([[1, 4]]), relevance, 2, 3)
+    expected = torch.tensor([[[0.5, 0.25, 0.9, 1.0], [0.5, 0.75, 0.8, 1.0]]])
+    torch.testing.assert_close(places, expected)
+    model = _model("decoder.pos_enc=true", "veg.fallback=true").eval()
+    images, ids, mask, _ = _batch(model)
+    with torch.no_grad():
+        text = model.encoder.encode_text(ids, mask)
+        veg = model.veg(model.features(images, text, None)[model.veg_index], text)
+    assert veg.places.shape[:2] == veg.expression.shape[:2]
+    assert (veg.places[:, -1] == 0).all()  # the fallback token has no place
+    assert ((veg.places[:, :-1, :2] > 0) & (veg.places[:, :-1, :2] < 1)).all()

@@ -92,6 +92,9 @@ class DecoderConfig:
     deep_supervision: bool = False
     coords: bool = True
     expression_dropout: float = 0.0
+    # vipa's (off in the paper): 2-D sine encodings on the pixel queries and the expression
+    # keys of every cross-attention, and each expression key carries its token's relevance.
+    pos_enc: bool = False
 
 
 @dataclass

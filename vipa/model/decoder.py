@@ -6,7 +6,9 @@ projection per level), add the upsampled coarser map, then
 tokens, then a 3x3 conv. Keys/values are the visual expression E (``kv=visual``,
 VIPA), the projected word features masked by the text padding mask
 (``kv=language``, the classic decoder; everything else identical), or E followed
-by the projected words (``kv=both``, vipa's variant). A mask head
+by the projected words (``kv=both``, vipa's variant). With ``pos_enc`` (vipa's, off in
+the paper) the pixel queries carry a 2-D sine encoding of their place, and each
+expression key the encoding of its token's grid cell plus its relevance. A mask head
 predicts logits at the finest level (stride 4), upsampled bilinearly to the
 input size. With deep supervision each coarser level adds an aux logit map.
 """
@@ -20,7 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vipa.config import DecoderConfig
-from vipa.model.layers import CrossAttentionLayer, FFNLayer, fit_heads, with_coords
+from vipa.model.layers import (
+    CrossAttentionLayer,
+    FFNLayer,
+    fit_heads,
+    grid_places,
+    sine_encoding,
+    with_coords,
+)
 from vipa_plugins.contracts import TextFeatures
 
 
@@ -42,11 +51,17 @@ class LevelBlock(nn.Module):
         self.ffn = nn.ModuleList(FFNLayer(dim, ffn_ratio) for _ in range(layers))
         self.out = _conv_norm(dim, dim, 3)
 
-    def forward(self, x: Tensor, memory: Tensor, ignore: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, ignore: Tensor | None,
+                memory_pos: Tensor | None = None, positional: bool = False) -> Tensor:
+        """``positional``: the pixels' 2-D sine encoding joins the queries, ``memory_pos`` the
+        keys (``decoder.pos_enc``)."""
         batch, dim, height, width = x.shape
         tokens = x.flatten(2).transpose(1, 2)
+        query_pos = sine_encoding(grid_places(height, width, device=x.device),
+                                  dim).unsqueeze(0) if positional else None
         for cross, ffn in zip(self.cross, self.ffn, strict=True):
-            tokens = ffn(cross(tokens, memory, key_padding_mask=ignore))
+            tokens = ffn(cross(tokens, memory, key_padding_mask=ignore, query_pos=query_pos,
+                               key_pos=memory_pos))
         return self.out(tokens.transpose(1, 2).reshape(batch, dim, height, width))
 
 
@@ -67,6 +82,20 @@ class VipaDecoder(nn.Module):
         self.mask_head = nn.Sequential(_conv_norm(dim, dim, 3), nn.Conv2d(dim, 1, 1))
         aux = len(out_channels) - 1 if config.deep_supervision else 0
         self.aux_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(aux))
+        # pos_enc: each expression key also carries its token's relevance along this vector,
+        # so "is a relevant token here?" is one dot product of a pixel's query.
+        with_places = config.pos_enc and config.kv != "language"
+        self.relevance_key = nn.Parameter(torch.zeros(dim)) if with_places else None
+
+    def memory_positions(self, places: Tensor | None, memory: Tensor) -> Tensor | None:
+        """Key encodings of the memory with ``decoder.pos_enc``: each expression token's place
+        and relevance; the fallback token and the words get none (0)."""
+        if self.relevance_key is None or places is None:
+            return None
+        located = places[..., 3:4]
+        keys = sine_encoding(places[..., :2], self.config.dim) * located \
+            + places[..., 2:3] * self.relevance_key
+        return F.pad(keys, (0, 0, 0, memory.shape[1] - keys.shape[1]))
 
     def memory(self, text: TextFeatures, expression: Tensor | None,
                expression_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -86,14 +115,16 @@ class VipaDecoder(nn.Module):
                 torch.cat((expression_mask, ignore_words), dim=1))
 
     def forward(self, features: Sequence[Tensor], text: TextFeatures, expression: Tensor | None,
-                expression_mask: Tensor | None,
-                output_size: tuple[int, int]) -> tuple[Tensor, list[Tensor]]:
+                expression_mask: Tensor | None, output_size: tuple[int, int],
+                places: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first).
 
         ``expression`` is the VEG's visual expression; the model builds its VEG
-        with one exactly when ``kv`` is ``visual`` or ``both``.
+        with one exactly when ``kv`` is ``visual`` or ``both``. ``places``: the VEG's
+        token places, used by ``decoder.pos_enc``.
         """
         memory, ignore = self.memory(text, expression, expression_mask)
+        memory_pos = self.memory_positions(places, memory)
         x: Tensor | None = None
         aux: list[Tensor] = []
         for level in reversed(range(len(features))):
@@ -105,7 +136,7 @@ class VipaDecoder(nn.Module):
                 x = F.interpolate(x, size=projected.shape[-2:], mode="bilinear",
                                   align_corners=False)
                 projected = projected + x
-            x = self.blocks[level](projected, memory, ignore)
+            x = self.blocks[level](projected, memory, ignore, memory_pos, self.config.pos_enc)
             if level > 0 and self.aux_heads:
                 head = self.aux_heads[len(features) - 1 - level]
                 aux.append(F.interpolate(head(x), size=output_size, mode="bilinear",

@@ -7,7 +7,10 @@ where a key must be ignored.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -31,6 +34,32 @@ def with_coords(x: Tensor) -> Tensor:
     return torch.cat((x, coord_maps(b, h, w, device=x.device, dtype=x.dtype)), dim=1)
 
 
+def grid_places(height: int, width: int, *, device: torch.device) -> Tensor:
+    """(H * W, 2) centre (x, y) of each cell of an H x W grid, in [0, 1] of the image.
+
+    Cell centres, so grids of different resolution agree on where a point is.
+    """
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x.flatten(), grid_y.flatten()), dim=-1)
+
+
+def sine_encoding(places: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """(..., 2) (x, y) in [0, 1] -> (..., dim) 2-D sine encoding (DETR, Mask2Former).
+
+    Half the channels encode y, half x, each as sin / cos pairs over geometric
+    frequencies; channels beyond a multiple of 4 stay 0.
+    """
+    quarter = dim // 4
+    steps = torch.arange(quarter, device=places.device, dtype=torch.float32)
+    freqs = temperature ** (steps / max(quarter, 1))
+    angles = places.float().unsqueeze(-1) * (2 * math.pi) / freqs  # (..., 2, quarter)
+    x, y = angles[..., 0, :], angles[..., 1, :]
+    encoded = torch.cat((y.sin(), y.cos(), x.sin(), x.cos()), dim=-1)
+    return F.pad(encoded, (0, dim - 4 * quarter))
+
+
 def fit_heads(dim: int, heads: int) -> int:
     """The largest head count <= ``heads`` that divides ``dim`` (tiny widths need fewer)."""
     heads = max(1, min(heads, dim))
@@ -51,8 +80,13 @@ class CrossAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, queries: Tensor, memory: Tensor,
-                key_padding_mask: Tensor | None = None) -> Tensor:
-        attended, _ = self.attn(queries, memory, memory, key_padding_mask=key_padding_mask,
+                key_padding_mask: Tensor | None = None, *, query_pos: Tensor | None = None,
+                key_pos: Tensor | None = None) -> Tensor:
+        """``query_pos`` / ``key_pos`` (positional encodings) join the queries and keys, not
+        the values, as in DETR and Mask2Former."""
+        q = queries if query_pos is None else queries + query_pos.to(queries.dtype)
+        k = memory if key_pos is None else memory + key_pos.to(memory.dtype)
+        attended, _ = self.attn(q, k, memory, key_padding_mask=key_padding_mask,
                                 need_weights=False)
         return self.norm(queries + self.dropout(attended))
 

@@ -29,18 +29,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vipa.config import VEGConfig
-from vipa.model.layers import CrossAttentionLayer, FFNLayer, SelfAttentionLayer, with_coords
+from vipa.model.layers import (
+    CrossAttentionLayer,
+    FFNLayer,
+    SelfAttentionLayer,
+    grid_places,
+    with_coords,
+)
 from vipa_plugins.contracts import TextFeatures
 
 _EPS = 1e-6
 
 
 class VEGOutput(NamedTuple):
-    """``expression``/``expression_mask`` are None when only relevance was asked for."""
+    """``expression``/``expression_mask`` are None when only relevance was asked for.
+
+    ``places`` (B, K', 4) says where each expression token came from: its grid
+    cell's centre (x, y) in [0, 1], its relevance, and 1 for a token with a place
+    (0 for the fallback token, which has none).
+    """
 
     expression: Tensor | None
     expression_mask: Tensor | None
     relevance: Tensor
+    places: Tensor | None = None
 
 
 def _cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -150,17 +162,21 @@ class VisualExpressionGenerator(nn.Module):
             threshold = scores.mean(dim=1, keepdim=True)
         return (scores >= threshold) | best
 
-    def select(self, tokens: Tensor, relevance: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-        """Retrieve K tokens; returns (B, K, d) tokens and the (B, K) ignore mask."""
+    def select(self, tokens: Tensor, relevance: Tensor,
+               keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Retrieve K tokens; returns (B, K, d) tokens, the (B, K) ignore mask and the (B, K)
+        grid index of each."""
         batch, count, _ = tokens.shape
         config = self.config
         if not config.retrieval and config.retrieval_fallback == "all":
-            return tokens, torch.zeros(batch, count, dtype=torch.bool, device=tokens.device)
+            index = torch.arange(count, device=tokens.device).expand(batch, count)
+            return tokens, torch.zeros(batch, count, dtype=torch.bool,
+                                       device=tokens.device), index
         k = min(config.k, count)
         if not config.retrieval:  # K random tokens: retrieval ablation
             index = torch.rand(batch, count, device=tokens.device).topk(k, dim=1).indices
             picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-            return picked, torch.zeros(batch, k, dtype=torch.bool, device=tokens.device)
+            return picked, torch.zeros(batch, k, dtype=torch.bool, device=tokens.device), index
         logits = relevance / config.score_tau
         if self.training and config.gumbel:
             uniform = torch.rand_like(logits).clamp(_EPS, 1 - _EPS)
@@ -175,7 +191,7 @@ class VisualExpressionGenerator(nn.Module):
         ignore[:, 0] = False
         if config.mask == "none":
             ignore = torch.zeros_like(ignore)
-        return picked, ignore
+        return picked, ignore, index
 
     def forward(self, feature: Tensor, text: TextFeatures) -> VEGOutput:
         batch, _, height, width = feature.shape
@@ -192,11 +208,20 @@ class VisualExpressionGenerator(nn.Module):
         keep = self.keep_mask(relevance)
         if self.config.detach_expression:
             tokens, relevance = tokens.detach(), relevance.detach()
-        expression, ignore = self.select(tokens, relevance, keep)
+        expression, ignore, index = self.select(tokens, relevance, keep)
         for layer in self.layers:
             expression = layer(expression, tokens, ~keep, ignore)
+        places = token_places(index, relevance, height, width)
         if self.fallback_proj is not None:  # a missed retrieval still leaves the phrase
             fallback = self.fallback_proj(text.sentence).unsqueeze(1).to(expression.dtype)
             expression = torch.cat((expression, fallback), dim=1)
             ignore = torch.cat((ignore, torch.zeros_like(ignore[:, :1])), dim=1)
-        return VEGOutput(expression, ignore, relevance_map)
+            places = torch.cat((places, torch.zeros_like(places[:, :1])), dim=1)
+        return VEGOutput(expression, ignore, relevance_map, places)
+
+
+def token_places(index: Tensor, relevance: Tensor, height: int, width: int) -> Tensor:
+    """(B, K, 4) cell centre (x, y), relevance and 1 of the tokens at ``index`` (B, K)."""
+    grid = grid_places(height, width, device=index.device)[index]  # (B, K, 2)
+    scores = relevance.float().gather(1, index).unsqueeze(-1)
+    return torch.cat((grid, scores, torch.ones_like(scores)), dim=-1)

@@ -106,7 +106,7 @@ class VipaModel(nn.Module):
         features = self.features(images, text, image_index)
         veg = self.veg(features[self.veg_index], text)
         logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,
-                                   (images.shape[-2], images.shape[-1]))
+                                   (images.shape[-2], images.shape[-1]), veg.places)
         return ModelOutput(logits, veg.relevance, aux)
 
     def features(self, images: Tensor, text: TextFeatures,
