@@ -39,11 +39,14 @@ class DistInfo:
 
 
 def init_distributed(device: str) -> DistInfo:
-    """Join the process group torchrun describes (``RANK`` and ``WORLD_SIZE`` set, any size,
-    so ``--nproc-per-node 1`` runs DDP too); a plain process gets a no-op ``DistInfo()``."""
+    """Join the process group torchrun describes (any size: ``--nproc-per-node 1`` runs DDP
+    too), or one of several processes another launcher started; a plain process gets a
+    no-op ``DistInfo()``."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if world_size <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return DistInfo()  # one process that another launcher numbered: nothing to join
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device != "cpu" and torch.cuda.is_available() \
