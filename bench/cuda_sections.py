@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from bench.cuda_plan import Context, bf16_peak_tflops, is_oom, one_line
+from bench.data import loader_rates
 from bench.models import preset_model_config
 from bench.speed import machine_info
 from vipa.config import resolve_config
 from vipa.data.build import build_dataset
-from vipa.data.dataset import collate
 from vipa.training import train
 from vipa.training.distributed import DistInfo
 from vipa.training.session import Session
@@ -222,7 +221,8 @@ def batch_ladder(ctx: Context, session: Session, batch: dict[str, Any]) -> list[
             session.parts.optimizer.zero_grad(set_to_none=True)
             rows.append({"batch": size, "error": "out of memory" if is_oom(error)
                          else one_line(error)})
-            torch.cuda.empty_cache() if ctx.device.type == "cuda" else None
+            if ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
             break
         ms = 1000 * (time.perf_counter() - start)
         row = {"batch": size, "step_ms": round(ms, 1), "images_per_s": round(size / ms * 1000, 1)}
@@ -315,36 +315,13 @@ def ddp(ctx: Context) -> dict[str, Any]:
 
 
 def data(ctx: Context) -> dict[str, Any]:
-    """Training DataLoader images/s at the paper preset's settings, per worker count."""
+    """Training DataLoader images/s at the paper preset's settings, per worker count
+    (:func:`bench.data.loader_rates`)."""
     options = {**ctx.data_options(), "device": str(ctx.device)}
     cfg = resolve_config("paper", options, ctx.overrides())
     dataset = build_dataset(cfg, cfg.data.train_split, train=True)
-    rows = []
-    for workers in ctx.sizes.loader_workers:
-        if ctx.remaining() < 20:
-            rows.append({"workers": workers, "skipped": "time budget"})
-            continue
-        rows.append({"workers": workers, **loader_rate(ctx, dataset, cfg.train.batch_size,
-                                                       workers)})
+    rows = loader_rates(dataset, list(ctx.sizes.loader_workers), ctx.sizes.loader_batches,
+                        cfg.train.batch_size, pin_memory=ctx.device.type == "cuda")
     return {"dataset": f"{cfg.data.name} ({len(dataset)} training samples)",
             "image_size": cfg.model.image_size, "batch_size": cfg.train.batch_size,
             "preset_workers": cfg.data.num_workers, "rows": rows}
-
-
-def loader_rate(ctx: Context, dataset, batch_size: int, workers: int) -> dict[str, Any]:  # noqa: ANN001
-    """Images/s of the loader after its first batch (worker start-up timed apart)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        collate_fn=collate, pin_memory=ctx.device.type == "cuda",
-                        persistent_workers=workers > 0, drop_last=True)
-    start = time.perf_counter()
-    iterator = iter(loader)
-    next(iterator)
-    first = time.perf_counter() - start
-    count = min(ctx.sizes.loader_batches, len(loader) - 1)
-    start = time.perf_counter()
-    for _ in range(count):
-        next(iterator)
-    seconds = time.perf_counter() - start
-    del iterator
-    return {"first_batch_s": round(first, 2),
-            "images_per_s": round(count * batch_size / seconds, 1)}

@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import pickle
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from bench import components
 from bench.report import emit, machine_line
 from bench.speed import machine_info
 from vipa.data.dataset import RISDataset, collate
@@ -92,12 +92,8 @@ def polygon(rng: np.random.Generator, width: int, height: int) -> list[float]:
 
 
 def median_ms(fn, count: int) -> float:  # noqa: ANN001 - a zero-argument callable
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    """Median ms of ``count`` calls on the CPU (:func:`bench.components.median_ms`)."""
+    return components.median_ms({"call": fn}, torch.device("cpu"), 0, count)["call"]
 
 
 def stage_costs(dataset: RISDataset, size: int, samples: int) -> dict[str, float]:
@@ -155,17 +151,19 @@ def decoders(paths: list[Path], size: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def loader_rates(dataset: RISDataset, workers: list[int], batches: int,
-                 batch_size: int) -> list[dict[str, Any]]:
+def loader_rates(dataset: RISDataset, workers: list[int], batches: int, batch_size: int,
+                 pin_memory: bool = False) -> list[dict[str, Any]]:
     """Images/s of the training DataLoader per worker count, after its first batch."""
     rows = []
     for count in workers:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=count,
-                            collate_fn=collate, drop_last=True, persistent_workers=count > 0)
+                            collate_fn=collate, drop_last=True, persistent_workers=count > 0,
+                            pin_memory=pin_memory)
         start = time.perf_counter()
         iterator = iter(loader)
         next(iterator)
         first = time.perf_counter() - start
+        batches = min(batches, len(loader) - 1)
         start = time.perf_counter()
         for _ in range(batches):
             next(iterator)
