@@ -39,7 +39,7 @@ def test_stats_json_and_table(root: Path) -> None:
     payload = json.loads(result.stdout)
     assert payload["split_by"] == "vipa"
     assert {s: v["sentences"] for s, v in payload["splits"].items()} == \
-        {"train": 12, "val": 6, "testA": 3, "testB": 3}
+        {"train": 12, "val": 6, "testA": 3, "testB": 3, "reworded": 6}
     assert all(v["images"] <= v["refs"] <= v["sentences"] for v in payload["splits"].values())
     table = runner.invoke(app, ["data", "stats", "--data-root", str(root)])
     assert table.exit_code == 0 and "testB" in table.stdout and "sentences" in table.stdout

@@ -100,7 +100,8 @@ def _naive_referents(objects: list[dict], text: str, side: float) -> list[int]:
 
 
 def test_loads_through_risdataset(root: Path) -> None:
-    for split, wanted in [("train", 90), ("val", 30), ("testA", 24), ("testB", 24)]:
+    for split, wanted in [("train", 90), ("val", 30), ("testA", 24), ("testB", 24),
+                          ("reworded", 30)]:
         ds = RISDataset(root, "synthetic", split, image_size=32, keep_original=True)
         assert len(ds) == wanted
         item = ds[0]
@@ -118,17 +119,18 @@ def test_every_expression_picks_out_exactly_its_object(root: Path, instances: di
         objects = _objects(instances, ref["image_id"])
         ann_ids = [o["id"] for o in objects]
         for sentence in ref["sentences"]:
-            expression = parse_expression(sentence["sent"])
-            assert expression.text() == sentence["sent"]
+            expression = synthetic.DEFAULT.read(sentence["sent"],
+                                                reworded=ref["split"] == "reworded")
+            assert expression is not None, sentence["sent"]
             assert expression.kind == sentence["kind"]
             assert picks_out(scene, expression) == ann_ids.index(ref["ann_id"])
-            assert _naive_referents(objects, sentence["sent"], 64) == [ref["ann_id"]]
+            assert _naive_referents(objects, expression.text(), 64) == [ref["ann_id"]]
             checked += 1
-    assert checked == 90 + 30 + 2 * 24
+    assert checked == 90 + 30 + 2 * 24 + 30
 
 
 def test_the_three_kinds_are_balanced(refs: list[dict]) -> None:
-    for split in ("train", "val", "testA", "testB"):
+    for split in ("train", "val", "testA", "testB", "reworded"):
         kinds = Counter(s["kind"] for r in refs if r["split"] == split for s in r["sentences"])
         assert set(kinds) == set(KINDS)
         assert max(kinds.values()) - min(kinds.values()) <= 1, (split, kinds)
@@ -250,8 +252,8 @@ def test_ensure_synthetic_generates_once_into_the_cache(tmp_path: Path,
                                         np.uint8))
 
 
-def _all_expressions(scene: Scene, style: synthetic.Style) -> dict[str, synthetic.Expression]:
-    """Every expression the generator could write about the scene, by its text in ``style``."""
+def _all_expressions(scene: Scene) -> list[synthetic.Expression]:
+    """Every expression the generator could write about the scene."""
     from itertools import product
 
     from vipa.data.synthetic import POSITIONS, RELATIONS, Expression, Phrase
@@ -259,15 +261,12 @@ def _all_expressions(scene: Scene, style: synthetic.Style) -> dict[str, syntheti
     phrases = {Phrase(shape=o.shape, colour=colour, size=size)
                for o in scene.objects
                for colour, size in product((None, o.colour), (None, o.size))}
-    found = {}
+    found = []
     for phrase in phrases:
-        found[style.text(Expression("attribute", phrase))] = Expression("attribute", phrase)
-        for position in POSITIONS:
-            e = Expression("position", phrase, position=position)
-            found[style.text(e)] = e
-        for relation, anchor in product(RELATIONS, phrases):
-            e = Expression("relation", phrase, relation=relation, anchor=anchor)
-            found[style.text(e)] = e
+        found.append(Expression("attribute", phrase))
+        found += [Expression("position", phrase, position=p) for p in POSITIONS]
+        found += [Expression("relation", phrase, relation=r, anchor=a)
+                  for r, a in product(RELATIONS, phrases)]
     return found
 
 
@@ -287,9 +286,9 @@ def test_heldout_style_shares_no_shape_colour_or_wording_and_stays_unambiguous(t
     for ref in refs:
         scene = scene_of(instances, ref["image_id"])
         ann_ids = [a["id"] for a in instances["annotations"] if a["image_id"] == ref["image_id"]]
-        readings = _all_expressions(scene, synthetic.HELDOUT)
         for sentence in ref["sentences"]:
-            expression = readings[sentence["sent"]]
+            expression = synthetic.HELDOUT.read(sentence["sent"])
+            assert expression is not None, sentence["sent"]
             assert expression.kind == sentence["kind"]
             assert picks_out(scene, expression) == ann_ids.index(ref["ann_id"])
             checked += 1
@@ -298,7 +297,25 @@ def test_heldout_style_shares_no_shape_colour_or_wording_and_stays_unambiguous(t
     assert len(dataset) == 30 and dataset[0]["mask"].sum() > 0
 
 
-def test_the_default_style_renders_what_the_parser_reads() -> None:
-    scene = _scene(("circle", "red", 10, 30), ("circle", "blue", 40, 30), ("star", "red", 25, 5))
-    for text, expression in _all_expressions(scene, synthetic.DEFAULT).items():
-        assert expression.text() == text and parse_expression(text) == expression
+def test_both_wordings_read_back_and_no_grammar_sentence_reads_like_a_reworded_one() -> None:
+    """Every way of saying an expression reads back to it; reworded phrasings are all new."""
+    scene = _scene(("circle", "red", 10, 30), ("circle", "blue", 40, 30), ("star", "red", 25, 5),
+                   ("square", "purple", 50, 50))
+    rng = np.random.default_rng(0)
+    style = synthetic.DEFAULT
+    grammar: set[str] = set()
+    for expression in _all_expressions(scene):
+        assert parse_expression(expression.text()) == expression  # the canonical sentence
+        for _ in range(12):
+            text = style.text(expression, rng)
+            assert style.read(text) == expression, text
+            grammar.add(text)
+            reworded = style.text(expression, rng, reworded=True)
+            assert style.read(reworded, reworded=True) == expression, reworded
+            assert style.read(reworded) is None, reworded  # not a grammar sentence
+            assert parse_expression(reworded) == expression
+    assert len(grammar) > 3 * len(_all_expressions(scene))  # many ways to say each
+    with pytest.raises(DataError, match="cannot parse"):
+        parse_expression("the thing over there")
+    assert all(t.startswith("the ") for wording in (synthetic.GRAMMAR, synthetic.REWORDED)
+               for _, _, t in wording.templates())

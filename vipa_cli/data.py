@@ -93,7 +93,7 @@ def stats_command(
 def show_command(
     data: str = typer.Option("synthetic", "--data", help=_DATA_HELP),
     data_root: Path | None = typer.Option(None, "--data-root", help=_ROOT_HELP),
-    split: str = typer.Option("val", help="train, val, testA, testB or test."),
+    split: str = typer.Option("val", help="train, val, testA, testB, test or reworded."),
     split_by: str | None = typer.Option(None, "--split-by", help="unc, google, umd, vipa."),
     image_dir: Path | None = typer.Option(None, "--image-dir", help="Folder of the images."),
     index: int = typer.Option(0, "--index", min=0, help="Sample number within the split."),

@@ -20,7 +20,9 @@ def eval_command(
                                         "refcocog, refer or jsonl (default: what the "
                                         "checkpoint was trained on)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
-    split: str = typer.Option("val", help="val, testA, testB, test or train."),
+    split: str = typer.Option("val", help="val, testA, testB, test or train; reworded: the "
+                                          "built-in set's val objects in phrasings no "
+                                          "training sentence uses."),
     split_by: str = typer.Option(None, help="Refs split: unc, google, umd."),
     image_dir: Path = typer.Option(None, help="COCO train2014 images, if not under --data-root."),
     batch_size: int = typer.Option(16, help="Samples per forward pass."),
@@ -51,6 +53,8 @@ def eval_command(
 
       [cyan]vipa eval --checkpoint runs/x/best.safetensors --data refcoco --data-root data/
       --split testA --save-predictions preds/[/cyan]
+
+      [cyan]vipa eval --split reworded[/cyan]   (the same val objects, said in new words)
     """
     from vipa.config import DataConfig, resolve_data_config, saved_run_config
     from vipa.evaluation import evaluate_checkpoint

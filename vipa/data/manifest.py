@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from vipa.data.images import read_image
-from vipa.data.refer import Sample, decode_segmentation
+from vipa.data.refer import SPLITS, Sample, decode_segmentation
 from vipa.errors import DataError
 
 MASK_KEYS = ("mask", "polygon", "rle")
@@ -102,8 +102,8 @@ class ManifestIndex:
 
     @property
     def splits(self) -> list[str]:
-        order = {"train": 0, "val": 1}
-        return sorted(self.records, key=lambda s: (order.get(s, 2), s))
+        order = {split: i for i, split in enumerate(SPLITS)}  # as the refer layout orders them
+        return sorted(self.records, key=lambda s: (order.get(s, len(order)), s))
 
     def samples(self, split: str) -> list[Sample]:
         if split not in self.records:

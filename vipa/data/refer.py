@@ -32,7 +32,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "synthetic-heldout": ("vipa",),  # the held-out style: checking a recipe, never tuning it
     "refer": ("custom",),  # your own data in the refer layout (vipa data convert writes it)
 }
-SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB", "test")
+# reworded: the built-in set's val objects in phrasings no other split uses (docs/data.md).
+SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB", "test", "reworded")
 
 
 @dataclass(frozen=True)

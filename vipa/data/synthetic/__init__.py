@@ -7,9 +7,10 @@ every target has a distractor of the same shape or colour, so an image-only
 model cannot solve the set.
 
 - :mod:`~vipa.data.synthetic.scene`: shapes, colours, object placement;
-- :mod:`~vipa.data.synthetic.language`: grammar, parser, resolver, describer;
+- :mod:`~vipa.data.synthetic.language`: expressions, resolver, describer;
+- :mod:`~vipa.data.synthetic.wording`: ways of saying an expression, and reading one back;
 - :mod:`~vipa.data.synthetic.render`: polygons and images;
-- :mod:`~vipa.data.synthetic.style`: shapes, palette and wording (default and held-out);
+- :mod:`~vipa.data.synthetic.style`: shapes, palette and wordings (default, reworded, held-out);
 - :mod:`~vipa.data.synthetic.writer`: the COCO / refs files;
 - :mod:`~vipa.data.synthetic.cache`: the copy in the user's cache.
 """
@@ -22,7 +23,6 @@ from vipa.data.synthetic.language import (
     Expression,
     Phrase,
     describe,
-    parse_expression,
     picks_out,
     resolve,
 )
@@ -40,13 +40,23 @@ from vipa.data.synthetic.scene import (
     has_lookalike,
     sample_scene,
 )
-from vipa.data.synthetic.style import BY_DATASET, DEFAULT, HELDOUT, STYLES, Style
+from vipa.data.synthetic.style import (
+    BY_DATASET,
+    DEFAULT,
+    GRAMMAR,
+    HELDOUT,
+    REWORDED,
+    STYLES,
+    Style,
+    parse_expression,
+)
+from vipa.data.synthetic.wording import Wording
 from vipa.data.synthetic.writer import SPLIT_BY, SYNTHETIC_VERSION, generate_synthetic, scene_of
 
 __all__ = [
-    "BY_DATASET", "COLOURS", "DEFAULT", "HELDOUT", "KINDS", "MARGIN", "OBJECT_COUNTS",
-    "POSITIONS", "RADIUS", "RELATIONS", "SHAPES", "SIZES", "SPLIT_BY", "STYLES",
-    "SYNTHETIC_VERSION", "TEXTURES", "Expression", "Obj", "Phrase", "Scene", "Style",
+    "BY_DATASET", "COLOURS", "DEFAULT", "GRAMMAR", "HELDOUT", "KINDS", "MARGIN", "OBJECT_COUNTS",
+    "POSITIONS", "RADIUS", "RELATIONS", "REWORDED", "SHAPES", "SIZES", "SPLIT_BY", "STYLES",
+    "SYNTHETIC_VERSION", "TEXTURES", "Expression", "Obj", "Phrase", "Scene", "Style", "Wording",
     "default_cache_dir", "describe", "ensure_synthetic", "generate_synthetic", "has_lookalike",
     "parse_expression", "picks_out", "polygon", "render", "resolve", "sample_scene", "scene_of",
 ]

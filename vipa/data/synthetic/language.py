@@ -1,4 +1,4 @@
-"""The expressions of the synthetic set: grammar, parser, what an expression refers to, describer.
+"""The expressions of the synthetic set: their meaning, what they refer to, and the describer.
 
 Every expression is checked by :func:`picks_out`, a function over the scene,
 to refer to exactly one object.
@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vipa.data.synthetic.scene import COLOURS, SHAPES, SIZES, TEXTURES, Obj, Scene
-from vipa.errors import DataError
+from vipa.data.synthetic.scene import Obj, Scene
 
 KINDS: tuple[str, ...] = ("attribute", "position", "relation")
 POSITIONS: tuple[str, ...] = ("leftmost", "rightmost", "top", "bottom")
@@ -58,48 +57,6 @@ class Expression:
             return f"the {self.phrase.text()} at the {self.position}"
         assert self.anchor is not None
         return f"the {self.phrase.text()} {self.relation} the {self.anchor.text()}"
-
-
-def parse_expression(text: str) -> Expression:
-    """Parse an expression of the generator's grammar; DataError for anything else."""
-    words = text.strip().lower().split()
-
-    def phrase(tokens: list[str]) -> tuple[Phrase, list[str]]:
-        found: dict[str, str] = {}
-        for i, word in enumerate(tokens):
-            if word in SHAPES:
-                return Phrase(shape=word, **found), tokens[i + 1:]
-            for key, vocab in (("colour", COLOURS), ("size", SIZES), ("texture", TEXTURES)):
-                if word in vocab and key not in found:
-                    found[key] = word
-                    break
-            else:
-                break
-        raise DataError(f"cannot parse expression {text!r}")
-
-    if not words or words[0] != "the":
-        raise DataError(f"cannot parse expression {text!r}")
-    rest = words[1:]
-    position = None
-    if rest and rest[0] in ("leftmost", "rightmost"):
-        position, rest = rest[0], rest[1:]
-    target, rest = phrase(rest)
-    if position is not None:
-        if rest:
-            raise DataError(f"cannot parse expression {text!r}")
-        return Expression("position", target, position=position)
-    if not rest:
-        return Expression("attribute", target)
-    if rest[:2] == ["at", "the"] and len(rest) == 3 and rest[2] in ("top", "bottom"):
-        return Expression("position", target, position=rest[2])
-    for relation in RELATIONS:
-        head = relation.split() + ["the"]
-        if rest[:len(head)] == head:
-            anchor, tail = phrase(rest[len(head):])
-            if tail:
-                break
-            return Expression("relation", target, relation=relation, anchor=anchor)
-    raise DataError(f"cannot parse expression {text!r}")
 
 
 def _coordinate(obj: Obj, direction: str) -> float:

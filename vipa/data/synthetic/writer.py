@@ -2,8 +2,10 @@
 
 Splits: ``train`` and ``val`` scenes hold 2-4 objects; ``testA`` holds
 sparse scenes (2-3 objects), ``testB`` crowded ones (4 objects), the way
-RefCOCO splits its test set into two kinds of images. Same seed and sizes
-give the same bytes.
+RefCOCO splits its test set into two kinds of images. A style with a
+reworded wording adds ``reworded``: the val objects and expressions again,
+said in phrasings no other split uses. Same seed and sizes give the same
+bytes.
 """
 
 from __future__ import annotations
@@ -27,18 +29,20 @@ from vipa.errors import DataError
 log = logging.getLogger(__name__)
 
 # Bump when the generator's output changes, so caches are regenerated.
-SYNTHETIC_VERSION = 2
+SYNTHETIC_VERSION = 3
 SPLIT_BY = "vipa"
 
 
 class _CocoWriter:
     """Accumulates images, annotations and refs with running ids; writes the files at the end."""
 
-    def __init__(self, folder: Path, image_size: int, style: Style = DEFAULT) -> None:
+    def __init__(self, folder: Path, image_size: int, style: Style,
+                 words: np.random.Generator) -> None:
         from pycocotools import mask as mask_utils
 
         self.mask_utils = mask_utils
         self.folder, self.image_size, self.style = folder, image_size, style
+        self.words = words  # draws the wording, apart from the scenes' stream
         (folder / "images").mkdir(parents=True, exist_ok=True)
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
@@ -80,7 +84,7 @@ class _CocoWriter:
         sentences = []
         for expression in expressions:
             self.ids["sent"] += 1
-            text = self.style.text(expression)
+            text = self.style.text(expression, self.words, reworded=split == "reworded")
             sentences.append({"tokens": text.split(), "raw": text, "sent": text,
                               "sent_id": self.ids["sent"], "kind": expression.kind})
         self.refs.append({
@@ -132,8 +136,13 @@ def _choose(scene: Scene, rng: np.random.Generator, room: int,
     return chosen, turn
 
 
+Written = list[tuple[int, int, Obj, list[Expression]]]  # (image id, ann id, object, expressions)
+
+
 def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Generator,
-                 on_sentences: Callable[[int], None]) -> None:
+                 on_sentences: Callable[[int], None]) -> Written:
+    """Scenes and refs of ``split`` until ``wanted`` expressions are written; the refs written."""
+    written: Written = []
     made, turn = 0, 0
     low, high = OBJECT_COUNTS[split]
     while made < wanted:
@@ -145,10 +154,14 @@ def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Ge
             continue
         image_id = writer.add_image(split, render(scene, rng, style.colours))
         ann_ids = [writer.add_object(image_id, obj) for obj in scene.objects]
-        count = sum(writer.add_ref(split, image_id, ann_ids[index], scene.objects[index],
-                                   expressions) for index, expressions in chosen)
+        count = 0
+        for index, expressions in chosen:
+            count += writer.add_ref(split, image_id, ann_ids[index], scene.objects[index],
+                                    expressions)
+            written.append((image_id, ann_ids[index], scene.objects[index], expressions))
         made += count
         on_sentences(count)
+    return written
 
 
 def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
@@ -167,18 +180,23 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
     if style not in STYLES:
         raise DataError(f"unknown synthetic style {style!r}; known: {', '.join(STYLES)}")
     root = Path(out_dir)
-    writer = _CocoWriter(root / STYLES[style].dataset, image_size, STYLES[style])
+    chosen = STYLES[style]
+    writer = _CocoWriter(root / chosen.dataset, image_size, chosen,
+                         np.random.default_rng([seed, 1]))
     rng = np.random.default_rng(seed)
     targets = {"train": n_train, "val": n_val, "testA": n_test, "testB": n_test}
-    total, done = sum(targets.values()), [0]
+    total, done = sum(targets.values()) + (n_val if chosen.reworded else 0), [0]
 
     def on_sentences(count: int) -> None:
         done[0] += count
         if progress is not None:
             progress(done[0], total)
 
-    for split, wanted in targets.items():
-        _write_split(writer, split, wanted, rng, on_sentences)
+    written = {split: _write_split(writer, split, wanted, rng, on_sentences)
+               for split, wanted in targets.items()}
+    if chosen.reworded is not None:
+        for image_id, ann_id, obj, expressions in written["val"]:
+            on_sentences(writer.add_ref("reworded", image_id, ann_id, obj, expressions))
     writer.write(seed)
     return root
 
