@@ -53,6 +53,14 @@ class Tokenizer(abc.ABC):
         """
         return 0
 
+    def unknown_words(self, text: str) -> tuple[list[str], int]:
+        """(the words of ``text`` its vocabulary never saw, how many words it has).
+
+        For vocabularies fitted on a training set, where an unseen word carries
+        no learnt meaning; a pretrained or open vocabulary reports none.
+        """
+        return [], len(text.split())
+
     def arrays(self, texts: Sequence[str]):  # noqa: ANN201 - numpy is imported lazily
         """int64 numpy ``(token_ids, attention_mask)``, (B, L) padded to the longest phrase."""
         import numpy as np

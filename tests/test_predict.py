@@ -255,3 +255,23 @@ def test_ranks_preparing_one_output_folder_at_once_do_not_trip_each_other(tmp_pa
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(prepare, range(4)))
     assert list((tmp_path / "out").iterdir()) == []  # no probe left behind
+
+
+def test_a_phrase_of_mostly_unknown_words_warns_once_in_one_line(photo, tmp_path, caplog):
+    """A fitted vocabulary: words the training data never used get one warning per phrase."""
+    from vipa.config import EncoderConfig, ModelConfig
+    from vipa.model import VipaModel
+
+    model = VipaModel(ModelConfig(encoder=EncoderConfig(name="swin-bert", preset="micro"),
+                                  image_size=64))
+    model.encoder.tokenizer.fit(["the leftmost circle", "the red square at the top"] * 3)
+    runtime = TorchRuntime(model, "cpu")
+    with caplog.at_level(logging.WARNING, logger="vipa.inference.runtime"):
+        for _ in range(2):
+            predict_image(runtime, photo, ["the zebra, farthest away", "the leftmost circle",
+                                           "the red zebra"], tmp_path)
+    notes = [r.getMessage() for r in caplog.records if "vocabulary" in r.getMessage()]
+    assert notes == ["3 of the 4 words of 'the zebra, farthest away' are not in this model's "
+                     "vocabulary (zebra, farthest, away): its training data never used them, "
+                     "so the mask is a guess"]  # once; 1 of 3 unknown is not "most"
+    assert runtime.unknown_words_note("the red square") is None

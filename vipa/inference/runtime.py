@@ -34,13 +34,34 @@ class Runtime(abc.ABC):
     expression_size: int  # retrieved VEG tokens (0: retrieval off, nothing to draw)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and mask for ``texts``, warning about every phrase the model cuts."""
+        """Token ids and mask for ``texts``, warning about every phrase the model cuts.
+
+        A phrase most of whose words the model's fitted vocabulary never saw
+        gets one warning (the first time it is seen): its mask is a guess.
+        """
         for text in texts:
             full = self.tokenizer.count(text)
             if full > self.tokenizer.max_len:
                 logger.warning("phrase %r has %d tokens; truncated to the model's limit of %d",
                                text, full, self.tokenizer.max_len)
+            self._warn_unknown(text)
         return self.tokenizer.arrays(texts)
+
+    def _warn_unknown(self, text: str) -> None:
+        warned = self.__dict__.setdefault("_warned_phrases", set())
+        note = None if text in warned else self.unknown_words_note(text)
+        if note is not None:
+            warned.add(text)
+            logger.warning("%s", note)
+
+    def unknown_words_note(self, text: str) -> str | None:
+        """One line when most words of ``text`` are unknown to a fitted vocabulary, else None."""
+        unknown, words = self.tokenizer.unknown_words(text)
+        if not unknown or len(unknown) * 2 <= words:
+            return None
+        return (f"{len(unknown)} of the {words} words of {text!r} are not in this model's "
+                f"vocabulary ({', '.join(unknown)}): its training data never used them, so "
+                f"the mask is a guess")
 
     def run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
             image_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -47,12 +47,15 @@ def build_demo(runtime: Runtime, threshold: float = 0.5, example_rows: list | No
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
     import gradio as gr
 
-    def run(image: np.ndarray | None, text: str) -> list[Segmentation]:
+    def run(image: np.ndarray | None, text: str, warn: bool = True) -> list[Segmentation]:
         if image is None:
             raise gr.Error("give an image (upload one or pick an example)")
+        phrases = phrases_of(text)
+        for note in filter(None, map(runtime.unknown_words_note, phrases if warn else [])):
+            gr.Warning(note)  # one line per phrase, above the result
         try:
-            return segment(runtime, np.asarray(image, dtype=np.uint8)[..., :3],
-                           phrases_of(text), threshold)
+            return segment(runtime, np.asarray(image, dtype=np.uint8)[..., :3], phrases,
+                           threshold)
         except VipaError as error:
             raise gr.Error(str(error)) from None
 
@@ -67,7 +70,7 @@ def build_demo(runtime: Runtime, threshold: float = 0.5, example_rows: list | No
             return []
         pixels = np.asarray(image)[..., :3]
         return [(np.asarray(draw_heatmap(pixels, f.relevance, runtime.expression_size)), f.text)
-                for f in run(image, text)]
+                for f in run(image, text, warn=False)]
 
     with gr.Blocks(title="vipa: referring image segmentation") as demo:
         gr.Markdown("# vipa\nGive an image and phrases such as *the leftmost circle*, one per "
