@@ -71,7 +71,7 @@ def test_predict_writes_mask_and_overlay_at_original_size(checkpoint, photo, tmp
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in records] == ["the astronaut", "the red flag"]
     for i, record in enumerate(records):
-        assert set(record) >= {"text", "mask", "overlay", "area", "bbox", "mean_probability"}
+        assert set(record) >= {"text", "mask", "overlay", "area", "bbox", "score"}
         assert Path(record["mask"]).name == f"astronaut-{i}-{record['text'].replace(' ', '-')}" \
                                             ".mask.png"
         mask = Image.open(record["mask"])
@@ -83,10 +83,11 @@ def test_predict_writes_mask_and_overlay_at_original_size(checkpoint, photo, tmp
         assert record["area"] == int((pixels == 255).sum())
         if record["area"]:
             ys, xs = np.nonzero(pixels)
-            assert record["bbox"] == [xs.min(), ys.min(), xs.max(), ys.max()]
-            assert 0.5 <= record["mean_probability"] <= 1.0
+            assert record["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                                      ys.max() - ys.min() + 1]  # COCO x, y, width, height
+            assert 0.5 <= record["score"] <= 1.0
         else:
-            assert record["bbox"] is None
+            assert record["bbox"] == [0, 0, 0, 0]
 
 
 def test_two_phrases_run_as_one_batch_and_match_single_runs(checkpoint, photo, tmp_path):

@@ -11,7 +11,8 @@ from test_export import small_model
 from typer.testing import CliRunner
 
 from vipa.checkpoint import save_checkpoint
-from vipa.inference.runtime import TorchRuntime, TorchScriptRuntime, load_runtime
+from vipa.inference.loading import load_runtime
+from vipa.inference.runtime import TorchRuntime, TorchScriptRuntime
 from vipa.inference.traced import FAILED_FILE, TRACE_FILE
 from vipa_cli import app
 

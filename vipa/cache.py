@@ -13,6 +13,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def fast_start_cache_enabled() -> bool:
+    """The fast-start copies of models (traced checkpoints, optimised ONNX graphs) are used.
+
+    False when ``VIPA_TRACE_CACHE`` is ``off``, ``0``, ``false`` or ``no``.
+    """
+    return os.environ.get("VIPA_TRACE_CACHE", "on").strip().lower() not in {"off", "0", "false",
+                                                                            "no"}
+
+
 def default_cache_dir() -> Path:
     """``$VIPA_CACHE`` or ``~/.cache/vipa``."""
     return Path(os.environ.get("VIPA_CACHE") or Path.home() / ".cache" / "vipa").expanduser()

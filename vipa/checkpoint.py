@@ -23,11 +23,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from vipa import __version__
 from vipa.config import ModelConfig, from_dict, to_dict
 from vipa.config.validate import validate_model
 from vipa.errors import CheckpointError, ConfigError, PluginError, first_line
 from vipa.model import build_model
+from vipa.version import __version__
 from vipa_plugins import registry
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from vipa import __version__
+from vipa.version import __version__
 
 # Importing a command module registers its command; the order is the order in --help.
 # isort: off

@@ -31,7 +31,7 @@ def demo_command(
     http://127.0.0.1:7860
     """
     from vipa.inference.io import check_threshold
-    from vipa.inference.runtime import load_runtime
+    from vipa.inference.loading import load_runtime
     from vipa.serving.demo import launch
 
     check_threshold(threshold)

@@ -75,8 +75,8 @@ def predict_command(
         if records is None:  # a torchrun rank other than 0: rank 0 reports
             return
     else:
+        from vipa.inference.loading import load_runtime
         from vipa.inference.predict import predict_image
-        from vipa.inference.runtime import load_runtime
 
         runtime = load_runtime(checkpoint, model, device)
         records = [r.to_json() for r in predict_image(runtime, image, texts, out,
@@ -90,6 +90,6 @@ def _report(records: list[dict], as_json: bool) -> None:
             typer.echo(json.dumps(record))
         return
     for record in records:
-        where = f"bbox {record['bbox']}" if record["bbox"] else "no foreground"
+        where = f"bbox xywh {record['bbox']}" if record["area"] else "no foreground"
         console.print(f"{record['text']!r}: {record['area']} px, {where} -> {record['overlay']}",
                       highlight=False)

@@ -58,7 +58,7 @@ def serve_command(
     import uvicorn
 
     from vipa.inference.io import check_threshold
-    from vipa.inference.runtime import load_runtime
+    from vipa.inference.loading import load_runtime
     from vipa.serving.app import Settings, create_app
 
     check_threshold(threshold)

@@ -19,8 +19,9 @@ from typing import Any
 
 from vipa.errors import DataError
 from vipa.inference.io import check_phrases, prepare_output_dir, read_requests
+from vipa.inference.loading import load_runtime
 from vipa.inference.predict import PhraseResult, predict_image
-from vipa.inference.runtime import Runtime, load_runtime
+from vipa.inference.runtime import Runtime
 from vipa.progress import ProgressBar
 
 RESULTS = "results.jsonl"

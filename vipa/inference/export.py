@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vipa import __version__
 from vipa.checkpoint import load_model
 from vipa.config import to_dict
 from vipa.errors import DataError, ExportError, UsageError, first_line
 from vipa.inference.runtime import load_exported
 from vipa.inference.sidecar import INPUT_NAMES, OUTPUT_NAMES, Sidecar, write_sidecar
+from vipa.version import __version__
 from vipa_plugins.registry import dump_tokenizer
 
 logger = logging.getLogger(__name__)

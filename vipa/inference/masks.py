@@ -1,12 +1,16 @@
-"""Images in, masks out: the model's input from a photo, and logits back at the photo's size.
+"""Images in, masks out: the model's input from a photo, logits back at its size, mask records.
 
-numpy and PIL only, no torch: an exported model predicts without importing
-PyTorch. The resize of logits is the bilinear interpolation of
+numpy, PIL and pycocotools only, no torch: an exported model predicts without
+importing PyTorch. Boxes are COCO ``[x, y, width, height]`` everywhere;
+masks travel as COCO compressed RLE. The resize of logits is the bilinear interpolation of
 ``torch.nn.functional.interpolate(..., align_corners=False)``, written out;
 evaluation, prediction, serving and the demo all use it.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import numpy as np
 
@@ -53,3 +57,22 @@ def masks_at_original_size(logits, sizes, threshold: float = 0.5) -> list[np.nda
     sizes = sizes.tolist() if hasattr(sizes, "tolist") else sizes
     return [probabilities(logit[None], size)[0] >= threshold
             for logit, size in zip(logits, sizes, strict=True)]
+
+
+def rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a bool (H, W) mask: ``{"size": [h, w], "counts": str}``."""
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def xywh(mask: np.ndarray) -> list[int]:
+    """COCO box [x, y, width, height] of the foreground; [0, 0, 0, 0] when empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return [0, 0, 0, 0]
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+            int(ys.max() - ys.min() + 1)]

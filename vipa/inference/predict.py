@@ -8,12 +8,13 @@ through the same :class:`~vipa.inference.runtime.Runtime` call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vipa.errors import UsageError
 from vipa.inference.io import (
     check_phrases,
     check_threshold,
@@ -22,20 +23,20 @@ from vipa.inference.io import (
     save_mask_png,
     slugify,
 )
-from vipa.inference.masks import preprocess, probabilities
+from vipa.inference.masks import preprocess, probabilities, rle, xywh
 from vipa.inference.runtime import Runtime
 
 
 @dataclass
 class PhraseResult:
-    """What one phrase produced; ``to_json`` is the ``--json`` record."""
+    """What one phrase produced on disk; ``to_json`` is the ``--json`` record."""
 
     text: str
     mask: str
     overlay: str
     area: int
-    bbox: list[int] | None
-    mean_probability: float
+    bbox: list[int]  # COCO [x, y, width, height]; [0, 0, 0, 0] for an empty mask
+    score: float
     heatmap: str | None = None
     image: str = ""
     request: int | None = None  # line order in a --batch file (0-based)
@@ -47,28 +48,60 @@ class PhraseResult:
 
 @dataclass
 class Segmentation:
-    """One phrase's result in memory: probabilities and mask at the image's size."""
+    """One phrase's result on one image, in memory, at the image's own size.
+
+    ``mask`` (bool) and ``probabilities`` (float32) are (H, W); ``relevance``
+    is the VEG token grid; ``image`` the RGB pixels it was predicted on.
+    ``bbox`` is COCO ``[x, y, width, height]``, ``rle`` COCO compressed RLE,
+    ``score`` the mean foreground probability inside the mask.
+    """
 
     text: str
     probabilities: np.ndarray  # (H, W) float32
     mask: np.ndarray  # (H, W) bool
     relevance: np.ndarray  # (h, w) VEG token grid
+    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8
+    file_name: str = ""  # the image's path, when it came from a file
 
     @property
     def area(self) -> int:
         return int(self.mask.sum())
 
     @property
-    def mean_probability(self) -> float:
+    def score(self) -> float:
         return float(self.probabilities[self.mask].mean()) if self.area else 0.0
 
+    @property
+    def bbox(self) -> list[int]:
+        return xywh(self.mask)
 
-def bbox_of(mask: np.ndarray) -> list[int] | None:
-    """[x0, y0, x1, y1] inclusive pixel bounds of the foreground, None when empty."""
-    ys, xs = np.nonzero(mask)
-    if not len(xs):
-        return None
-    return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+    @property
+    def rle(self) -> dict[str, Any]:
+        return rle(self.mask)
+
+    def to_coco(self, image_id: int | str | None = None) -> dict[str, Any]:
+        """A COCO-style result record: image, ``text``, ``segmentation`` (RLE), box, area, score."""
+        record: dict[str, Any] = {"image_id": image_id, "file_name": self.file_name,
+                                  "text": self.text, "segmentation": self.rle,
+                                  "bbox": self.bbox, "area": self.area,
+                                  "score": round(self.score, 6)}
+        return {k: v for k, v in record.items() if v not in (None, "")}
+
+    def save(self, directory: str | Path, name: str | None = None) -> tuple[Path, Path]:
+        """Write ``<name>.mask.png`` (0/255) and ``<name>.overlay.png``; their paths.
+
+        ``name`` defaults to the image's stem and the phrase's slug.
+        """
+        from vipa.viz import draw_overlay  # drawing libraries load only to draw
+
+        if self.image is None:
+            raise UsageError("this result holds no image to draw the overlay on")
+        directory = prepare_output_dir(Path(directory))
+        name = name or f"{Path(self.file_name).stem or 'image'}-{slugify(self.text)}"
+        mask_path, overlay_path = directory / f"{name}.mask.png", directory / f"{name}.overlay.png"
+        save_mask_png(self.mask, mask_path)
+        draw_overlay(self.image, self.mask, self.text).save(overlay_path)
+        return mask_path, overlay_path
 
 
 def segment_many(runtime: Runtime, jobs: Sequence[tuple[np.ndarray, Sequence[str]]],
@@ -89,7 +122,8 @@ def segment_many(runtime: Runtime, jobs: Sequence[tuple[np.ndarray, Sequence[str
     for image, job_texts in jobs:
         stop = start + len(job_texts)
         probs = probabilities(logits[start:stop], image.shape[:2])
-        out.append([Segmentation(text, probs[j], probs[j] >= threshold, relevance[start + j])
+        out.append([Segmentation(text, probs[j], probs[j] >= threshold, relevance[start + j],
+                                 image)
                     for j, text in enumerate(job_texts)])
         start = stop
     return out
@@ -109,7 +143,7 @@ def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_
     ``indices`` numbers the output files (default 0..n-1); batch mode passes
     request numbers, so names never collide and each result records its request.
     """
-    from vipa.viz import draw_heatmap, draw_overlay  # drawing libraries load only to draw
+    from vipa.viz import draw_heatmap  # drawing libraries load only to draw
 
     texts = check_phrases(texts)
     out_dir = prepare_output_dir(out_dir)
@@ -118,17 +152,15 @@ def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_
     results = []
     for j, found in enumerate(segment(runtime, image, texts, threshold)):
         number = indices[j] if indices is not None else j
-        base = out_dir / f"{stem}-{number}-{slugify(found.text)}"
-        mask_path, overlay_path = Path(f"{base}.mask.png"), Path(f"{base}.overlay.png")
-        save_mask_png(found.mask, mask_path)
-        draw_overlay(image, found.mask, found.text).save(overlay_path)
+        base = f"{stem}-{number}-{slugify(found.text)}"
+        mask_path, overlay_path = found.save(out_dir, base)
         heatmap_path = None
         if heatmap:
-            heatmap_path = Path(f"{base}.heatmap.png")
+            heatmap_path = out_dir / f"{base}.heatmap.png"
             draw_heatmap(image, found.relevance, runtime.expression_size).save(heatmap_path)
         results.append(PhraseResult(
             text=found.text, mask=str(mask_path), overlay=str(overlay_path), area=found.area,
-            bbox=bbox_of(found.mask), mean_probability=found.mean_probability,
+            bbox=found.bbox, score=found.score,
             heatmap=str(heatmap_path) if heatmap_path else None, image=str(image_path),
             request=indices[j] if indices is not None else None))
     return results

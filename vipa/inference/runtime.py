@@ -125,8 +125,8 @@ class OnnxRuntime(Runtime):
     def __init__(self, path: Path, device: str = "auto") -> None:
         import onnxruntime as ort
 
+        from vipa.cache import fast_start_cache_enabled
         from vipa.inference.onnx_cache import cpu_session
-        from vipa.inference.traced import trace_cache_enabled
         from vipa_plugins.registry import load_tokenizer
 
         sidecar = read_sidecar(path)
@@ -139,7 +139,7 @@ class OnnxRuntime(Runtime):
                          "CPUExecutionProvider"]
             self.session = ort.InferenceSession(str(path), providers=providers)
         else:
-            self.session = cpu_session(path, trace_cache_enabled())
+            self.session = cpu_session(path, fast_start_cache_enabled())
         self.inputs = sidecar.inputs
 
     def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
@@ -180,29 +180,3 @@ def load_exported(path: Path, device: str = "auto") -> Runtime:
     """The runtime for an exported file, chosen by its sidecar's format."""
     runtimes = {"onnx": OnnxRuntime, "torchscript": TorchScriptRuntime}
     return runtimes[read_sidecar(path).format](Path(path), device)
-
-
-def load_runtime(checkpoint: Path | None = None, model: Path | None = None,
-                 device: str = "auto") -> Runtime:
-    """A checkpoint (default: the latest run's best) or an exported ``--model`` file."""
-    if model is not None:
-        if checkpoint is not None:
-            raise UsageError("give either --checkpoint or --model, not both")
-        return load_exported(Path(model), device)
-    if checkpoint is None:
-        from vipa.training.runs import default_checkpoint
-
-        checkpoint = default_checkpoint()
-    return _checkpoint_runtime(Path(checkpoint), device)
-
-
-def _checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
-    """On the CPU the checkpoint's cached trace (:mod:`vipa.inference.traced`), else PyTorch."""
-    from vipa.device import resolve_device
-    from vipa.inference.traced import trace_cache_enabled, traced_copy
-
-    if checkpoint.is_file() and trace_cache_enabled() and resolve_device(device).type == "cpu":
-        traced = traced_copy(checkpoint)
-        if traced is not None:
-            return TorchScriptRuntime(traced, "cpu")
-    return TorchRuntime.from_checkpoint(checkpoint, device)

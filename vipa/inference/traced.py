@@ -15,23 +15,16 @@ turns the cache off; CUDA devices never use it (a trace bakes in its device).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from vipa import __version__
 from vipa.cache import build_once, default_cache_dir, file_key
 from vipa.errors import DataError, ExportError, first_line
+from vipa.version import __version__
 
 logger = logging.getLogger(__name__)
 
 TRACE_FILE = "model.pt"
 FAILED_FILE = "not-traceable.txt"  # why the checkpoint runs as a PyTorch model instead
-
-
-def trace_cache_enabled() -> bool:
-    """False when ``VIPA_TRACE_CACHE`` is ``off``, ``0``, ``false`` or ``no``."""
-    return os.environ.get("VIPA_TRACE_CACHE", "on").strip().lower() not in {"off", "0", "false",
-                                                                            "no"}
 
 
 def trace_key(checkpoint: Path) -> str:

@@ -1,0 +1,55 @@
+"""Open a model for inference from what a user names: a checkpoint or an exported file.
+
+The one place that picks a :class:`~vipa.inference.runtime.Runtime`: an
+exported file (``--model``, or any file with a ``.vipa.json`` sidecar) runs
+from its sidecar; a checkpoint (default: the latest run's best) runs from its
+cached trace on the CPU (:mod:`vipa.inference.traced`), else as a PyTorch
+model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vipa.errors import DataError, UsageError
+from vipa.inference.runtime import Runtime, TorchRuntime, TorchScriptRuntime, load_exported
+from vipa.inference.sidecar import sidecar_path
+
+
+def load_runtime(checkpoint: Path | None = None, model: Path | None = None,
+                 device: str = "auto") -> Runtime:
+    """A checkpoint (default: the latest run's best) or an exported ``--model`` file."""
+    if model is not None:
+        if checkpoint is not None:
+            raise UsageError("give either --checkpoint or --model, not both")
+        return load_exported(Path(model), device)
+    if checkpoint is None:
+        from vipa.training.runs import default_checkpoint
+
+        checkpoint = default_checkpoint()
+    return checkpoint_runtime(Path(checkpoint), device)
+
+
+def checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
+    """On the CPU the checkpoint's cached trace (:mod:`vipa.inference.traced`), else PyTorch."""
+    from vipa.cache import fast_start_cache_enabled
+    from vipa.device import resolve_device
+    from vipa.inference.traced import traced_copy
+
+    if checkpoint.is_file() and fast_start_cache_enabled() \
+            and resolve_device(device).type == "cpu":
+        traced = traced_copy(checkpoint)
+        if traced is not None:
+            return TorchScriptRuntime(traced, "cpu")
+    return TorchRuntime.from_checkpoint(checkpoint, device)
+
+
+def open_model(source: str | Path, device: str = "auto") -> Runtime:
+    """The runtime for ``source``: an exported file (it has a sidecar) or a checkpoint."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        if sidecar_path(path).is_file():
+            return load_exported(path, device)
+        return checkpoint_runtime(path, device)
+    raise DataError(f"no model at {source}: give a checkpoint (.safetensors), an exported "
+                    f"model with its .vipa.json sidecar, or a model folder")
