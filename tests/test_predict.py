@@ -276,3 +276,52 @@ def test_a_phrase_of_mostly_unknown_words_warns_once_in_one_line(photo, tmp_path
                      "vocabulary (zebra, farthest, away): its training data never used them, "
                      "so the mask is a guess"]  # once; 1 of 3 unknown is not "most"
     assert runtime.unknown_words_note("the red square") is None
+
+
+def test_a_folder_glob_or_list_of_images_gives_coco_results(checkpoint, photo, tmp_path):
+    """Every phrase on every image; a corrupt image is reported and skipped (exit 1)."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.open(photo).save(folder / "a.jpg")
+    Image.open(photo).resize((120, 80)).save(folder / "b.png")
+    (folder / "c.jpg").write_bytes(b"not a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    result = invoke("predict", str(folder), "the astronaut", "the flag", "--checkpoint",
+                    str(checkpoint), "--out", str(out), "--device", "cpu", "--json",
+                    "--no-progress")
+    assert result.exit_code == 1, result.output
+    assert "c.jpg" in result.stderr and "1 image(s) could not be read" in result.stderr
+    records = json.loads((out / "results.json").read_text())
+    assert [(r["image_id"], Path(r["file_name"]).name, r["text"]) for r in records] == [
+        (1, "a.jpg", "the astronaut"), (1, "a.jpg", "the flag"),
+        (2, "b.png", "the astronaut"), (2, "b.png", "the flag")]
+    for record in records:  # the RLE is the PNG vipa predict wrote, at the image's size
+        rle = {"size": record["segmentation"]["size"],
+               "counts": record["segmentation"]["counts"].encode()}
+        written = np.asarray(Image.open(record["mask"])) > 0
+        assert np.array_equal(mask_utils.decode(rle).astype(bool), written)
+        assert record["area"] == int(written.sum())
+    truth = COCO()
+    truth.dataset = {"images": [{"id": 1, "height": 200, "width": 300},
+                                {"id": 2, "height": 80, "width": 120}],
+                     "annotations": [], "categories": [{"id": 1, "name": "referent"}]}
+    truth.createIndex()
+    assert len(truth.loadRes(str(out / "results.json")).getAnnIds()) == 4
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two images\nphotos/a.jpg\n\nphotos/b.png\n")
+    for spec in (f"@{listing}", str(folder / "a.*"), str(tmp_path / "**" / "b.png"),
+                 str(folder / "[ab].*")):
+        again = invoke("predict", spec, "the flag", "--checkpoint", str(checkpoint), "--out",
+                       str(tmp_path / "again"), "--device", "cpu", "--no-progress")
+        assert again.exit_code == 0, (spec, again.output)
+    unquoted = invoke("predict", str(folder / "a.jpg"), str(folder / "b.png"), "the flag",
+                      "--checkpoint", str(checkpoint))
+    assert unquoted.exit_code == 2 and "quote a glob" in unquoted.stderr
+    empty = invoke("predict", str(tmp_path / "*.gif"), "the flag", "--checkpoint",
+                   str(checkpoint))
+    assert empty.exit_code == 1 and "names no image files" in empty.stderr

@@ -8,7 +8,6 @@ import sys
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from typer.core import TyperGroup
 
@@ -122,11 +121,26 @@ def device_option() -> typer.models.OptionInfo:
     return typer.Option("auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
+class ConsoleLines(logging.Handler):
+    """A log record as one line on the stderr console (``warning: ...``), never wrapped.
+
+    It shares the console with the progress bars, so a line is drawn above a
+    running bar instead of tearing it.
+    """
+
+    STYLES = {logging.WARNING: "[yellow]warning:[/] ", logging.ERROR: "[bold red]error:[/] "}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = max((lv for lv in self.STYLES if record.levelno >= lv), default=None)
+            prefix = self.STYLES.get(level, "") if level is not None else ""
+            err_console.print(prefix + escape(" ".join(self.format(record).split())),
+                              highlight=False)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def setup_logging(verbose: bool) -> None:
-    """Library logging goes to stderr through rich; warnings always, info with --verbose."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
-        force=True,
-    )
+    """Library logging goes to stderr, one line a record; warnings always, info with --verbose."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(message)s", handlers=[ConsoleLines()], force=True)

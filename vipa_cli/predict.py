@@ -13,14 +13,18 @@ from vipa_cli._util import (
     checkpoint_option,
     console,
     device_option,
+    err_console,
     fail,
 )
 
 
 @app.command("predict")
 def predict_command(
-    image: Path = typer.Argument(None, help="Image file (JPEG, PNG, ...)."),
-    texts: list[str] = typer.Argument(None, help="One or more phrases; all run in one pass."),
+    image: str = typer.Argument(None, help="Image file (JPEG, PNG, ...), a folder of images, "
+                                           "a quoted glob (\"photos/**/*.jpg\") or @list.txt "
+                                           "(one image path per line)."),
+    texts: list[str] = typer.Argument(None, help="One or more phrases; all run in one pass "
+                                                 "per image, on every image."),
     checkpoint: Path = checkpoint_option(),
     model: Path = typer.Option(None, "--model", "-m",
                                help="Exported model (.onnx or TorchScript) with its .vipa.json "
@@ -35,18 +39,26 @@ def predict_command(
     heatmap: bool = typer.Option(False, "--heatmap",
                                  help="Also write the VEG relevance map with the retrieved "
                                       "tokens boxed."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON record per phrase."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print one JSON record per phrase; with many images, "
+                                      "write them as one COCO-style results.json in --out."),
     device: str = device_option(),
-    progress: bool = typer.Option(True, help="Progress bar in --batch mode."),
+    progress: bool = typer.Option(True, help="Progress bar for many images or --batch."),
 ) -> None:
     """Segment what each phrase refers to; write masks and overlays at the image's size.
 
     For each phrase: [bold]<stem>-<i>-<slug>.mask.png[/bold] (0/255) and
-    [bold].overlay.png[/bold] (tinted mask, contour, caption) in --out.
+    [bold].overlay.png[/bold] (tinted mask, contour, caption) in --out. Boxes
+    are COCO [x, y, width, height]. With many images an unreadable one is
+    reported and skipped, the rest go on, and the exit code is 1.
 
     [bold]Examples[/bold]
 
       [cyan]vipa predict photo.jpg "the left dog" "the red car" --json[/cyan]
+
+      [cyan]vipa predict photos/ "the left dog" --json[/cyan]   (results.json: COCO results)
+
+      [cyan]vipa predict "photos/**/*.jpg" "the left dog"[/cyan]
 
       [cyan]vipa predict --batch requests.jsonl --out preds/[/cyan]
 
@@ -61,6 +73,7 @@ def predict_command(
     if batch is None and (image is None or not texts):
         raise fail("give an IMAGE and at least one TEXT (or --batch FILE)", EXIT_USAGE_ERROR)
     check_threshold(threshold)
+    _check_unquoted_glob(texts or [])
     if model is None and checkpoint is None:
         from vipa.training.runs import default_checkpoint
 
@@ -75,13 +88,54 @@ def predict_command(
         if records is None:  # a torchrun rank other than 0: rank 0 reports
             return
     else:
+        from vipa.inference.many import names_many
+
+        if names_many(image):
+            raise typer.Exit(_predict_many(image, texts, checkpoint, model, device, out,
+                                           threshold, heatmap, progress, as_json))
         from vipa.inference.loading import load_runtime
         from vipa.inference.predict import predict_image
 
         runtime = load_runtime(checkpoint, model, device)
-        records = [r.to_json() for r in predict_image(runtime, image, texts, out,
+        records = [r.to_json() for r in predict_image(runtime, Path(image), texts, out,
                                                       threshold=threshold, heatmap=heatmap)]
     _report(records, as_json)
+
+
+def _check_unquoted_glob(texts: list[str]) -> None:
+    """An unquoted glob expands into image paths that would be taken for phrases."""
+    from vipa.inference.many import IMAGE_SUFFIXES
+
+    paths = [t for t in texts if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).is_file()]
+    if paths:
+        raise fail(f"{paths[0]!r} is an image file, not a phrase: quote a glob so the shell "
+                   f"does not expand it (vipa predict \"photos/*.jpg\" \"the dog\")",
+                   EXIT_USAGE_ERROR)
+
+
+def _predict_many(spec: str, texts: list[str], checkpoint: Path | None, model: Path | None,
+                  device: str, out: Path, threshold: float, heatmap: bool, progress: bool,
+                  as_json: bool) -> int:
+    """Every phrase on every image ``spec`` names; the exit code (1 if any image failed)."""
+    from vipa.inference.io import check_phrases
+    from vipa.inference.loading import load_runtime
+    from vipa.inference.many import COCO_RESULTS, expand_images, predict_many, write_coco_results
+
+    images = expand_images(spec)
+    texts = check_phrases(texts)
+    runtime = load_runtime(checkpoint, model, device)
+    results, failures = predict_many(runtime, images, texts, out, threshold=threshold,
+                                     heatmap=heatmap, progress=progress)
+    done = f"{len(images) - len(failures)} of {len(images)} images, {len(results)} masks"
+    if as_json:
+        path = write_coco_results(out / COCO_RESULTS, [r.to_coco() for r in results])
+        console.print(f"{done} -> {path}", highlight=False)
+    else:
+        console.print(f"{done} -> {out}", highlight=False)
+    if failures:  # each was reported as it was skipped
+        err_console.print(f"[bold red]error:[/] {len(failures)} image(s) could not be read "
+                          f"and were skipped", highlight=False)
+    return 1 if failures else 0
 
 
 def _report(records: list[dict], as_json: bool) -> None:

@@ -40,10 +40,21 @@ class PhraseResult:
     heatmap: str | None = None
     image: str = ""
     request: int | None = None  # line order in a --batch file (0-based)
+    segmentation: dict[str, Any] | None = None  # COCO compressed RLE
+    image_id: int | None = None  # the image's number (1-based) when many images ran
 
     def to_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items()
-                if value is not None or key not in ("heatmap", "request")}
+                if value is not None or key not in ("heatmap", "request", "image_id")}
+
+    def to_coco(self) -> dict[str, Any]:
+        """The COCO-style results record (``vipa predict DIR --json``'s ``results.json``)."""
+        # category_id 1 (the referred object): pycocotools' loadRes needs one.
+        record = {"image_id": self.image_id, "category_id": 1, "file_name": self.image,
+                  "text": self.text, "segmentation": self.segmentation, "bbox": self.bbox,
+                  "area": self.area,
+                  "score": round(self.score, 6), "mask": self.mask, "overlay": self.overlay}
+        return {k: v for k, v in record.items() if v is not None}
 
 
 @dataclass
@@ -137,18 +148,20 @@ def segment(runtime: Runtime, image: np.ndarray, texts: Sequence[str],
 
 def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_dir: Path,
                   *, threshold: float = 0.5, heatmap: bool = False,
-                  indices: Sequence[int] | None = None) -> list[PhraseResult]:
+                  indices: Sequence[int] | None = None,
+                  stem: str | None = None) -> list[PhraseResult]:
     """Segment every phrase in ``texts`` on one image in one forward pass; write the PNGs.
 
     ``indices`` numbers the output files (default 0..n-1); batch mode passes
     request numbers, so names never collide and each result records its request.
+    ``stem`` starts the file names (default: the image's stem).
     """
     from vipa.viz import draw_heatmap  # drawing libraries load only to draw
 
     texts = check_phrases(texts)
     out_dir = prepare_output_dir(out_dir)
     image = read_image(Path(image_path))
-    stem = Path(image_path).stem
+    stem = stem or Path(image_path).stem
     results = []
     for j, found in enumerate(segment(runtime, image, texts, threshold)):
         number = indices[j] if indices is not None else j
@@ -160,7 +173,7 @@ def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_
             draw_heatmap(image, found.relevance, runtime.expression_size).save(heatmap_path)
         results.append(PhraseResult(
             text=found.text, mask=str(mask_path), overlay=str(overlay_path), area=found.area,
-            bbox=found.bbox, score=found.score,
+            bbox=found.bbox, score=found.score, segmentation=found.rle,
             heatmap=str(heatmap_path) if heatmap_path else None, image=str(image_path),
             request=indices[j] if indices is not None else None))
     return results
