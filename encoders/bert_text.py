@@ -6,14 +6,13 @@ Its tokenizer is :class:`vipa_encoders.wordpiece.WordPieceTokenizer`; the
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from vipa.errors import CheckpointError, VipaError, one_line
+from vipa.quiet import quiet_transformers
 from vipa_encoders._weights import (
     HUB_HOST,
     hub_offline,
@@ -81,26 +80,11 @@ def bert_config(hidden: int, layers: int, heads: int, vocab_size: int,
 
 
 def random_bert(config) -> nn.Module:  # type: ignore[no-untyped-def]
+    """A BertModel of ``config`` with random weights (transformers' notes on it silenced)."""
     from transformers import BertModel
 
-    return BertModel(config, add_pooling_layer=False)
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bar (expected: the pooler is dropped)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+    with quiet_transformers():  # e.g. "loss_type=None ... ForCausalLMLoss": no loss is used
+        return BertModel(config, add_pooling_layer=False)
 
 
 def _from_pretrained(source: str, local_only: bool):  # type: ignore[no-untyped-def]

@@ -325,3 +325,29 @@ def test_a_folder_glob_or_list_of_images_gives_coco_results(checkpoint, photo, t
     empty = invoke("predict", str(tmp_path / "*.gif"), "the flag", "--checkpoint",
                    str(checkpoint))
     assert empty.exit_code == 1 and "names no image files" in empty.stderr
+
+
+@pytest.fixture(scope="module")
+def swin_checkpoint(data_root, tmp_path_factory) -> Path:
+    """swin-bert micro with its BERT text tower, 2 steps: the encoder whose libraries talk."""
+    options = {"encoder": "swin-bert", "preset": "micro", "fusion": "early",
+               "data_root": data_root, "image_size": 64, "batch_size": 2, "max_steps": 2,
+               "device": "cpu", "output": tmp_path_factory.mktemp("swin")}
+    cfg = resolve_config("cpu", options, ["train.val_every=1000", "train.checkpoint_every=2",
+                                          "data.max_val_samples=2", "train.time_budget=null"])
+    return train(cfg, progress=False).last
+
+
+def test_predict_prints_only_its_own_lines(swin_checkpoint, photo, tmp_path):
+    """No library warning or log line on a working command (first run and cached run)."""
+    env = {**os.environ, "VIPA_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "vipa_cli", "predict", str(photo), "the red circle",
+               "--checkpoint", str(swin_checkpoint), "--out", str(tmp_path / "o")]
+    for _ in range(2):  # the first run builds the fast-start copy, the second loads it
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        assert done.stdout.count("\n") == 1 and "the red circle" in done.stdout
+    bad = subprocess.run([*command[:5], "   ", *command[6:]], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -66,7 +66,7 @@ def predict_command(
 
       [cyan]vipa predict --model model.onnx photo.jpg "the left dog"[/cyan]
     """
-    from vipa.inference.io import check_threshold, prepare_output_dir
+    from vipa.inference.io import check_phrases, check_threshold, prepare_output_dir
 
     if batch is not None and (image is not None or texts):
         raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)
@@ -74,6 +74,8 @@ def predict_command(
         raise fail("give an IMAGE and at least one TEXT (or --batch FILE)", EXIT_USAGE_ERROR)
     check_threshold(threshold)
     _check_unquoted_glob(texts or [])
+    if texts:
+        check_phrases(texts)  # a bad phrase is refused before the model loads
     if model is None and checkpoint is None:
         from vipa.training.runs import default_checkpoint
 

@@ -27,6 +27,7 @@ from vipa.config import to_dict
 from vipa.errors import DataError, ExportError, UsageError, first_line
 from vipa.inference.runtime import load_exported
 from vipa.inference.sidecar import INPUT_NAMES, OUTPUT_NAMES, Sidecar, write_sidecar
+from vipa.quiet import quiet_transformers
 from vipa.version import __version__
 from vipa_plugins.registry import dump_tokenizer
 
@@ -107,7 +108,9 @@ def _export_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -
 
 
 def _export_torchscript(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -> None:
-    with warnings.catch_warnings():
+    # The tracer reads every attribute of every module: transformers' models log a note
+    # about their unused loss_function when it does.
+    with warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, inputs, check_trace=False)
     traced.save(str(output))

@@ -5,8 +5,9 @@ A folder gives its image files (by name, not recursive); a glob its matches
 list's folder; blank lines and ``#`` comments skipped). An image that cannot
 be read is reported and skipped; the others go on. ``results.json`` is one
 COCO-style results list: ``image_id`` (1-based, in input order),
-``category_id`` (always 1: the referred object), ``file_name``, ``text``, ``segmentation`` (compressed RLE), ``bbox`` (xywh),
-``area``, ``score``, and the mask and overlay files.
+``category_id`` (always 1: the referred object), ``file_name``, ``text``,
+``segmentation`` (compressed RLE), ``bbox`` (xywh), ``area``, ``score``, and
+the mask and overlay files.
 """
 
 from __future__ import annotations

@@ -1,0 +1,54 @@
+"""Library noise a user of a working command should not see, silenced where it arises.
+
+Each filter names one known message (a deprecation we have measured and
+answered, a log line about a config we built ourselves) and applies only
+around the call that causes it; nothing is silenced process-wide. With
+``--verbose`` (the root logger at INFO) every message shows again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+
+
+def verbose() -> bool:
+    """True under ``--verbose``: library messages are shown, not filtered."""
+    return logging.getLogger().isEnabledFor(logging.INFO)
+
+
+@contextlib.contextmanager
+def without_warning(message: str, category: type[Warning] = Warning) -> Iterator[None]:
+    """Hide warnings whose text starts with ``message`` (a regex) inside the block."""
+    if verbose():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' load report, config notes and progress bars off inside the block.
+
+    A no-op when transformers is not loaded (a model without its modules).
+    """
+    if verbose() or "transformers" not in sys.modules:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
