@@ -10,53 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
 
 from vipa.errors import WeightsNotFoundError, one_line
+from vipa.hub import HUB_HOST, hub_offline, hub_reachable
 
 logger = logging.getLogger(__name__)
-
-HUB_HOST = "huggingface.co"
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def hub_offline() -> bool:
-    """True when the user switched the hub off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``).
-
-    Read from the environment on every call (huggingface_hub reads it once at
-    import), so setting the variable at run time is honoured.
-    """
-    return any(os.environ.get(name, "").strip().lower() in _TRUE
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens within ``timeout`` seconds.
-
-    DNS lookups ignore socket timeouts, so the probe runs in a daemon thread
-    that is abandoned when it takes too long.
-    """
-    if hub_offline():
-        return False
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
-
 
 def weights_not_found(what: str, looked_for: str, option: str,
                       example: str) -> WeightsNotFoundError:

@@ -12,15 +12,9 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from vipa.errors import CheckpointError, VipaError, one_line
+from vipa.hub import HUB_HOST, hub_offline, hub_reachable
 from vipa.quiet import quiet_transformers
-from vipa_encoders._weights import (
-    HUB_HOST,
-    hub_offline,
-    hub_reachable,
-    missing_package,
-    require_dir,
-    weights_not_found,
-)
+from vipa_encoders._weights import missing_package, require_dir, weights_not_found
 from vipa_encoders.wordpiece import WordPieceTokenizer
 from vipa_plugins.contracts import TextFeatures, Tokenizer
 

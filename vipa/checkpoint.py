@@ -145,13 +145,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     """
     checkpoint = read_checkpoint(path)
     check_encoder_matches(checkpoint, expect_encoder)
+    return build_from(checkpoint).to(device), checkpoint
+
+
+def build_from(checkpoint: Checkpoint):  # noqa: ANN201 - a VipaModel, torch imported lazily
+    """The model a :class:`Checkpoint` describes, with its tokenizer and weights (on the CPU)."""
     config = checkpoint.model_config
     config = dataclasses.replace(
         config, encoder=dataclasses.replace(config.encoder, weights="random"))
     model = build_model(config)
     load_tokenizer(model, checkpoint)
     load_weights(model, checkpoint)
-    return model.to(device), checkpoint
+    return model
 
 
 def load_tokenizer(model: torch.nn.Module, checkpoint: Checkpoint) -> None:

@@ -8,7 +8,7 @@ from vipa.version import __version__
 
 # Importing a command module registers its command; the order is the order in --help.
 # isort: off
-from vipa_cli import train, evaluate, predict, export, serve, demo, data, plugins  # noqa: F401
+from vipa_cli import train, evaluate, predict, export, package, serve, demo, data, plugins  # noqa: F401, E501
 # isort: on
 from vipa_cli._util import app, setup_logging
 

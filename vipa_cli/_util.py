@@ -110,10 +110,14 @@ app = typer.Typer(
 )
 
 
-def checkpoint_option() -> typer.models.OptionInfo:
-    """``--checkpoint / -c``, shared by every command that reads a trained model."""
+def checkpoint_option(shared: bool = False) -> typer.models.OptionInfo:
+    """``--checkpoint / -c``, shared by every command that reads a trained model.
+
+    ``shared``: a model folder or a Hub id works too (commands that only run the model).
+    """
+    more = "; or a model folder, or a Hub id ORG/NAME, hf://ORG/NAME@REV" if shared else ""
     return typer.Option(None, "--checkpoint", "-c",
-                        help="Checkpoint (default: the latest run's best.safetensors).")
+                        help=f"Checkpoint (default: the latest run's best.safetensors){more}.")
 
 
 def device_option() -> typer.models.OptionInfo:

@@ -11,7 +11,7 @@ from vipa_cli._util import app, checkpoint_option, device_option, err_console
 
 @app.command("demo")
 def demo_command(
-    checkpoint: Path = checkpoint_option(),
+    checkpoint: str = checkpoint_option(shared=True),
     model: Path = typer.Option(None, "--model", "-m",
                                help="Exported model (.onnx or TorchScript) with its sidecar."),
     port: int = typer.Option(7860, min=1, max=65535, help="TCP port."),

@@ -25,7 +25,7 @@ def predict_command(
                                            "(one image path per line)."),
     texts: list[str] = typer.Argument(None, help="One or more phrases; all run in one pass "
                                                  "per image, on every image."),
-    checkpoint: Path = checkpoint_option(),
+    checkpoint: str = checkpoint_option(shared=True),
     model: Path = typer.Option(None, "--model", "-m",
                                help="Exported model (.onnx or TorchScript) with its .vipa.json "
                                     "sidecar; runs without PyTorch model code."),

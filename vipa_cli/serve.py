@@ -25,7 +25,7 @@ def _loopback(host: str) -> bool:
 
 @app.command("serve")
 def serve_command(
-    checkpoint: Path = checkpoint_option(),
+    checkpoint: str = checkpoint_option(shared=True),
     model: Path = typer.Option(None, "--model", "-m",
                                help="Exported model (.onnx or TorchScript) with its sidecar."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),

@@ -1,10 +1,10 @@
-"""Open a model for inference from what a user names: a checkpoint or an exported file.
+"""Open a model for inference from what a user names: checkpoint, export, folder or Hub id.
 
 The one place that picks a :class:`~vipa.inference.runtime.Runtime`: an
 exported file (``--model``, or any file with a ``.vipa.json`` sidecar) runs
 from its sidecar; a checkpoint (default: the latest run's best) runs from its
 cached trace on the CPU (:mod:`vipa.inference.traced`), else as a PyTorch
-model.
+model; a model folder or a Hub id (:mod:`vipa.hub`) runs as a PyTorch model.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from vipa.inference.runtime import Runtime, TorchRuntime, TorchScriptRuntime, lo
 from vipa.inference.sidecar import sidecar_path
 
 
-def load_runtime(checkpoint: Path | None = None, model: Path | None = None,
+def load_runtime(checkpoint: str | Path | None = None, model: Path | None = None,
                  device: str = "auto") -> Runtime:
-    """A checkpoint (default: the latest run's best) or an exported ``--model`` file."""
+    """``--checkpoint`` (default: the latest run's best; or a folder or Hub id) or ``--model``."""
     if model is not None:
         if checkpoint is not None:
             raise UsageError("give either --checkpoint or --model, not both")
@@ -27,7 +27,7 @@ def load_runtime(checkpoint: Path | None = None, model: Path | None = None,
         from vipa.training.runs import default_checkpoint
 
         checkpoint = default_checkpoint()
-    return checkpoint_runtime(Path(checkpoint), device)
+    return open_model(checkpoint, device)
 
 
 def checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
@@ -45,11 +45,25 @@ def checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
 
 
 def open_model(source: str | Path, device: str = "auto") -> Runtime:
-    """The runtime for ``source``: an exported file (it has a sidecar) or a checkpoint."""
-    path = Path(source).expanduser()
+    """The runtime for ``source``: an export (it has a sidecar), a checkpoint, a model folder
+    or a Hub id (``org/name``, ``hf://org/name@revision``)."""
+    from vipa.hub import hub_folder, hub_source
+
+    hub = hub_source(source)
+    path = hub_folder(*hub) if hub is not None else Path(source).expanduser()
+    if path.is_dir():
+        return folder_runtime(path, device)
     if path.is_file():
         if sidecar_path(path).is_file():
             return load_exported(path, device)
         return checkpoint_runtime(path, device)
     raise DataError(f"no model at {source}: give a checkpoint (.safetensors), an exported "
-                    f"model with its .vipa.json sidecar, or a model folder")
+                    f"model with its .vipa.json sidecar, a model folder or a Hub id (ORG/NAME)")
+
+
+def folder_runtime(folder: Path, device: str) -> Runtime:
+    """A model folder (``vipa package``) as a PyTorch model: safetensors and JSON only."""
+    from vipa.checkpoint import build_from
+    from vipa.hub import read_folder
+
+    return TorchRuntime(build_from(read_folder(folder)), device)

@@ -1,0 +1,116 @@
+"""`vipa package` -> a Hub-style model folder -> an HF cache on disk -> vipa.load("org/name")."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+import vipa
+from vipa.checkpoint import read_checkpoint
+from vipa.errors import CheckpointError, DataError
+from vipa_cli import app
+
+runner = CliRunner()
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def folder(served_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pkg") / "tiny-vipa"
+    done = runner.invoke(app, ["package", str(served_checkpoint), str(out)])
+    assert done.exit_code == 0, done.output
+    assert "hf upload ORG/tiny-vipa" in done.stdout
+    return out
+
+
+def _hf_cache(root: Path, repo: str, folder: Path) -> Path:
+    """The layout huggingface_hub writes: blobs, a snapshot per commit, refs/main."""
+    base = root / f"models--{repo.replace('/', '--')}"
+    snapshot = base / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (base / "blobs").mkdir()
+    for file in folder.iterdir():
+        blob = base / "blobs" / f"blob-{file.name}"
+        shutil.copy(file, blob)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(COMMIT)
+    return root
+
+
+def test_the_folder_holds_weights_config_and_a_card_from_the_run(folder, served_checkpoint):
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
+                                                        "model.safetensors"]
+    stored = read_checkpoint(served_checkpoint)
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) == set(stored.tensors)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["library_name"] == "vipa" and config["tokenizer"] == stored.tokenizer
+    assert config["training"]["metrics"] == stored.metrics
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "vipa" and meta["pipeline_tag"] == "image-segmentation"
+    assert meta["license"] == "apache-2.0" and meta["datasets"] == ["synthetic"]
+    results = meta["model-index"][0]["results"][0]
+    assert results["dataset"]["split"] == "val"
+    got = {m["type"]: m["value"] for m in results["metrics"]}
+    assert got["oIoU"] == round(stored.metrics["oIoU"], 4)  # from the run, not typed
+    assert 'vipa.load("ORG/tiny-vipa")' in card
+
+
+def test_load_by_hub_id_offline_from_the_hf_cache(folder, served_checkpoint, scene_photo,
+                                                 tmp_path, monkeypatch):
+    cache = _hf_cache(tmp_path / "hf", "org/tiny-vipa", folder)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read once at import
+    want = vipa.load(served_checkpoint, device="cpu").predict(scene_photo, "the red square")[0]
+    for source in ("org/tiny-vipa", "hf://org/tiny-vipa", f"org/tiny-vipa@{COMMIT}", folder):
+        got = vipa.load(source, device="cpu").predict(scene_photo, "the red square")[0]
+        assert np.array_equal(got.mask, want.mask), source
+        assert np.allclose(got.probabilities, want.probabilities, atol=1e-5), source
+    with pytest.raises(DataError, match="model org/missing not found.*HF_HUB_OFFLINE") as caught:
+        vipa.load("org/missing")
+    assert "\n" not in str(caught.value)
+
+
+def test_predict_takes_a_hub_id_in_a_fresh_process(folder, scene_photo, tmp_path):
+    cache = _hf_cache(tmp_path / "hf", "org/tiny-vipa", folder)
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "vipa_cli", "predict", str(scene_photo),
+                           "the red square", "--checkpoint", "org/tiny-vipa", "--out",
+                           str(tmp_path / "o"), "--json"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert Image.open(record["mask"]).size == (150, 90)
+
+
+def test_a_folder_with_pickles_or_code_is_refused(folder, tmp_path):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(folder / "config.json", pickled)
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04 not loaded")
+    with pytest.raises(CheckpointError, match="only pickled weights .*pytorch_model.bin"):
+        vipa.load(pickled)
+    code = tmp_path / "code"
+    shutil.copytree(folder, code)
+    config = json.loads((code / "config.json").read_text())
+    (code / "config.json").write_text(json.dumps({**config, "auto_map": {"x": "evil.Model"}}))
+    with pytest.raises(CheckpointError, match="names code to import .auto_map."):
+        vipa.load(code)
+    done = runner.invoke(app, ["predict", "img.png", "x", "--checkpoint", str(code)])
+    assert done.exit_code == 1 and "names code to import" in done.stderr
