@@ -114,3 +114,59 @@ def test_a_folder_with_pickles_or_code_is_refused(folder, tmp_path):
         vipa.load(code)
     done = runner.invoke(app, ["predict", "img.png", "x", "--checkpoint", str(code)])
     assert done.exit_code == 1 and "names code to import" in done.stderr
+
+
+def _predict_folder(images: Path, out: Path, *source: str, env: dict) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", "vipa_cli", "predict", str(images),
+                           "the red square", "the blue square", *source, "--out", str(out),
+                           "--json", "--no-progress"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 1, done.stderr  # the corrupt image
+    assert "broken.png" in done.stderr
+    return json.loads((out / "results.json").read_text())
+
+
+def test_from_checkpoint_to_hub_id_onnx_and_int8_on_a_folder(folder, served_checkpoint,
+                                                             scene_photo, tmp_path):
+    """Package, an HF cache, a folder with a corrupt image: COCO results that pycocotools
+    reads, whose masks are the PNGs vipa predict wrote; the same from ONNX and int8."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(scene_photo, images / "one.png")
+    Image.open(scene_photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(images / "two.png")
+    (images / "broken.png").write_bytes(b"\x89PNG truncated")
+    env = {**os.environ, "HF_HUB_CACHE": str(_hf_cache(tmp_path / "hf", "org/tiny-vipa", folder)),
+           "HF_HUB_OFFLINE": "1", "VIPA_CACHE": str(tmp_path / "cache")}
+    for fmt in ("onnx", "int8"):
+        done = runner.invoke(app, ["export", "-c", str(served_checkpoint), "-o",
+                                   str(tmp_path / f"{fmt}.onnx"),
+                                   *(["--quantize", "int8"] if fmt == "int8" else [])])
+        assert done.exit_code == 0, done.output
+    assert "mean mask IoU with fp32 PyTorch" in done.stdout
+    assert json.loads((tmp_path / "int8.onnx.vipa.json").read_text())["quantized"] == "int8"
+    truth = COCO()
+    truth.dataset = {"images": [{"id": 2, "height": 90, "width": 150},
+                                {"id": 3, "height": 90, "width": 150}],
+                     "annotations": [], "categories": [{"id": 1, "name": "referent"}]}
+    truth.createIndex()
+    runs = {"hub": ["--checkpoint", "org/tiny-vipa"],
+            "onnx": ["--model", str(tmp_path / "onnx.onnx")],
+            "int8": ["--model", str(tmp_path / "int8.onnx")]}
+    masks = {}
+    for name, source in runs.items():
+        records = _predict_folder(images, tmp_path / name, *source, env=env)
+        assert [(r["image_id"], Path(r["file_name"]).name) for r in records] == [
+            (2, "one.png"), (2, "one.png"), (3, "two.png"), (3, "two.png")]  # 1 is broken
+        assert len(truth.loadRes(str(tmp_path / name / "results.json")).getAnnIds()) == 4
+        for record in records:
+            rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
+            decoded = mask_utils.decode(rle).astype(bool)
+            assert np.array_equal(decoded, np.asarray(Image.open(record["mask"])) > 0)
+        masks[name] = [mask_utils.decode({**r["segmentation"],
+                                          "counts": r["segmentation"]["counts"].encode()})
+                       for r in records]
+    for hub, exported in zip(masks["hub"], masks["onnx"], strict=True):
+        assert (hub != exported).mean() < 0.001  # the same model, exported

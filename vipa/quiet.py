@@ -32,6 +32,26 @@ def without_warning(message: str, category: type[Warning] = Warning) -> Iterator
 
 
 @contextlib.contextmanager
+def without_log_records(source: str) -> Iterator[None]:
+    """Drop log records emitted from files whose path contains ``source`` inside the block."""
+    if verbose():
+        yield
+        return
+    handlers = logging.getLogger().handlers
+
+    def keep(record: logging.LogRecord) -> bool:
+        return source not in record.pathname.replace("\\", "/")
+
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
+
+
+@contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' load report, config notes and progress bars off inside the block.
 

@@ -17,6 +17,10 @@ def export_command(
                                 help="Output file (default: model.onnx / model.pt beside the "
                                      "checkpoint)."),
     threshold: float = typer.Option(0.5, help="Threshold recorded in the sidecar."),
+    quantize: str = typer.Option(None, "--quantize",
+                                 help="int8: onnxruntime dynamic quantisation of the ONNX "
+                                      "graph (smaller, faster on CPU), checked by mask IoU "
+                                      "against fp32 PyTorch (>= 0.9)."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Run the exported model and compare with PyTorch "
                                      "(max abs diff <= 1e-4)."),
@@ -37,10 +41,14 @@ def export_command(
 
     checkpoint = checkpoint or default_checkpoint()
     output = output or checkpoint.parent / ("model.onnx" if fmt == "onnx" else "model.pt")
-    result = export_checkpoint(checkpoint, output, fmt, verify=verify, threshold=threshold)
+    result = export_checkpoint(checkpoint, output, fmt, verify=verify, threshold=threshold,
+                               quantize=quantize)
     console.print(f"exported {result.format} model to {result.output}", highlight=False)
     console.print(f"sidecar (tokenizer, preprocessing) written to {result.sidecar}",
                   highlight=False)
     if result.max_abs_diff is not None:
         console.print(f"verified: max abs difference from PyTorch {result.max_abs_diff:.2e} "
                       "(tolerance 1e-4)", highlight=False)
+    if result.mask_agreement is not None:
+        console.print(f"int8: mean mask IoU with fp32 PyTorch {result.mask_agreement:.3f} "
+                      "(bar 0.9)", highlight=False)

@@ -26,7 +26,13 @@ from vipa.checkpoint import load_model
 from vipa.config import to_dict
 from vipa.errors import DataError, ExportError, UsageError, first_line
 from vipa.inference.runtime import load_exported
-from vipa.inference.sidecar import INPUT_NAMES, OUTPUT_NAMES, Sidecar, write_sidecar
+from vipa.inference.sidecar import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    Sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 from vipa.quiet import quiet_transformers
 from vipa.version import __version__
 from vipa_plugins.registry import dump_tokenizer
@@ -47,6 +53,7 @@ class ExportResult:
     sidecar: Path
     format: str
     max_abs_diff: float | None  # None when verification was skipped
+    mask_agreement: float | None = None  # int8: mean mask IoU with fp32 PyTorch
 
 
 class Exportable(nn.Module):
@@ -149,14 +156,19 @@ def verify_export(wrapper: nn.Module, path: Path, tolerance: float = TOLERANCE) 
 
 def export_model(model: nn.Module, output: str | Path, fmt: str = "onnx", *,
                  verify: bool = True, threshold: float = 0.5,
-                 checkpoint: str | Path | None = None) -> ExportResult:
+                 checkpoint: str | Path | None = None,
+                 quantize: str | None = None) -> ExportResult:
     """Export ``model`` (a VipaModel) to ``output`` and write its sidecar.
 
     The model ends up on the CPU (export and verification run there) in the
-    train/eval mode it came in.
+    train/eval mode it came in. ``quantize="int8"`` (ONNX only) writes the
+    dynamically quantised graph, checked by mask agreement (:mod:`.quantize`).
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
+        raise UsageError(f"--quantize takes int8, with --format onnx (got {quantize!r} "
+                         f"for {fmt})")
     output = Path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -164,10 +176,37 @@ def export_model(model: nn.Module, output: str | Path, fmt: str = "onnx", *,
         raise DataError(f"cannot write {output}: {error.strerror or error}") from None
     was_training = model.training
     try:
+        if quantize:
+            return _export_int8(model.to("cpu"), output, verify=verify, threshold=threshold,
+                                checkpoint=checkpoint)
         return _export(model.to("cpu"), output, fmt, verify=verify, threshold=threshold,
                        checkpoint=checkpoint)
     finally:
         model.train(was_training)
+
+
+def _export_int8(model: nn.Module, output: Path, *, verify: bool, threshold: float,
+                 checkpoint: str | Path | None) -> ExportResult:
+    """fp32 ONNX (verified as usual) -> int8 at ``output``, checked on its masks."""
+    from vipa.inference.quantize import MASK_AGREEMENT, mask_agreement, quantize_int8
+
+    fp32 = output.with_name(f".{output.name}.fp32.onnx")
+    try:
+        first = _export(model, fp32, "onnx", verify=verify, threshold=threshold,
+                        checkpoint=checkpoint)
+        quantize_int8(fp32, output)
+    finally:
+        for leftover in (fp32, sidecar_path(fp32)):
+            leftover.unlink(missing_ok=True)
+    sidecar = _sidecar(model, "onnx", threshold, checkpoint)
+    sidecar.quantized = "int8"
+    side = write_sidecar(sidecar, output)
+    agreement = mask_agreement(Exportable(model).eval(), output, threshold) if verify else None
+    if agreement is not None and agreement < MASK_AGREEMENT:
+        raise ExportError(f"int8 model {output.name} agrees with fp32 PyTorch on only "
+                          f"{agreement:.3f} mean mask IoU (bar {MASK_AGREEMENT}); use the fp32 "
+                          f"export")
+    return ExportResult(output, side, "onnx", first.max_abs_diff, agreement)
 
 
 def _export(model: nn.Module, output: Path, fmt: str, *, verify: bool, threshold: float,
@@ -199,8 +238,9 @@ def _sidecar(model: nn.Module, fmt: str, threshold: float,
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str = "onnx", *,
-                      verify: bool = True, threshold: float = 0.5) -> ExportResult:
+                      verify: bool = True, threshold: float = 0.5,
+                      quantize: str | None = None) -> ExportResult:
     """Load a checkpoint on CPU and :func:`export_model` it."""
     model, _ = load_model(checkpoint, "cpu")
     return export_model(model, output, fmt, verify=verify, threshold=threshold,
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint, quantize=quantize)

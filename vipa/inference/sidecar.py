@@ -34,6 +34,7 @@ class Sidecar:
     vipa_version: str
     checkpoint: str | None = None
     inputs: tuple[str, ...] = INPUT_NAMES  # a version-2 graph lacks image_index
+    quantized: str | None = None  # "int8": weights quantised by onnxruntime (vipa export)
 
     def to_json(self) -> dict[str, Any]:
         return {"sidecar": SIDECAR_FORMAT, "sidecar_version": SIDECAR_VERSION, **asdict(self),
