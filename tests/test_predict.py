@@ -351,3 +351,22 @@ def test_predict_prints_only_its_own_lines(swin_checkpoint, photo, tmp_path):
     bad = subprocess.run([*command[:5], "   ", *command[6:]], capture_output=True, text=True,
                          env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_eval_writes_coco_results_that_match_its_png_masks(checkpoint, data_root, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    args = ["eval", "--checkpoint", str(checkpoint), "--data", "synthetic", "--data-root",
+            str(data_root), "--device", "cpu", "--no-progress", "--save-predictions"]
+    png = invoke(*args, str(tmp_path / "png"))
+    coco = invoke(*args, str(tmp_path / "coco"), "--format", "coco")
+    assert png.exit_code == 0 and coco.exit_code == 0, coco.output
+    records = json.loads((tmp_path / "coco" / "results.json").read_text())
+    assert len(records) == 6 and {r["category_id"] for r in records} == {1}
+    for record in records:
+        rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode()}
+        written = np.asarray(Image.open(tmp_path / "png" / f"{record['sent_id']}.png")) > 0
+        assert np.array_equal(mask_utils.decode(rle).astype(bool), written)
+        assert record["area"] == int(written.sum()) and len(record["bbox"]) == 4
+    bad = invoke(*args, str(tmp_path / "x"), "--format", "xml")
+    assert bad.exit_code == 2 and "unknown prediction format" in bad.stderr

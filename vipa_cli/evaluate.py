@@ -34,6 +34,11 @@ def eval_command(
                                      "the checkpoint)."),
     save_predictions: Path = typer.Option(None, help="Write one PNG mask per sample, named by "
                                                      "sentence id, at original image size."),
+    prediction_format: str = typer.Option("png", "--format",
+                                          help="png: one mask per sample; coco: one "
+                                               "results.json of COCO results records (RLE, "
+                                               "xywh box, score, sent_id) in "
+                                               "--save-predictions."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     gallery: Path = typer.Option(None, "--gallery",
                                  help="Write contact sheets (PNG + index.html) of the worst and "
@@ -68,14 +73,15 @@ def eval_command(
     metrics = evaluate_checkpoint(checkpoint, data_cfg, split, batch_size=batch_size,
                                   device=device, threshold=threshold, max_samples=max_samples,
                                   save_predictions=save_predictions, progress=progress,
-                                  gallery=gallery, gallery_count=gallery_count)
+                                  gallery=gallery, gallery_count=gallery_count,
+                                  prediction_format=prediction_format)
     output = output or checkpoint.parent / f"eval-{data_cfg.name}-{split}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(metrics, indent=2) + "\n")
     console.print(metrics_table(metrics, f"{checkpoint} on {data_cfg.name} {split}"))
     console.print(f"metrics written to {output}")
     if save_predictions is not None:
-        console.print(f"prediction masks written to {save_predictions}/")
+        console.print(f"predictions written to {metrics.get('predictions', save_predictions)}")
     if gallery is not None:
         console.print(f"gallery of the worst and best samples: {metrics['gallery']}")
 

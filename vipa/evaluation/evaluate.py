@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -16,9 +17,11 @@ from vipa.config import DataConfig, RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
 from vipa.data.dataset import collate
 from vipa.device import resolve_device
+from vipa.errors import UsageError
 from vipa.evaluation.gallery import Scored, write_gallery
 from vipa.inference.io import check_threshold, save_mask_png
-from vipa.inference.masks import masks_at_original_size
+from vipa.inference.masks import probabilities_at_original_size
+from vipa.inference.predict import Segmentation
 from vipa.metrics import RISMetrics
 from vipa.progress import ProgressBar
 from vipa.training.distributed import DistInfo
@@ -31,12 +34,14 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
              threshold: float = 0.5, dist_info: DistInfo | None = None,
              save_predictions: Path | None = None, amp_dtype: torch.dtype | None = None,
              on_batch: Callable[[int], None] | None = None,
-             scores: list[Scored] | None = None) -> dict[str, Any]:
+             scores: list[Scored] | None = None,
+             coco: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """mIoU, oIoU and precision@0.5..0.9 over ``loader``, reduced across DDP ranks.
 
     Where the samples name their expression kind (the synthetic set's
     attribute / position / relation), ``kinds`` holds the same metrics per kind.
-    ``scores`` (a list) receives every sample's position in ``loader``, kind and IoU.
+    ``scores`` (a list) receives every sample's position in ``loader``, kind and IoU;
+    ``coco`` (a list) every prediction as a COCO results record (with its ``sent_id``).
     """
     inner = getattr(model, "module", model)
     was_training = inner.training
@@ -53,7 +58,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
         images = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = inner(images, ids.to(device), mask.to(device))
-        predictions = masks_at_original_size(output.logits, batch["orig_size"], threshold)
+        probs = probabilities_at_original_size(output.logits, batch["orig_size"])
+        predictions = [p >= threshold for p in probs]
         targets = [m.numpy().astype(bool) for m in batch["orig_mask"]]
         ious = metrics.update(predictions, targets, batch.get("kind"))
         if scores is not None:
@@ -63,6 +69,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
         if save_predictions is not None:
             for prediction, sent_id in zip(predictions, batch["sent_id"].tolist(), strict=True):
                 save_mask_png(prediction, save_predictions / f"{sent_id}.png")
+        if coco is not None:
+            coco += _coco_records(batch, probs, predictions)
         if on_batch is not None:
             on_batch(len(predictions))
     if dist_info is not None and dist_info.enabled:
@@ -109,16 +117,33 @@ class KindMetrics:
         return out
 
 
+def _coco_records(batch: dict[str, Any], probs: list, predictions: list) -> list[dict[str, Any]]:
+    """A batch's predictions as COCO results records (dataset image ids, sentence ids)."""
+    records = []
+    for text, prob, mask, image_id, sent_id in zip(
+            batch["text"], probs, predictions, batch["image_id"].tolist(),
+            batch["sent_id"].tolist(), strict=True):
+        found = Segmentation(text, prob, mask, np.zeros((0, 0), np.float32))
+        records.append({**found.to_coco(image_id), "sent_id": sent_id})
+    return records
+
+
 def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", *,
                         batch_size: int = 16, device: str = "auto", threshold: float = 0.5,
                         max_samples: int | None = None, save_predictions: Path | None = None,
                         progress: bool = True, gallery: Path | None = None,
-                        gallery_count: int = 8) -> dict[str, Any]:
+                        gallery_count: int = 8,
+                        prediction_format: str = "png") -> dict[str, Any]:
     """Load a checkpoint, evaluate it on ``data`` ``split``; return metrics.
 
+    ``save_predictions`` gets one ``<sent_id>.png`` per sample, or with
+    ``prediction_format="coco"`` one ``results.json`` of COCO results records.
     ``gallery``: also draw the worst and best samples there (:mod:`.gallery`).
     """
     check_threshold(threshold)
+    if prediction_format not in ("png", "coco"):
+        raise UsageError(f"unknown prediction format {prediction_format!r}; known: png, coco")
+    coco = [] if save_predictions is not None and prediction_format == "coco" else None
     torch_device = resolve_device(device)
     model, ckpt = load_model(checkpoint, torch_device)
     cfg = RunConfig(model=ckpt.model_config, data=data)
@@ -129,8 +154,13 @@ def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", 
     scores: list[Scored] = []
     with ProgressBar(len(dataset), f"eval {data.name} {split}", progress) as bar:
         metrics = evaluate(model, loader, torch_device, threshold=threshold,
-                           save_predictions=save_predictions,
-                           on_batch=lambda n: bar.update(advance=n), scores=scores)
+                           save_predictions=save_predictions if coco is None else None,
+                           on_batch=lambda n: bar.update(advance=n), scores=scores, coco=coco)
+    if coco is not None:
+        from vipa.inference.many import COCO_RESULTS, write_coco_results
+
+        save_predictions.mkdir(parents=True, exist_ok=True)
+        metrics["predictions"] = str(write_coco_results(save_predictions / COCO_RESULTS, coco))
     if gallery is not None:
         positions = getattr(dataset, "indices", range(len(full)))  # a Subset's own order
         scores = [dataclasses.replace(s, position=positions[s.position]) for s in scores]

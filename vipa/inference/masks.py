@@ -51,12 +51,16 @@ def probabilities(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return 0.5 + 0.5 * np.tanh(0.5 * resized)
 
 
-def masks_at_original_size(logits, sizes, threshold: float = 0.5) -> list[np.ndarray]:  # noqa: ANN001
-    """(B, 1, S, S) logits (numpy or torch) -> one bool mask per sample at its (h, w)."""
+def probabilities_at_original_size(logits, sizes) -> list[np.ndarray]:  # noqa: ANN001
+    """(B, 1, S, S) logits (numpy or torch) -> one float32 probability map per sample at (h, w)."""
     logits = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else logits
     sizes = sizes.tolist() if hasattr(sizes, "tolist") else sizes
-    return [probabilities(logit[None], size)[0] >= threshold
-            for logit, size in zip(logits, sizes, strict=True)]
+    return [probabilities(logit[None], size)[0] for logit, size in zip(logits, sizes, strict=True)]
+
+
+def masks_at_original_size(logits, sizes, threshold: float = 0.5) -> list[np.ndarray]:  # noqa: ANN001
+    """(B, 1, S, S) logits (numpy or torch) -> one bool mask per sample at its (h, w)."""
+    return [p >= threshold for p in probabilities_at_original_size(logits, sizes)]
 
 
 def rle(mask: np.ndarray) -> dict[str, Any]:

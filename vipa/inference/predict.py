@@ -91,11 +91,12 @@ class Segmentation:
         return rle(self.mask)
 
     def to_coco(self, image_id: int | str | None = None) -> dict[str, Any]:
-        """A COCO-style result record: image, ``text``, ``segmentation`` (RLE), box, area, score."""
-        record: dict[str, Any] = {"image_id": image_id, "file_name": self.file_name,
-                                  "text": self.text, "segmentation": self.rle,
-                                  "bbox": self.bbox, "area": self.area,
-                                  "score": round(self.score, 6)}
+        """A COCO-style results record: image, ``category_id`` 1 (the referent), ``text``,
+        ``segmentation`` (RLE), box, area, score."""
+        record: dict[str, Any] = {"image_id": image_id, "category_id": 1,
+                                  "file_name": self.file_name, "text": self.text,
+                                  "segmentation": self.rle, "bbox": self.bbox,
+                                  "area": self.area, "score": round(self.score, 6)}
         return {k: v for k, v in record.items() if v not in (None, "")}
 
     def save(self, directory: str | Path, name: str | None = None) -> tuple[Path, Path]:
