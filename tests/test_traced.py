@@ -171,3 +171,20 @@ def test_vipa_predict_writes_the_same_mask_with_and_without_the_trace(cache, tmp
         masks.append(np.array(Image.open(mask)))
     assert (cache / "traced").is_dir()
     np.testing.assert_array_equal(masks[0], masks[1])
+
+
+def test_vipa_train_leaves_the_fast_start_copy_of_its_checkpoint(cache, tmp_path):
+    """The first `vipa predict` after `vipa train` finds the trace already made."""
+    from vipa.data.synthetic import generate_synthetic
+    from vipa.inference.traced import trace_key
+
+    root = generate_synthetic(tmp_path / "synth", seed=4, n_train=8, n_val=2, n_test=1,
+                              image_size=64)
+    done = runner.invoke(app, [
+        "train", "--encoder", "tiny", "--preset", "micro", "--data-root", str(root),
+        "--image-size", "64", "--batch-size", "2", "--max-steps", "2", "--device", "cpu",
+        "--output", str(tmp_path / "run"), "--no-progress", "--set", "train.time_budget=null",
+        "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "data.max_val_samples=2"])
+    assert done.exit_code == 0, done.output
+    best = tmp_path / "run" / "best.safetensors"
+    assert (cache / "traced" / trace_key(best) / TRACE_FILE).is_file()

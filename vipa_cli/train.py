@@ -98,8 +98,19 @@ def _report(result) -> None:  # noqa: ANN001 - TrainResult
                   f"{metrics.get('mIoU', float('nan')):.4f}")
     checkpoint = result.best or result.last
     console.print(f"checkpoint: {checkpoint}")
+    _prepare_fast_start(checkpoint)
     console.print(f"curves: {result.run_dir / 'curves.png'}, log: "
                   f"{result.run_dir / 'metrics.jsonl'}")
     console.print("next:")
     console.print(f"  vipa eval --checkpoint {checkpoint} --split testA")
     console.print(f"  vipa predict IMAGE \"the small red circle\" --checkpoint {checkpoint}")
+
+
+def _prepare_fast_start(checkpoint: Path) -> None:
+    """Build the checkpoint's fast-start copy now, so the first `vipa predict` is fast too."""
+    from vipa.cache import fast_start_cache_enabled
+    from vipa.inference.traced import traced_copy
+
+    if fast_start_cache_enabled():
+        with err_console.status("preparing the fast-start copy for vipa predict"):
+            traced_copy(checkpoint)
