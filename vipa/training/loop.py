@@ -168,7 +168,7 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
     assert_ranks_agree(session.model, info, session.device)
     if info.is_main:
         if stopped_by is not None:
-            logger.warning("stopped by %s at step %d; checkpoint saved to %s", stopped_by,
+            logger.info("stopped by %s at step %d; checkpoint saved to %s", stopped_by,
                            state.step, session.last_path)
         plot_curves(session.run_dir)
     best = session.best_path if session.best_path.is_file() else None
