@@ -10,7 +10,10 @@ model's size, GT masks resized with them):
 - ``target cells``: mean number of target tokens per sample, next to the grid size;
 - ``mIoU``: of the thresholded predictions, at the model's input size;
 - ``text swap IoU``: IoU between the prediction for a sample's own phrase and for
-  another sample's phrase on the same image. Near 1 means the text is ignored.
+  another sample's phrase on the same image. Near 1 means the text is ignored;
+- ``position: hit, missed``: among position phrases (where the set names kinds),
+  the share whose top-1 token lies on the target but whose mask IoU is below 0.5:
+  retrieval found the referent and the decoder did not follow it.
 
     python -m bench.retrieval runs/*/best.safetensors --samples 200
 """
@@ -47,7 +50,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
                                           split, train=False), samples)
     k = model.veg.config.k
     sums = {"top1": 0.0, "precision": 0.0, "cells": 0.0, "iou": 0.0, "swap_iou": 0.0}
-    count, grid = 0, 0
+    count, grid, positions, hit_missed = 0, 0, 0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
         output = model(batch["image"], ids, mask)
@@ -59,14 +62,20 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         predicted = output.logits.sigmoid() > 0.5
         other = torch.roll(torch.arange(len(ids)), 1)
         swapped = model(batch["image"], ids[other], mask[other]).logits.sigmoid() > 0.5
-        sums["top1"] += target.gather(1, ranked[:, :1]).float().sum().item()
+        hit = target.gather(1, ranked[:, :1])[:, 0]
+        is_position = torch.tensor([k == "position" for k in batch.get("kind", [""] * len(ids))])
+        positions += int(is_position.sum())
+        hit_missed += int((is_position & hit & (_iou(predicted, gt) < 0.5)).sum())
+        sums["top1"] += hit.float().sum().item()
         sums["precision"] += target.gather(1, ranked).float().mean(1).sum().item()
         sums["cells"] += target.sum().item()
         sums["iou"] += _iou(predicted, gt).sum().item()
         sums["swap_iou"] += _iou(predicted, swapped).sum().item()
         count += len(ids)
     result = {name: value / max(count, 1) for name, value in sums.items()}
-    return {**result, "k": k, "grid_tokens": grid, "samples": count}
+    return {**result, "k": k, "grid_tokens": grid, "samples": count,
+            "position_samples": positions,
+            "position_hit_missed": hit_missed / positions if positions else float("nan")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if not args.json:
         print("| checkpoint | K | top1 on target | topK precision | target cells | mIoU "
-              "| text swap IoU |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| text swap IoU | position: hit, missed |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for checkpoint in args.checkpoints:
         data = DataConfig(name=args.data, root=args.data_root)
         r = diagnose(checkpoint, data, args.split, args.samples)
@@ -91,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"| {checkpoint} | {r['k']} | {r['top1']:.3f} | {r['precision']:.3f} "
                   f"| {r['cells']:.1f} / {r['grid_tokens']} | {r['iou']:.3f} "
-                  f"| {r['swap_iou']:.3f} |")
+                  f"| {r['swap_iou']:.3f} | {r['position_hit_missed']:.3f} "
+                  f"of {r['position_samples']} |")
     return 0
 
 

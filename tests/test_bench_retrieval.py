@@ -40,6 +40,8 @@ def test_precision_of_retrieving_every_token_is_the_target_share(checkpoint):
     assert 0 < r["cells"] < 16
     for key in ("top1", "iou", "swap_iou"):
         assert 0.0 <= r[key] <= 1.0
+    assert 0 < r["position_samples"] < 6  # the set's kinds are balanced
+    assert 0.0 <= r["position_hit_missed"] <= 1.0
 
 
 def test_cli_prints_one_table_row_per_checkpoint(checkpoint, capsys):
