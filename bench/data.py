@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bench import components
-from bench.report import emit, machine_line
+from bench.report import machine_line, run_and_emit
 from bench.speed import machine_info
 from vipa.data.dataset import RISDataset, collate
 from vipa.data.images import read_image
@@ -225,11 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=[32.1, 96.7, 300.0],
                         help="training images/s to feed (default: the H200's paper-preset "
                              "rates at batch 8 and 64, and 300)")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--markdown", type=Path, default=None)
-    args = parser.parse_args(argv)
-    emit(run(args), markdown, args.json, args.markdown)
-    return 0
+    return run_and_emit(parser, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bench.report import emit, machine_line
+from bench.report import machine_line, run_and_emit
 from bench.speed import machine_info, median_latency_ms
 from vipa.checkpoint import load_model
 from vipa.inference.export import Exportable, export_model
@@ -71,11 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--markdown", type=Path, default=None)
-    args = parser.parse_args(argv)
-    emit(run(args), markdown, args.json, args.markdown)
-    return 0
+    return run_and_emit(parser, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
@@ -34,6 +35,16 @@ def emit(report: dict[str, Any], render: Callable[[dict[str, Any]], str],
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
     return text
+
+
+def run_and_emit(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], dict],
+                 render: Callable[[dict[str, Any]], str], argv: list[str] | None) -> int:
+    """A benchmark's ``main``: add ``--json`` / ``--markdown``, parse, run, :func:`emit`."""
+    parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the markdown")
+    args = parser.parse_args(argv)
+    emit(run(args), render, args.json, args.markdown)
+    return 0
 
 
 def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
