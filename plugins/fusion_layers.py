@@ -4,7 +4,9 @@
   pixels attend to words, the attended language multiplies a projection of the
   pixels, and a zero-initialised tanh gate adds the result back; the fused map
   feeds the next stage. At initialisation the gate is 0, so ``early`` equals
-  ``none`` exactly.
+  ``none`` exactly. ``pwam="lavt"`` builds LAVT's PWAM instead: an
+  instance-normalised pixel query, an input-dependent Linear-ReLU-Linear-Tanh
+  gate on the fused map, and a LayerNorm on every stage output the decoder sees.
 - ``late``: the encoder runs unimodally; then per level pixels cross-attend to
   words and are FiLM-modulated by the sentence feature (residual).
 - ``none``: raw unimodal features.
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from vipa.errors import ConfigError
 from vipa.model.layers import fit_heads
 from vipa_plugins.contracts import Fusion, TextFeatures, VisionLanguageEncoder
 
@@ -74,22 +77,99 @@ class PixelWordAttention(_PixelsToWords):
         return x + torch.tanh(self.gate).view(1, -1, 1, 1) * fused
 
 
-class EarlyFusion(Fusion):
-    """PWAM-style gated pixel-word attention between encoder stages."""
+class TokenInstanceNorm(nn.Module):
+    """Instance norm of (B, N, C) tokens: each channel over the N pixels, then an affine map.
 
-    def __init__(self, out_channels: Sequence[int], text_dim: int, heads: int = 1) -> None:
+    ``nn.InstanceNorm1d`` refuses one pixel in training (a 1 x 1 last stage);
+    this gives the same values and, for one pixel, the affine bias.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        mean = tokens.mean(1, keepdim=True)
+        var = (tokens - mean).square().mean(1, keepdim=True)
+        return (tokens - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+class LavtPixelWordAttention(nn.Module):
+    """LAVT's PWAM with its language gate: ``x + gate(fused) * fused``.
+
+    The query is the instance-normalised projection of the pixels, keys and
+    values projections of the words (padding masked); the attended language,
+    projected and instance-normalised, multiplies a projection of the pixels;
+    the gate is Linear-ReLU-Linear-Tanh of that product, per pixel and channel.
+    """
+
+    def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
+        super().__init__()
+        self.heads = fit_heads(channels, heads)
+        self.query = nn.Linear(channels, channels)
+        self.query_norm = TokenInstanceNorm(channels)
+        self.key, self.value = nn.Linear(text_dim, channels), nn.Linear(text_dim, channels)
+        self.out = nn.Linear(channels, channels)
+        self.out_norm = TokenInstanceNorm(channels)
+        self.pixel_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
+        self.mm_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
+        self.gate = nn.Sequential(nn.Linear(channels, channels, bias=False), nn.ReLU(),
+                                  nn.Linear(channels, channels, bias=False), nn.Tanh())
+
+    def forward(self, x: Tensor, text: TextFeatures) -> Tensor:
+        batch, channels, height, width = x.shape
+        pixels = x.flatten(2).transpose(1, 2)
+        words = text.words.to(pixels.dtype)
+        split = (batch, -1, self.heads, channels // self.heads)
+        q = self.query_norm(self.query(pixels)).view(split).transpose(1, 2)
+        k = self.key(words).view(split).transpose(1, 2)
+        v = self.value(words).view(split).transpose(1, 2)
+        valid = text.mask.bool()[:, None, None, :]
+        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=valid)
+        language = self.out_norm(self.out(attended.transpose(1, 2).reshape(batch, -1, channels)))
+        fused = self.mm_proj(self.pixel_proj(pixels) * language)
+        out = pixels + self.gate(fused) * fused
+        return out.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+PWAMS = {"scalar": PixelWordAttention, "lavt": LavtPixelWordAttention}
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an NCHW map (LAVT's stage-output norm)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class EarlyFusion(Fusion):
+    """PWAM-style gated pixel-word attention between encoder stages.
+
+    ``pwam``: ``scalar`` (a zero-initialised scalar gate per channel; ``early``
+    starts equal to ``none``) or ``lavt`` (LAVT's PWAM and language gate, and a
+    LayerNorm on each stage output the decoder sees, as LAVT normalises them).
+    """
+
+    def __init__(self, out_channels: Sequence[int], text_dim: int, heads: int = 1,
+                 pwam: str = "scalar") -> None:
+        super().__init__()
+        if pwam not in PWAMS:
+            raise ConfigError(f"unknown early-fusion pwam {pwam!r}; known: {', '.join(PWAMS)}")
         self.out_channels = tuple(out_channels)
         self.text_dim = text_dim
-        self.blocks = nn.ModuleList(PixelWordAttention(c, text_dim, heads) for c in out_channels)
+        self.blocks = nn.ModuleList(PWAMS[pwam](c, text_dim, heads) for c in out_channels)
+        self.norms = nn.ModuleList(ChannelLayerNorm(c) if pwam == "lavt" else nn.Identity()
+                                   for c in out_channels)
 
     def forward(self, encoder: VisionLanguageEncoder, images: Tensor,
                 text: TextFeatures) -> list[Tensor]:
         x = encoder.stem(images)
         features = []
-        for index, block in enumerate(self.blocks):
+        for index, (block, norm) in enumerate(zip(self.blocks, self.norms, strict=True)):
             x = block(encoder.forward_stage(index, x), text)
-            features.append(x)
+            features.append(norm(x))  # the next stage takes x itself
         return features
 
 

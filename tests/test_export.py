@@ -205,7 +205,8 @@ def test_a_version_2_export_still_runs_with_shared_images(tmp_path):
 DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=both",),
               ("decoder.kv=both", "decoder.expression_dropout=0.5"),
               ("veg.detach_expression=true",), ("decoder.pos_enc=true",),
-              ("decoder.pos_enc=true", "decoder.kv=both", "veg.fallback=true")]
+              ("decoder.pos_enc=true", "decoder.kv=both", "veg.fallback=true"),
+              ("fusion.options.pwam=lavt",)]
 
 
 @pytest.mark.parametrize("overrides", DEPARTURES)

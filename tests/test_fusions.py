@@ -114,3 +114,35 @@ def test_fusion_heads_option(encoder, name):
     multi_out, single_out = fusion(encoder, images, text), single(encoder, images, text)
     assert multi_out[0].shape[1] == encoder.out_channels[0]
     assert not torch.allclose(multi_out[-1], single_out[-1], atol=1e-5)
+
+
+def test_early_fusion_lavt_pwam_uses_text_ignores_padding_and_normalises_outputs(encoder):
+    """pwam=lavt: LAVT's PWAM and input-dependent gate; the gates get gradient at step 0."""
+    from vipa.errors import ConfigError
+
+    torch.manual_seed(2)
+    lavt = _fusion("early", encoder, pwam="lavt")
+    images, text = _inputs(encoder)
+    features = lavt(encoder, images, text)
+    for feature in features:  # LayerNorm over each pixel's channels (affine at init: 1, 0)
+        torch.testing.assert_close(feature.mean(1), torch.zeros_like(feature.mean(1)),
+                                   atol=1e-4, rtol=0)
+    features[-1].square().mean().backward()
+    assert all(block.gate[0].weight.grad.abs().sum() > 0 for block in lavt.blocks)
+    encoder.zero_grad()
+    lavt.eval()
+    with torch.no_grad():
+        base = lavt(encoder, images, text)[-1]
+        words = text.words.clone()
+        words[~text.mask] = 100.0
+        padded = lavt(encoder, images, type(text)(words, text.mask, text.sentence))[-1]
+        other = lavt(encoder, images, _inputs(encoder, ("a green triangle", "star"))[1])[-1]
+        plain = _fusion("none", encoder)(encoder, images, text)[-1]
+    assert torch.allclose(base, padded, atol=1e-5)
+    assert not torch.allclose(base, other, atol=1e-4)
+    assert not torch.allclose(base, torch.nn.functional.layer_norm(
+        plain.permute(0, 2, 3, 1), plain.shape[1:2]).permute(0, 3, 1, 2), atol=1e-4)
+    scalar = _fusion("early", encoder)
+    assert not any("norms" in key for key in scalar.state_dict())  # old checkpoints still load
+    with pytest.raises(ConfigError, match="unknown early-fusion pwam 'x'; known: scalar, lavt"):
+        _fusion("early", encoder, pwam="x")
