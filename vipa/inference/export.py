@@ -40,7 +40,10 @@ from vipa_plugins.registry import dump_tokenizer
 logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
-TOLERANCE = 1e-4
+# Max |exported - PyTorch| of logits and relevance. Float32 reordering across a deep
+# graph: the README model (Swin + 6-layer MiniLM + decoder, logits up to ~29) differs
+# by 3.0e-4 through onnxruntime; a logit off by 1e-3 moves a probability by < 2.5e-4.
+TOLERANCE = 1e-3
 # Phrases of different lengths so a graph that baked in one text length fails verification.
 VERIFY_PHRASES = ("red circle", "square")
 # Batch 3 and longer phrases than verification uses: a frozen axis shows up there.
