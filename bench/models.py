@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from vipa.config import ModelConfig, apply_overrides, load_preset
-from vipa.config.presets import resolve_encoder_preset
+from vipa.config.presets import own_encoder_options, resolve_encoder_preset
 from vipa.inference.masks import preprocess
 from vipa.model import build_model
 
@@ -26,7 +26,8 @@ def preset_model_config(preset: str, overrides: list[str]) -> ModelConfig:
     preset as in ``vipa train``, so the ``cpu`` preset times the model it trains.
     """
     config = load_preset(preset).model
-    return resolve_encoder_preset(apply_overrides(config, ["encoder.weights=random", *overrides]))
+    overridden = apply_overrides(config, ["encoder.weights=random", *overrides])
+    return resolve_encoder_preset(own_encoder_options(overridden, config.encoder))
 
 
 def build(config: ModelConfig, device: torch.device) -> torch.nn.Module:

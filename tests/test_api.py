@@ -59,8 +59,8 @@ def test_results_carry_coco_fields_and_save_what_vipa_predict_writes(served_chec
                                ys.max() - ys.min() + 1]
     record = result.to_coco(image_id=7)
     assert record["image_id"] == 7 and record["segmentation"] == result.rle
-    assert set(record) == {"image_id", "file_name", "text", "segmentation", "bbox", "area",
-                           "score"}
+    assert set(record) == {"image_id", "category_id", "file_name", "text", "segmentation",
+                           "bbox", "area", "score"}
     mask_path, overlay_path = result.save(tmp_path / "api")
     assert mask_path.name == "scene-the-red-square.mask.png" and overlay_path.is_file()
     cli = CliRunner().invoke(app, ["predict", str(scene_photo), "the red square",

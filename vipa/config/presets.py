@@ -100,7 +100,7 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     preset_encoder = cfg.model.encoder
     cfg = merge(cfg, given)
     cfg = apply_overrides(cfg, overrides)
-    cfg = _own_encoder_options(cfg, preset_encoder)
+    cfg = dataclasses.replace(cfg, model=own_encoder_options(cfg.model, preset_encoder))
     keys = {*given, *(o.split("=", 1)[0].strip() for o in overrides)}
     if keys & STEP_KEYS and "train.time_budget" not in keys and cfg.train.time_budget:
         # --max-steps / --epochs ask for a step-based run: the preset's budget gives way
@@ -119,13 +119,12 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     return cfg
 
 
-def _own_encoder_options(cfg: RunConfig, preset_encoder: EncoderConfig) -> RunConfig:
+def own_encoder_options(model: ModelConfig, preset_encoder: EncoderConfig) -> ModelConfig:
     """A preset's encoder options are for its encoder: another encoder starts without them."""
-    encoder = cfg.model.encoder
+    encoder = model.encoder
     if encoder.name == preset_encoder.name or encoder.options != preset_encoder.options:
-        return cfg
-    encoder = dataclasses.replace(encoder, options={})
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=encoder))
+        return model
+    return dataclasses.replace(model, encoder=dataclasses.replace(encoder, options={}))
 
 
 def resolve_encoder_preset(model: ModelConfig) -> ModelConfig:
