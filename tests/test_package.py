@@ -85,6 +85,8 @@ def test_load_by_hub_id_offline_from_the_hf_cache(folder, served_checkpoint, sce
     with pytest.raises(DataError, match="model org/missing not found.*HF_HUB_OFFLINE") as caught:
         vipa.load("org/missing")
     assert "\n" not in str(caught.value)
+    with pytest.raises(DataError, match="no model at runs/best.safetensors"):
+        vipa.load("runs/best.safetensors")  # a missing file, not a Hub id
 
 
 def test_predict_takes_a_hub_id_in_a_fresh_process(folder, scene_photo, tmp_path):

@@ -72,12 +72,13 @@ def hub_source(source: str | os.PathLike[str]) -> tuple[str, str | None] | None:
     """``(repo_id, revision)`` when ``source`` names a Hub model, else None.
 
     ``hf://org/name[@rev]`` always does; ``org/name[@rev]`` does when no such
-    local path exists.
+    local path exists and it does not end like a model file (``.safetensors``, ...).
     """
     text = str(source)
     explicit = text.startswith("hf://")
-    if not explicit and Path(text).expanduser().exists():
-        return None
+    if not explicit and (Path(text).expanduser().exists()
+                         or text.endswith((".safetensors", ".onnx", ".pt", ".pt2"))):
+        return None  # a local path (a missing file is reported as one)
     repo, _, revision = text.removeprefix("hf://").partition("@")
     if not _REPO_ID.match(repo):
         if explicit:
