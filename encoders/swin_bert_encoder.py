@@ -188,6 +188,10 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
                              vocab_size=vocab_size, max_positions=max(64, max_text_len))
         text = BertTextEncoder(random_bert(config))
         tokenizer = WordPieceTokenizer(max_len=max_text_len, vocab_cap=vocab_size)
+    if freeze_text and text_source is None and not local_state:
+        logger.warning("freeze_text ignored: the %s text tower has random weights and must "
+                       "learn (freeze a pretrained one: text=minilm)", WHAT)
+        freeze_text = False
     text.requires_grad_(not freeze_text)
     encoder = SwinBertEncoder(vision, text, tokenizer, image_size=image_size,
                               pretrained=vision_file is not None or text_source is not None)

@@ -289,6 +289,16 @@ def test_swin_bert_takes_the_pretrained_minilm_text_tower(effnet):
     assert torch.equal(encoder.tokenize(PHRASES)[0], effnet.tokenize(PHRASES)[0])
     with pytest.raises(ConfigError, match="unknown swin-bert text tower 'gpt'.*bert, minilm"):
         build_swin_bert("micro", image_size=64, text="gpt")
+    frozen = build_swin_bert("micro", image_size=64, text="minilm", freeze_text=True)
+    assert not any(p.requires_grad for p in frozen.text.parameters())
+    assert all(p.requires_grad for p in frozen.vision.parameters())
+
+
+def test_freeze_text_leaves_a_random_tower_trainable_with_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        encoder = build_swin_bert("micro", image_size=64, freeze_text=True)
+    assert all(p.requires_grad for p in encoder.text.parameters())
+    assert "freeze_text ignored" in caplog.text
 
 
 def test_unknown_words_only_for_a_fitted_vocabulary(effnet):
