@@ -132,12 +132,11 @@ class ConsoleLines(logging.Handler):
     running bar instead of tearing it.
     """
 
-    STYLES = {logging.WARNING: "[yellow]warning:[/] ", logging.ERROR: "[bold red]error:[/] "}
+    PREFIXES = ((logging.ERROR, "[bold red]error:[/] "), (logging.WARNING, "[yellow]warning:[/] "))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level = max((lv for lv in self.STYLES if record.levelno >= lv), default=None)
-            prefix = self.STYLES.get(level, "") if level is not None else ""
+            prefix = next((p for level, p in self.PREFIXES if record.levelno >= level), "")
             err_console.print(prefix + escape(" ".join(self.format(record).split())),
                               highlight=False)
         except Exception:  # noqa: BLE001 - logging must never raise

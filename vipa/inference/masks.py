@@ -80,3 +80,14 @@ def xywh(mask: np.ndarray) -> list[int]:
         return [0, 0, 0, 0]
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
             int(ys.max() - ys.min() + 1)]
+
+
+def coco_record(*, image_id: int | str | None, file_name: str, text: str,
+                segmentation: dict[str, Any] | None, bbox: list[int], area: int,
+                score: float) -> dict[str, Any]:
+    """A COCO-style results record; ``category_id`` is 1 (the referent: pycocotools' loadRes
+    needs one). Fields that are None or empty are left out."""
+    record = {"image_id": image_id, "category_id": 1, "file_name": file_name, "text": text,
+              "segmentation": segmentation, "bbox": bbox, "area": area,
+              "score": round(score, 6)}
+    return {k: v for k, v in record.items() if v not in (None, "")}

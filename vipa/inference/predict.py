@@ -23,7 +23,7 @@ from vipa.inference.io import (
     save_mask_png,
     slugify,
 )
-from vipa.inference.masks import preprocess, probabilities, rle, xywh
+from vipa.inference.masks import coco_record, preprocess, probabilities, rle, xywh
 from vipa.inference.runtime import Runtime
 
 
@@ -49,12 +49,10 @@ class PhraseResult:
 
     def to_coco(self) -> dict[str, Any]:
         """The COCO-style results record (``vipa predict DIR --json``'s ``results.json``)."""
-        # category_id 1 (the referred object): pycocotools' loadRes needs one.
-        record = {"image_id": self.image_id, "category_id": 1, "file_name": self.image,
-                  "text": self.text, "segmentation": self.segmentation, "bbox": self.bbox,
-                  "area": self.area,
-                  "score": round(self.score, 6), "mask": self.mask, "overlay": self.overlay}
-        return {k: v for k, v in record.items() if v is not None}
+        return {**coco_record(image_id=self.image_id, file_name=self.image, text=self.text,
+                              segmentation=self.segmentation, bbox=self.bbox, area=self.area,
+                              score=self.score),
+                "mask": self.mask, "overlay": self.overlay}
 
 
 @dataclass
@@ -93,11 +91,9 @@ class Segmentation:
     def to_coco(self, image_id: int | str | None = None) -> dict[str, Any]:
         """A COCO-style results record: image, ``category_id`` 1 (the referent), ``text``,
         ``segmentation`` (RLE), box, area, score."""
-        record: dict[str, Any] = {"image_id": image_id, "category_id": 1,
-                                  "file_name": self.file_name, "text": self.text,
-                                  "segmentation": self.rle, "bbox": self.bbox,
-                                  "area": self.area, "score": round(self.score, 6)}
-        return {k: v for k, v in record.items() if v not in (None, "")}
+        return coco_record(image_id=image_id, file_name=self.file_name, text=self.text,
+                           segmentation=self.rle, bbox=self.bbox, area=self.area,
+                           score=self.score)
 
     def save(self, directory: str | Path, name: str | None = None) -> tuple[Path, Path]:
         """Write ``<name>.mask.png`` (0/255) and ``<name>.overlay.png``; their paths.

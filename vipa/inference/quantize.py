@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vipa.errors import ExportError, first_line
+from vipa.metrics import intersection_union
 from vipa.quiet import without_log_records
 
 logger = logging.getLogger(__name__)
@@ -58,9 +59,9 @@ def mask_agreement(wrapper: nn.Module, path: Path, threshold: float) -> float:
     with torch.no_grad():
         want = wrapper(torch.from_numpy(images), ids, mask, torch.from_numpy(index))[0].numpy()
     got = load_exported(path, device="cpu").run(images, ids.numpy(), mask.numpy(), index)[0]
-    probability = float(np.log(threshold / (1 - threshold)))  # the threshold as a logit
+    cut = float(np.log(threshold / (1 - threshold)))  # the threshold as a logit
     ious = []
-    for a, b in zip(want > probability, got > probability, strict=True):
-        union = np.logical_or(a, b).sum()
-        ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+    for a, b in zip(want > cut, got > cut, strict=True):
+        inter, union = intersection_union(a, b)
+        ious.append(inter / union if union else 1.0)  # two empty masks agree
     return float(np.mean(ious))

@@ -10,6 +10,7 @@ sentence of this wording means, or None.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
     return options[0] if len(options) == 1 else options[int(rng.integers(len(options)))]
 
 
+@functools.cache
 def _pattern(template: str) -> re.Pattern[str]:
+    """The template as a regex with named ``phrase`` / ``anchor`` groups (compiled once)."""
     return re.compile(_SLOT.sub(lambda m: f"(?P<{m.group(1)}>[a-z ]+?)", re.escape(template)))
 
 
