@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -77,9 +78,20 @@ def rank0_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(value.item() > 0)
 
 
-def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(info: DistInfo, *, finished: bool = False) -> None:
+    """Leave the process group while the interpreter is fully alive.
+
+    A rank that ``finished`` waits at a barrier, so none leaves while a peer still talks
+    to it; then the DDP wrappers, which hold the group and sit in reference cycles, are
+    collected before the group is destroyed. Left to interpreter shutdown, gloo's threads
+    can abort the process (``terminate called without an active exception``) after a
+    successful run."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def shard(dataset: Dataset, info: DistInfo) -> Dataset:

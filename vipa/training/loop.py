@@ -32,6 +32,7 @@ from vipa.training.callbacks import (
     plot_curves,
 )
 from vipa.training.distributed import (
+    DistInfo,
     assert_ranks_agree,
     broadcast_flag,
     cleanup,
@@ -84,18 +85,27 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
     if cfg.train.time_budget is not None:  # counted from here: setup is part of the budget
         budget = TimeBudget(parse_duration(cfg.train.time_budget), cfg.train.budget_validations)
     info = init_distributed(cfg.train.device)
+    finished = False
     try:
-        run_dir = Path(cfg.train.output) if cfg.train.output else new_run_dir(
-            cfg.model.encoder.name, cfg.model.fusion.name)
-        if resume:
-            check_resumable(cfg, run_dir)
-        with run_lock(run_dir) if info.is_main else nullcontext():
-            session = Session(cfg, info, run_dir, resume, budget)
-            if info.is_main:
-                save_config(cfg, run_dir / "config.yaml")
-            return _run(session, progress and info.is_main)
+        result = _session_run(cfg, info, resume, budget, progress)
+        finished = True
+        return result
     finally:
-        cleanup(info)
+        cleanup(info, finished=finished)
+
+
+def _session_run(cfg: RunConfig, info: DistInfo, resume: bool, budget: TimeBudget | None,
+                 progress: bool) -> TrainResult:
+    """One training session in its own frame, so the model is gone when the group closes."""
+    run_dir = Path(cfg.train.output) if cfg.train.output else new_run_dir(
+        cfg.model.encoder.name, cfg.model.fusion.name)
+    if resume:
+        check_resumable(cfg, run_dir)
+    with run_lock(run_dir) if info.is_main else nullcontext():
+        session = Session(cfg, info, run_dir, resume, budget)
+        if info.is_main:
+            save_config(cfg, run_dir / "config.yaml")
+        return _run(session, progress and info.is_main)
 
 
 def _run(session: Session, progress: bool) -> TrainResult:
