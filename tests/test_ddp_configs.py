@@ -35,7 +35,7 @@ SWITCHES = [
     ["decoder.coords=false"], ["veg.retrieval=off"], ["veg.refine=off"], ["veg.cues=local"],
     ["veg.cues=global"], ["veg.context_layers=1"], ["veg.fallback=true"], ["veg.mix=0.5"],
     ["veg.detach_expression=true"], ["veg.mask=none"], ["fusion.name=none"],
-    ["fusion.name=late"],
+    ["fusion.name=late"], ["decoder.prior=true"],
 ]
 UNUSED = [
     ["loss.contrastive=0", "decoder.kv=language"],

@@ -206,7 +206,7 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("decoder.kv=both", "decoder.expression_dropout=0.5"),
               ("veg.detach_expression=true",), ("decoder.pos_enc=true",),
               ("decoder.pos_enc=true", "decoder.kv=both", "veg.fallback=true"),
-              ("fusion.options.pwam=lavt",)]
+              ("fusion.options.pwam=lavt",), ("decoder.prior=true", "decoder.pos_enc=true")]
 
 
 @pytest.mark.parametrize("overrides", DEPARTURES)

@@ -132,6 +132,7 @@ def test_switch_with_same_parameters_changes_output(overrides):
     ("veg.refine=off",), ("veg.cues=local",), ("veg.cues=global",), ("decoder.kv=language",),
     ("veg.n_refine=1",), ("decoder.coords=false",), ("veg.context_layers=1",),
     ("veg.fallback=true",), ("decoder.kv=both",), ("decoder.pos_enc=true",),
+    ("decoder.prior=true",),
 ])
 def test_switch_changes_parameters_and_output(overrides):
     base = _model()
@@ -351,6 +352,33 @@ def test_positional_encodings_reach_the_pixels_and_the_expression_keys():
     with torch.no_grad():
         model.decoder.relevance_key.fill_(0.5)
     assert not torch.allclose(before, _logits(model), atol=1e-6)
+
+
+@pytest.mark.parametrize("kv", ["visual", "language"])
+def test_relevance_prior_is_the_first_mask_and_trains_the_relevance(kv):
+    """decoder.prior: the first aux output is the relevance map through the affine map, every
+    level refines it (its scale changes the final mask), and the mask loss alone reaches
+    the relevance through it, also for the classic decoder."""
+    from vipa.model.losses import mask_loss
+
+    model = _model(f"decoder.kv={kv}", "decoder.prior=true")
+    images, ids, mask, masks = _batch(model)
+    model.eval()
+    with torch.no_grad():
+        output = model(images, ids, mask)
+        scale, bias = model.decoder.prior_affine
+        expected = torch.nn.functional.interpolate(
+            (scale * output.relevance + bias).unsqueeze(1), size=(SIZE, SIZE),
+            mode="bilinear", align_corners=False)
+        torch.testing.assert_close(output.aux[0], expected)
+        assert len(output.aux) == len(model.encoder.out_channels)
+        model.decoder.prior_affine[0] = -scale
+        assert not torch.allclose(output.logits, model(images, ids, mask).logits, atol=1e-6)
+    model.train()
+    output = model(images, ids, mask)
+    bce, dice = mask_loss(output.logits, masks)
+    (bce + dice).backward()
+    assert model.veg.word_proj.weight.grad.abs().sum() > 0
 
 
 def test_expression_places_are_the_retrieved_cells():

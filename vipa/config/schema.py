@@ -95,6 +95,10 @@ class DecoderConfig:
     # vipa's (off in the paper): 2-D sine encodings on the pixel queries and the expression
     # keys of every cross-attention, and each expression key carries its token's relevance.
     pos_enc: bool = False
+    # vipa's (off in the paper): the VEG relevance map, through a learned affine map, is the
+    # level-0 mask logits (supervised like the aux masks); every level takes the logits so
+    # far as an input and adds residual logits (Mask2Former's masks refined level by level).
+    prior: bool = False
 
 
 @dataclass

@@ -11,6 +11,12 @@ the paper) the pixel queries carry a 2-D sine encoding of their place, and each
 expression key the encoding of its token's grid cell plus its relevance. A mask head
 predicts logits at the finest level (stride 4), upsampled bilinearly to the
 input size. With deep supervision each coarser level adds an aux logit map.
+
+With ``prior`` (vipa's, off in the paper) the VEG relevance map, through a learned
+affine map, is the level-0 mask logits; each level adds the upsampled logits so far
+(through a 1x1 conv) to its pixel features and predicts residual logits on them, so
+every level refines the mask the retrieval proposed. The prior and each coarser
+level's logits are aux outputs (supervised like deep supervision's).
 """
 
 from __future__ import annotations
@@ -80,8 +86,13 @@ class VipaDecoder(nn.Module):
         )
         self.word_proj = nn.Linear(text_dim, dim) if config.kv != "visual" else None
         self.mask_head = nn.Sequential(_conv_norm(dim, dim, 3), nn.Conv2d(dim, 1, 1))
-        aux = len(out_channels) - 1 if config.deep_supervision else 0
+        aux = len(out_channels) - 1 if config.deep_supervision or config.prior else 0
         self.aux_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(aux))
+        # prior: logits = scale * relevance + bias (relevance is a cosine in [-1, 1]), and
+        # one 1x1 conv per level from the logits so far into its pixel features.
+        self.prior_affine = nn.Parameter(torch.tensor([10.0, 0.0])) if config.prior else None
+        self.prior_in = nn.ModuleList(nn.Conv2d(1, dim, 1) for _ in out_channels) \
+            if config.prior else None
         # pos_enc: each expression key also carries its token's relevance along this vector,
         # so "is a relevant token here?" is one dot product of a pixel's query.
         with_places = config.pos_enc and config.kv != "language"
@@ -116,31 +127,50 @@ class VipaDecoder(nn.Module):
 
     def forward(self, features: Sequence[Tensor], text: TextFeatures, expression: Tensor | None,
                 expression_mask: Tensor | None, output_size: tuple[int, int],
-                places: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+                places: Tensor | None = None,
+                relevance: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first).
 
         ``expression`` is the VEG's visual expression; the model builds its VEG
         with one exactly when ``kv`` is ``visual`` or ``both``. ``places``: the VEG's
-        token places, used by ``decoder.pos_enc``.
+        token places, used by ``decoder.pos_enc``; ``relevance`` (B, h, w): the VEG's
+        relevance map, used by ``decoder.prior``.
         """
         memory, ignore = self.memory(text, expression, expression_mask)
         memory_pos = self.memory_positions(places, memory)
         x: Tensor | None = None
         aux: list[Tensor] = []
+        prior = self.prior_logits(relevance)
+        if prior is not None:
+            aux.append(_resize(prior, output_size))
         for level in reversed(range(len(features))):
             feature = features[level]
             if self.config.coords:
                 feature = with_coords(feature)
             projected = self.input_proj[level](feature)
             if x is not None:
-                x = F.interpolate(x, size=projected.shape[-2:], mode="bilinear",
-                                  align_corners=False)
-                projected = projected + x
+                projected = projected + _resize(x, projected.shape[-2:])
+            if prior is not None:
+                prior = _resize(prior, projected.shape[-2:]).to(projected.dtype)
+                projected = projected + self.prior_in[level](prior)
             x = self.blocks[level](projected, memory, ignore, memory_pos, self.config.pos_enc)
             if level > 0 and self.aux_heads:
-                head = self.aux_heads[len(features) - 1 - level]
-                aux.append(F.interpolate(head(x), size=output_size, mode="bilinear",
-                                         align_corners=False))
-        logits = F.interpolate(self.mask_head(x), size=output_size, mode="bilinear",
-                               align_corners=False)
-        return logits, aux
+                level_logits = self.aux_heads[len(features) - 1 - level](x)
+                if prior is not None:
+                    prior = level_logits = prior + level_logits
+                aux.append(_resize(level_logits, output_size))
+        logits = self.mask_head(x)
+        if prior is not None:
+            logits = logits + prior
+        return _resize(logits, output_size), aux
+
+    def prior_logits(self, relevance: Tensor | None) -> Tensor | None:
+        """``decoder.prior``'s level-0 mask logits (B, 1, h, w) from the relevance map."""
+        if self.prior_affine is None or relevance is None:
+            return None
+        scale, bias = self.prior_affine
+        return (scale * relevance.float() + bias).unsqueeze(1)
+
+
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 class ModelOutput(NamedTuple):
     """``logits`` (B, 1, H, W) at input size; ``relevance`` (B, h, w) on the VEG token grid;
-    ``aux``: deep-supervision logits at input size (empty when off)."""
+    ``aux``: deep-supervision logits at input size, ``decoder.prior``'s first (empty when
+    both are off)."""
 
     logits: Tensor
     relevance: Tensor
@@ -106,7 +107,8 @@ class VipaModel(nn.Module):
         features = self.features(images, text, image_index)
         veg = self.veg(features[self.veg_index], text)
         logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,
-                                   (images.shape[-2], images.shape[-1]), veg.places)
+                                   (images.shape[-2], images.shape[-1]), veg.places,
+                                   veg.relevance)
         return ModelOutput(logits, veg.relevance, aux)
 
     def features(self, images: Tensor, text: TextFeatures,
@@ -166,10 +168,10 @@ def unused_parameters(config: ModelConfig) -> str | None:
     checks this against the gradients of every switch and pair of switches).
     """
     loss, veg, decoder = config.loss, config.veg, config.decoder
-    if decoder.deep_supervision and loss.aux == 0:
+    if decoder.deep_supervision and loss.aux == 0 and not decoder.prior:
         return "loss.aux=0 leaves the deep-supervision heads without a loss"
     expression_free = decoder.kv == "language" or not veg.retrieval or veg.detach_expression
-    if loss.contrastive == 0 and expression_free:
+    if loss.contrastive == 0 and expression_free and not decoder.prior:
         return ("loss.contrastive=0 leaves the VEG's scoring without a loss (decoder.kv="
                 f"{decoder.kv}, veg.retrieval={veg.retrieval}, veg.detach_expression="
                 f"{veg.detach_expression})")
