@@ -17,7 +17,13 @@ from vipa.config import EncoderConfig, FusionConfig, ModelConfig, resolve_config
 from vipa.data.dataset import RISDataset
 from vipa.data.synthetic import generate_synthetic
 from vipa.errors import ExportError
-from vipa.inference.export import Exportable, export_checkpoint, export_model, verify_export
+from vipa.inference.export import (
+    DEFAULT_NAMES,
+    Exportable,
+    export_checkpoint,
+    export_model,
+    verify_export,
+)
 from vipa.inference.runtime import load_exported
 from vipa.inference.sidecar import read_sidecar
 from vipa.model import build_model
@@ -40,12 +46,20 @@ def small_model(encoder: str, fusion: str, max_text_len: int = 20):
     return build_model(config)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-@pytest.mark.parametrize("fusion", ["early", "late", "none"])
-@pytest.mark.parametrize("encoder", ["tiny", "swin-bert", "effnet-minilm"])
+ENCODER_FUSION_FORMATS = [
+    *((encoder, fusion, fmt) for fmt in ("onnx", "torchscript")
+      for encoder in ("tiny", "swin-bert", "effnet-minilm")
+      for fusion in ("early", "late", "none")),
+    # torch.export takes ~10 s a model: every fusion once, and the pretrained towers' encoder.
+    *(("tiny", fusion, "pt2") for fusion in ("early", "late", "none")),
+    ("swin-bert", "early", "pt2"),
+]
+
+
+@pytest.mark.parametrize(("encoder", "fusion", "fmt"), ENCODER_FUSION_FORMATS)
 def test_export_verifies_for_every_encoder_and_fusion(encoder, fusion, fmt, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "model.safetensors", small_model(encoder, fusion))
-    output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    output = tmp_path / DEFAULT_NAMES[fmt]
     result = export_checkpoint(checkpoint, output, fmt)
     assert result.output.is_file() and result.sidecar.is_file()
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
@@ -107,10 +121,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
 def test_predict_with_exported_model_matches_checkpoint(trained, tmp_path, monkeypatch, fmt):
     checkpoint, root = trained
-    output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    output = tmp_path / DEFAULT_NAMES[fmt]
     exported = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--format", fmt,
                                    "--output", str(output)], catch_exceptions=False)
     assert exported.exit_code == 0, exported.output

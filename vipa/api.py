@@ -31,7 +31,7 @@ ImageLike = Any  # str | os.PathLike | bytes | numpy.ndarray | PIL.Image.Image
 
 
 def load(source: str | os.PathLike[str], device: str | None = None) -> Model:
-    """The model at ``source``: a checkpoint, an ONNX / TorchScript export or a model folder.
+    """The model at ``source``: a checkpoint, an ONNX / pt2 / TorchScript export or a model folder.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:1`` ... (default: CUDA when available).
     """

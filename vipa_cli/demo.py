@@ -13,7 +13,8 @@ from vipa_cli._util import app, checkpoint_option, device_option, err_console
 def demo_command(
     checkpoint: str = checkpoint_option(shared=True),
     model: Path = typer.Option(None, "--model", "-m",
-                               help="Exported model (.onnx or TorchScript) with its sidecar."),
+                               help="Exported model (.onnx, .pt2 or TorchScript .pt) with its "
+                                    "sidecar."),
     port: int = typer.Option(7860, min=1, max=65535, help="TCP port."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     threshold: float = typer.Option(0.5, help="Foreground probability threshold."),

@@ -1,4 +1,4 @@
-"""`vipa export`: a checkpoint as ONNX or TorchScript, verified against PyTorch."""
+"""`vipa export`: a checkpoint as ONNX, a torch.export program or TorchScript, verified."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from vipa_cli._util import app, checkpoint_option, console
 @app.command("export")
 def export_command(
     checkpoint: Path = checkpoint_option(),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    fmt: str = typer.Option("onnx", "--format", "-f",
+                            help="onnx, pt2 (a torch.export program, torch.export.load) or "
+                                 "torchscript (deprecated by torch 2.14)."),
     output: Path = typer.Option(None, "--output", "-o",
-                                help="Output file (default: model.onnx / model.pt beside the "
-                                     "checkpoint)."),
+                                help="Output file (default: model.onnx / model.pt2 / model.pt "
+                                     "beside the checkpoint)."),
     threshold: float = typer.Option(0.5, help="Threshold recorded in the sidecar."),
     quantize: str = typer.Option(None, "--quantize",
                                  help="int8: onnxruntime dynamic quantisation of the ONNX "
@@ -34,13 +36,13 @@ def export_command(
 
       [cyan]vipa export --format onnx --output model.onnx[/cyan]
 
-      [cyan]vipa export -c runs/x/best.safetensors --format torchscript -o model.pt[/cyan]
+      [cyan]vipa export -c runs/x/best.safetensors --format pt2 -o model.pt2[/cyan]
     """
-    from vipa.inference.export import export_checkpoint
+    from vipa.inference.export import DEFAULT_NAMES, export_checkpoint
     from vipa.training.runs import default_checkpoint
 
     checkpoint = checkpoint or default_checkpoint()
-    output = output or checkpoint.parent / ("model.onnx" if fmt == "onnx" else "model.pt")
+    output = output or checkpoint.parent / DEFAULT_NAMES.get(fmt, "model.onnx")
     result = export_checkpoint(checkpoint, output, fmt, verify=verify, threshold=threshold,
                                quantize=quantize)
     console.print(f"exported {result.format} model to {result.output}", highlight=False)

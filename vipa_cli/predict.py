@@ -27,8 +27,8 @@ def predict_command(
                                                  "per image, on every image."),
     checkpoint: str = checkpoint_option(shared=True),
     model: Path = typer.Option(None, "--model", "-m",
-                               help="Exported model (.onnx or TorchScript) with its .vipa.json "
-                                    "sidecar; runs without PyTorch model code."),
+                               help="Exported model (.onnx, .pt2 or TorchScript .pt) with its "
+                                    ".vipa.json sidecar; runs without PyTorch model code."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
     batch: Path = typer.Option(None, "--batch",
                                help='JSONL of {"image": ..., "text": ...} requests; relative '

@@ -27,7 +27,8 @@ def _loopback(host: str) -> bool:
 def serve_command(
     checkpoint: str = checkpoint_option(shared=True),
     model: Path = typer.Option(None, "--model", "-m",
-                               help="Exported model (.onnx or TorchScript) with its sidecar."),
+                               help="Exported model (.onnx, .pt2 or TorchScript .pt) with its "
+                                    "sidecar."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free one)."),
     max_batch_size: int = typer.Option(8, "--max-batch-size", min=1,

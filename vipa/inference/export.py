@@ -1,4 +1,4 @@
-"""Export a checkpoint to ONNX or TorchScript, with a sidecar and a parity check.
+"""Export a checkpoint to ONNX, torch.export (pt2) or TorchScript, checked against PyTorch.
 
 The exported graph is the whole model: ``(images in [0, 1] (N, 3, S, S),
 token_ids (B, L), attention_mask (B, L), image_index (B,)) -> (logits (B, 1,
@@ -39,7 +39,7 @@ from vipa_plugins.registry import dump_tokenizer
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "pt2", "torchscript")
 # Max |exported - PyTorch| of logits and relevance. Float32 reordering across a deep
 # graph: the README model (Swin + 6-layer MiniLM + decoder, logits up to ~29) differs
 # by 3.0e-4 through onnxruntime; a logit off by 1e-3 moves a probability by < 2.5e-4.
@@ -126,8 +126,25 @@ def _export_torchscript(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: 
     traced.save(str(output))
 
 
-EXPORTERS = {"onnx": _export_onnx, "torchscript": _export_torchscript}
-FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript"}
+def _export_pt2(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -> None:
+    """A ``torch.export`` program (``torch.export.save``), dynamic in images, batch and
+    text length; no TorchScript involved."""
+    max_len = wrapper.model.encoder.tokenizer.max_len
+    images = torch.export.Dim("images", min=1, max=1024)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    text = torch.export.Dim("text_length", min=2, max=max(max_len, 3))
+    shapes = ({0: images}, {0: batch, 1: text}, {0: batch, 1: text}, {0: batch})
+    with warnings.catch_warnings(), quiet_transformers():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(_unpack_attention(wrapper), inputs,
+                                      dynamic_shapes=shapes, strict=False)
+    torch.export.save(program, str(output))
+
+
+EXPORTERS = {"onnx": _export_onnx, "pt2": _export_pt2, "torchscript": _export_torchscript}
+FORMAT_NAMES = {"onnx": "ONNX", "pt2": "torch.export", "torchscript": "TorchScript"}
+# Default file name of each format beside the checkpoint.
+DEFAULT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.pt"}
 
 
 def verify_export(wrapper: nn.Module, path: Path, tolerance: float = TOLERANCE) -> float:

@@ -1,4 +1,4 @@
-"""One way to run a model for inference: a PyTorch checkpoint, ONNX or TorchScript behind one call.
+"""One way to run a model: a checkpoint or an export (ONNX, pt2, TorchScript) behind one call.
 
 Every :class:`Runtime` takes numpy arrays ``(images in [0, 1] (N, 3, S, S),
 token_ids (B, L), attention_mask (B, L), image_index (B,) or None)`` and
@@ -166,13 +166,16 @@ class TorchScriptRuntime(TorchRuntime):
         sidecar = read_sidecar(path)
         self.torch = torch
         self.device = resolve_device(device)
-        # TorchScript is deprecated in torch 2.14, but loading a torch.export file of the
-        # same model measured 5-7 s against 0.2-0.4 s (docs/results.md, "Fast start").
-        with without_warning("`torch.jit.load` is deprecated", FutureWarning):
-            self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        self.module = self.load_module(path)
         self.image_size, self.expression_size = sidecar.image_size, sidecar.expression_size
         self.tokenizer = load_tokenizer(sidecar.tokenizer)
         self.inputs = sidecar.inputs
+
+    def load_module(self, path: Path):  # noqa: ANN201 - a torch.jit.ScriptModule
+        # TorchScript is deprecated in torch 2.14, but loading a torch.export file of the
+        # same model measured 5-7 s against 0.2-0.4 s (docs/results.md, "Fast start").
+        with without_warning("`torch.jit.load` is deprecated", FutureWarning):
+            return self.torch.jit.load(str(path), map_location=self.device).eval()
 
     def forward(self, images, ids, mask, image_index):  # noqa: ANN001, ANN201 - torch tensors
         if "image_index" not in self.inputs:  # a version-2 export: one image per phrase
@@ -180,7 +183,16 @@ class TorchScriptRuntime(TorchRuntime):
         return self.module(images, ids, mask, image_index)
 
 
+class ExportedProgramRuntime(TorchScriptRuntime):
+    """A ``torch.export`` program (``vipa export --format pt2``) with its sidecar."""
+
+    def load_module(self, path: Path):  # noqa: ANN201 - a torch.fx.GraphModule
+        module = self.torch.export.load(str(path)).module()
+        return module.to(self.device)
+
+
 def load_exported(path: Path, device: str = "auto") -> Runtime:
     """The runtime for an exported file, chosen by its sidecar's format."""
-    runtimes = {"onnx": OnnxRuntime, "torchscript": TorchScriptRuntime}
+    runtimes = {"onnx": OnnxRuntime, "pt2": ExportedProgramRuntime,
+                "torchscript": TorchScriptRuntime}
     return runtimes[read_sidecar(path).format](Path(path), device)
