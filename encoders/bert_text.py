@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from vipa.errors import CheckpointError, VipaError, one_line
@@ -60,7 +61,15 @@ class BertTextEncoder(nn.Module):
                           ).last_hidden_state
         words = words * mask.unsqueeze(-1).to(words.dtype)
         counts = mask.sum(dim=1, keepdim=True).clamp(min=1).to(words.dtype)
-        return TextFeatures(words=words, mask=mask, sentence=words.sum(dim=1) / counts)
+        return TextFeatures(words=words, mask=mask, sentence=words.sum(dim=1) / counts,
+                            special=special_tokens(mask))
+
+
+def special_tokens(mask: Tensor) -> Tensor:
+    """(B, L) True at [CLS] (the first token) and [SEP] (the last real one) of each phrase."""
+    last = (mask.long().sum(dim=1, keepdim=True) - 1).clamp(min=0)
+    positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+    return ((positions == 0) | (positions == last)) & mask
 
 
 def bert_config(hidden: int, layers: int, heads: int, vocab_size: int,

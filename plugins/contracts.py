@@ -37,12 +37,15 @@ class TextFeatures:
     """Language features shared by fusion, VEG and decoder.
 
     ``words``: (B, L, D) per-token features; ``mask``: (B, L) bool, True where
-    a token is real (not padding); ``sentence``: (B, D) one vector per phrase.
+    a token is real (not padding); ``sentence``: (B, D) one vector per phrase;
+    ``special``: (B, L) bool, True at tokens that are no word of the phrase ([CLS],
+    [SEP]), or None when the tower adds none (``veg.special_tokens=drop`` reads it).
     """
 
     words: Tensor
     mask: Tensor
     sentence: Tensor
+    special: Tensor | None = None
 
 
 class VisionLanguageEncoder(nn.Module, abc.ABC):

@@ -19,6 +19,7 @@ from vipa.data.synthetic import generate_synthetic
 from vipa.errors import ExportError
 from vipa.inference.export import (
     DEFAULT_NAMES,
+    TRACE_PHRASES,
     Exportable,
     export_checkpoint,
     export_model,
@@ -220,7 +221,22 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("decoder.kv=both", "decoder.expression_dropout=0.5"),
               ("veg.detach_expression=true",), ("decoder.pos_enc=true",),
               ("decoder.pos_enc=true", "decoder.kv=both", "veg.fallback=true"),
-              ("fusion.options.pwam=lavt",), ("decoder.prior=true", "decoder.pos_enc=true")]
+              ("fusion.options.pwam=lavt",), ("decoder.prior=true", "decoder.pos_enc=true"),
+              ("veg.special_tokens=drop",)]
+
+
+def test_dropping_special_tokens_exports_with_parity(tmp_path):
+    """veg.special_tokens=drop on a tower that has them (swin-bert): the ONNX graph computes
+    the [CLS] / [SEP] positions of every phrase length, as PyTorch does."""
+    from vipa.config import apply_overrides
+
+    config = apply_overrides(small_model("swin-bert", "early").config,
+                             ["veg.special_tokens=drop"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.encoder.tokenizer.fit(["the red circle", "a square", *TRACE_PHRASES])
+    result = export_model(model, tmp_path / "model.onnx", "onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
 
 
 @pytest.mark.parametrize("overrides", DEPARTURES)

@@ -381,6 +381,30 @@ def test_relevance_prior_is_the_first_mask_and_trains_the_relevance(kv):
     assert model.veg.word_proj.weight.grad.abs().sum() > 0
 
 
+def test_special_tokens_drop_leaves_cls_and_sep_out_of_the_local_cues():
+    """veg.special_tokens=drop: the BERT tower marks [CLS] and [SEP], the local cues leave
+    them out (same weights, another relevance), and a tower without special tokens (tiny)
+    is unchanged."""
+    from encoders.bert_text import special_tokens
+
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    assert special_tokens(mask).tolist() == [[True, False, False, True, False],
+                                             [True, True, False, False, False]]
+    swin = ["encoder.name=swin-bert", "encoder.preset=micro", "encoder.weights=random",
+            "image_size=64", "veg.k=4", "decoder.dim=16"]
+    relevance = {}
+    for rule in ("keep", "drop"):
+        torch.manual_seed(0)
+        model = build_model(apply_overrides(ModelConfig(), [*swin, f"veg.special_tokens={rule}"]))
+        model.encoder.tokenizer.fit(list(TEXTS))
+        images, ids, mask, _ = _batch(model)
+        with torch.no_grad():
+            relevance[rule] = model.eval()(images[:, :, :64, :64], ids, mask).relevance
+    assert not torch.allclose(relevance["keep"], relevance["drop"])
+    base = _model()
+    assert torch.equal(_logits(base), _logits(_same_weights(base, "veg.special_tokens=drop")))
+
+
 def test_expression_places_are_the_retrieved_cells():
     from vipa.model.veg import token_places
 

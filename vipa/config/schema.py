@@ -72,6 +72,9 @@ class VEGConfig:
     # pixels, not through the expression (stop-gradient on the tokens it is built from and
     # on the straight-through selection weight); relevance still learns from its own loss.
     detach_expression: bool = False
+    # "drop": the local cues (max over words) leave out the tower's special tokens ([CLS],
+    # [SEP]); "keep" (the paper's reading) scores against every token.
+    special_tokens: Literal["keep", "drop"] = "keep"
 
 
 @dataclass

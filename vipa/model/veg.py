@@ -135,7 +135,7 @@ class VisualExpressionGenerator(nn.Module):
         if self.word_proj is not None:
             words = self.word_proj(text.words)
             sims = _cosine(tokens, words)  # (B, N, L)
-            sims = sims.masked_fill(~text.mask.bool().unsqueeze(1), -2.0)
+            sims = sims.masked_fill(~self.cue_words(text).unsqueeze(1), -2.0)
             scores.append(sims.amax(dim=-1))
         if self.sentence_proj is not None:
             sentence = self.sentence_proj(text.sentence).unsqueeze(1)
@@ -147,6 +147,15 @@ class VisualExpressionGenerator(nn.Module):
         else:
             weight = torch.tensor(float(self.config.mix), device=tokens.device)
         return weight * scores[0] + (1 - weight) * scores[1]
+
+    def cue_words(self, text: TextFeatures) -> Tensor:
+        """(B, L) the tokens the local cues score against (``veg.special_tokens``); a
+        phrase of special tokens alone (an empty one) keeps them."""
+        valid = text.mask.bool()
+        if self.config.special_tokens == "keep" or text.special is None:
+            return valid
+        words = valid & ~text.special.bool()
+        return words | (valid & ~words.any(dim=1, keepdim=True))
 
     def keep_mask(self, relevance: Tensor) -> Tensor:
         """(B, N) True where a token passes its sample's dynamic threshold (never all False)."""
