@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from vipa.config import ModelConfig, from_dict, to_dict
+from vipa.config import ModelConfig, apply_overrides, from_dict, to_dict
 from vipa.config.validate import validate_model
 from vipa.errors import CheckpointError, ConfigError, PluginError, first_line
 from vipa.model import build_model
@@ -49,6 +50,23 @@ class Checkpoint:
     epoch: int
     metrics: dict[str, Any]
     vipa_version: str
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
+                     metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.save_file`` with the file mode any other output gets (0666 & ~umask).
+
+    safetensors writes its files 0600, so a colleague could not load a shared run.
+    """
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
@@ -91,7 +109,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, step: int = 0, 
         "epoch": str(epoch),
         "metrics": json.dumps(metrics or {}),
     }
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _atomic_write(path, lambda tmp: save_safetensors(tensors, tmp, metadata))
     return path
 
 
@@ -137,14 +155,21 @@ def _stored_tokenizer(metadata: dict[str, str]) -> dict[str, Any] | None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
-               expect_encoder: str | None = None):
+               expect_encoder: str | None = None, overrides: Sequence[str] = ()):
     """Rebuild the model a checkpoint describes and load its weights.
 
     The encoder is built with ``weights="random"`` (the checkpoint supplies the
-    trained weights), so loading never downloads anything.
+    trained weights), so loading never downloads anything. ``overrides``
+    (``decoder.hide_expression=true``, ``veg.k=4``; ``model.`` may lead) change
+    how the trained model runs; one that changes its weights is refused.
     """
     checkpoint = read_checkpoint(path)
     check_encoder_matches(checkpoint, expect_encoder)
+    if overrides:
+        changed = apply_overrides(checkpoint.model_config,
+                                  [o.strip().removeprefix("model.") for o in overrides])
+        validate_model(changed)
+        checkpoint = dataclasses.replace(checkpoint, model_config=changed)
     return build_from(checkpoint).to(device), checkpoint
 
 

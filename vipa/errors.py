@@ -26,6 +26,13 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis: for echoing a
+    user's phrase in a message without repeating a whole paragraph."""
+    text = one_line(text)
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def closest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate most like ``name``, when one is alike enough to suggest."""
     found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=SUGGEST_CUTOFF)
@@ -116,6 +123,10 @@ class ExportError(VipaError):
 
 class RunLockedError(VipaError):
     """Another live process is writing the run directory asked for."""
+
+
+class RunExistsError(UsageError):
+    """A new run was asked for in a folder that holds an earlier run's files."""
 
 
 class TrainingDivergedError(VipaError):

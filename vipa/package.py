@@ -23,9 +23,7 @@ METRIC_KEYS = ("oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9")
 def package_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str | None = None,
                        license: str = "apache-2.0") -> Path:
     """Write the model folder of ``checkpoint`` into ``out_dir`` (created; files replaced)."""
-    from safetensors.torch import save_file
-
-    from vipa.checkpoint import read_checkpoint
+    from vipa.checkpoint import read_checkpoint, save_safetensors
 
     checkpoint = Path(checkpoint)
     stored = read_checkpoint(checkpoint)
@@ -34,7 +32,8 @@ def package_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save_file(stored.tensors, str(out / WEIGHTS), metadata={"format": "pt"})
+        save_safetensors(stored.tensors, out / WEIGHTS, {"format": "pt"})
+        evaluations = _evaluations(checkpoint, dataset)
         config = {"format": FOLDER_FORMAT, "format_version": FOLDER_VERSION,
                   "library_name": "vipa", "vipa_version": __version__,
                   "model_config": to_dict(stored.model_config), "tokenizer": stored.tokenizer,
@@ -43,13 +42,32 @@ def package_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str
                                     "pixels": "RGB in [0, 1]; the model normalises",
                                     "threshold": 0.5},
                   "training": {"step": stored.step, "epoch": stored.epoch,
-                               "dataset": dataset, "metrics": stored.metrics}}
+                               "dataset": dataset, "metrics": stored.metrics,
+                               "evaluations": evaluations}}
         (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         card = model_card(name or out.resolve().name, config, license)
         (out / CARD).write_text(card, encoding="utf-8")
     except OSError as error:
         raise DataError(f"cannot write the model folder {out}: {error.strerror or error}") from None
     return out
+
+
+def _evaluations(checkpoint: Path, dataset: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``vipa eval`` results of this checkpoint beside it (``eval-<data>-<split>.json``)."""
+    if dataset is None:
+        return {}
+    found = {}
+    for path in sorted(checkpoint.parent.glob(f"eval-{dataset['name']}-*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and "oIoU" in record and record.get("split") \
+                and "set" not in record \
+                and Path(str(record.get("checkpoint", ""))).name == checkpoint.name:
+            found[str(record["split"])] = {k: v for k, v in record.items()
+                                          if k in (*METRIC_KEYS, "samples", "kinds")}
+    return found
 
 
 def _front_matter(name: str, config: dict[str, Any], license: str) -> dict[str, Any]:
@@ -90,19 +108,54 @@ def model_card(name: str, config: dict[str, Any], license: str) -> str:
              + (f" on `{dataset['name']}`." if dataset else "."), ""]
     if metrics:
         split = dataset["split"] if dataset else "validation"
-        lines += [f"## Results ({split}, {metrics.get('samples', '?')} samples, at the "
-                  f"checkpoint's step)", "", "| kind | " + " | ".join(METRIC_KEYS) + " |",
-                  "| --- |" + " ---: |" * len(METRIC_KEYS)]
-        rows = [("all", metrics), *sorted(metrics.get("kinds", {}).items())]
-        lines += [f"| {kind} | " + " | ".join(f"{values.get(k, float('nan')):.3f}"
-                                              for k in METRIC_KEYS) + " |"
-                  for kind, values in rows]
-        lines.append("")
-    lines += ["## Use", "", "```bash", "pip install vipa",
-              f'vipa predict photo.jpg "the left dog" --checkpoint ORG/{name}', "```", "",
+        lines += [f"## Results ({split}, {metrics.get('samples', '?')} samples: the split the "
+                  f"checkpoint was chosen on)", "", *_metrics_table(metrics)]
+    for evaluated, values in sorted(training.get("evaluations", {}).items()):
+        lines += [f"## Evaluation ({evaluated}, {values.get('samples', '?')} samples, `vipa "
+                  f"eval`)", "", *_metrics_table(values)]
+    image, phrase = _example(dataset)
+    lines += [*_limitations(dataset, model), "## Use", "", "```bash", "pip install vipa",
+              f'vipa predict {image} "{phrase}" --checkpoint ORG/{name}', "```", "",
               "```python", "import vipa", "", f'model = vipa.load("ORG/{name}")',
-              'for result in model.predict("photo.jpg", "the left dog"):',
+              f'for result in model.predict("{image}", "{phrase}"):',
               "    print(result.bbox, result.score)", "```", "",
               f"Files: `{WEIGHTS}` (weights, safetensors), `{CONFIG}` (model config, tokenizer, "
               "preprocessing); loading runs no code from this folder.", ""]
     return "\n".join(lines)
+
+
+def _metrics_table(metrics: dict[str, Any]) -> list[str]:
+    lines = ["| kind | " + " | ".join(METRIC_KEYS) + " |", "| --- |" + " ---: |" * len(METRIC_KEYS)]
+    rows = [("all", metrics), *sorted(metrics.get("kinds", {}).items())]
+    lines += [f"| {kind} | " + " | ".join(f"{values.get(k, float('nan')):.3f}"
+                                          for k in METRIC_KEYS) + " |" for kind, values in rows]
+    return [*lines, ""]
+
+
+def _example(dataset: dict[str, Any] | None) -> tuple[str, str]:
+    """An image and phrase like those the model was trained on, for the card's usage."""
+    if dataset and dataset["name"].startswith("synthetic"):
+        return "shapes.png", "the small red circle"
+    return "photo.jpg", "the left dog"
+
+
+def _limitations(dataset: dict[str, Any] | None, model: dict[str, Any]) -> list[str]:
+    """What the model was trained and evaluated on, and so what it cannot be expected to do."""
+    size = model["image_size"]
+    if dataset is None:
+        trained = "The data this model was trained on is not recorded (no run config beside "
+        trained += "its checkpoint)."
+    elif dataset["name"].startswith("synthetic"):
+        trained = (f"Trained on vipa's built-in synthetic set (`{dataset['name']}`): coloured "
+                   "circles, squares, triangles and stars on plain backgrounds, named by colour, "
+                   "size, texture, position and relation. It knows those words and those "
+                   "shapes only: on photographs it paints scattered blobs, often with a high "
+                   "score. Train on RefCOCO or your own data (`vipa train --data refcoco` or "
+                   "`--data jsonl`, docs/data.md) for photos.")
+    else:
+        trained = (f"Trained on `{dataset['name']}`; phrases and objects unlike its training "
+                   "data are segmented less well, and every phrase gets a mask, even one that "
+                   "names nothing in the image.")
+    return ["## Limitations", "", trained, "",
+            f"Images are resized to {size} x {size} px (aspect ignored), so small objects and "
+            "thin parts are coarse; masks are upsampled to the image's size.", ""]

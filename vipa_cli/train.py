@@ -26,7 +26,8 @@ def train_command(
     split_by: str = typer.Option(None, help="Refs split: unc, google, umd (default per dataset)."),
     image_dir: Path = typer.Option(None, help="COCO train2014 images, if not under --data-root."),
     output: Path = typer.Option(None, "--output", "-o",
-                                help="Run directory (default: runs/<date>-<encoder>-<fusion>)."),
+                                help="Run directory (default: "
+                                     "runs/<date>-<time>-<encoder>-<fusion>)."),
     epochs: int = typer.Option(None, help="Epochs to train."),
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
     time_budget: str = typer.Option(None, "--time-budget",
@@ -43,6 +44,9 @@ def train_command(
                                         "model config and tokenizer, with a fresh optimizer."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue the run in --output (default: the latest run)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace the run already in --output (its checkpoints, "
+                                        "metrics and config) instead of refusing."),
     overrides: list[str] = typer.Option([], "--set",
                                         help="Any config key, e.g. --set veg.k=32 "
                                              "--set train.grad_accum=2. Repeatable."),
@@ -78,7 +82,7 @@ def train_command(
                "seed": seed, "output": output, "logger": loggers or None}
     cfg = train_config(config, options, overrides, resume=resume, init_from=init_from)
 
-    result = train(cfg, resume=resume, progress=progress)
+    result = train(cfg, resume=resume, progress=progress, overwrite=overwrite)
 
     if result.stopped_by is not None:
         err_console.print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint "
@@ -93,7 +97,10 @@ def _report(result) -> None:  # noqa: ANN001 - TrainResult
     if not is_main_process():
         return
     metrics = result.best_metrics
-    console.print(f"[bold green]done[/]: {result.step} steps; best val oIoU "
+    steps = f"{result.step}/{result.total_steps}" if result.total_steps else f"{result.step}"
+    minutes, seconds = divmod(round(result.seconds), 60)
+    console.print(f"[bold green]done[/]: {steps} steps in {minutes} min {seconds:02d} s "
+                  f"({result.steps_per_s:.2f} steps/s); best {result.chosen_on} oIoU "
                   f"{metrics.get('oIoU', float('nan')):.4f}, mIoU "
                   f"{metrics.get('mIoU', float('nan')):.4f}")
     checkpoint = result.best or result.last
@@ -102,7 +109,7 @@ def _report(result) -> None:  # noqa: ANN001 - TrainResult
     console.print(f"curves: {result.run_dir / 'curves.png'}, log: "
                   f"{result.run_dir / 'metrics.jsonl'}")
     console.print("next:")
-    console.print(f"  vipa eval --checkpoint {checkpoint} --split testA")
+    console.print(f"  vipa eval --checkpoint {checkpoint}   (val, testA, testB)")
     console.print(f"  vipa predict IMAGE \"the small red circle\" --checkpoint {checkpoint}")
 
 

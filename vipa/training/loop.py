@@ -39,7 +39,7 @@ from vipa.training.distributed import (
     init_distributed,
     rank0_flag,
 )
-from vipa.training.runs import check_resumable, new_run_dir, run_lock
+from vipa.training.runs import check_resumable, claim_run_dir, new_run_dir, run_lock
 from vipa.training.session import Session
 from vipa.training.trackers import LogLines, RecordSinks, open_loggers
 
@@ -56,6 +56,10 @@ class TrainResult:
     step: int
     best_metrics: dict[str, Any] = field(default_factory=dict)
     stopped_by: str | None = None  # "SIGINT" / "SIGTERM" when interrupted
+    total_steps: int | None = None  # None under a time budget without max_steps
+    seconds: float = 0.0  # wall time of this session's training loop
+    steps_per_s: float = 0.0  # this session's steps over its loop's wall time
+    chosen_on: str = "val"  # the split the best checkpoint was chosen on
 
 
 @contextmanager
@@ -78,8 +82,13 @@ def stop_on_signals() -> Iterator[list[str]]:
             signal.signal(sig, old)
 
 
-def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train a model as ``cfg`` says; with ``resume`` continue ``cfg.train.output``'s run."""
+def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> TrainResult:
+    """Train a model as ``cfg`` says; with ``resume`` continue ``cfg.train.output``'s run.
+
+    A new run in a folder holding an earlier run's files is refused
+    (:class:`~vipa.errors.RunExistsError`) unless ``overwrite`` says to replace it.
+    """
     validate_run(cfg)  # library callers get the CLI's checks too
     budget = None
     if cfg.train.time_budget is not None:  # counted from here: setup is part of the budget
@@ -87,7 +96,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
     info = init_distributed(cfg.train.device)
     finished = False
     try:
-        result = _session_run(cfg, info, resume, budget, progress)
+        result = _session_run(cfg, info, resume, budget, progress, overwrite)
         finished = True
         return result
     finally:
@@ -95,13 +104,15 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
 
 
 def _session_run(cfg: RunConfig, info: DistInfo, resume: bool, budget: TimeBudget | None,
-                 progress: bool) -> TrainResult:
+                 progress: bool, overwrite: bool) -> TrainResult:
     """One training session in its own frame, so the model is gone when the group closes."""
     run_dir = Path(cfg.train.output) if cfg.train.output else new_run_dir(
         cfg.model.encoder.name, cfg.model.fusion.name)
     if resume:
         check_resumable(cfg, run_dir)
     with run_lock(run_dir) if info.is_main else nullcontext():
+        if info.is_main:
+            claim_run_dir(run_dir, resume=resume, overwrite=overwrite)
         session = Session(cfg, info, run_dir, resume, budget)
         if info.is_main:
             save_config(cfg, run_dir / "config.yaml")
@@ -124,7 +135,7 @@ def _sinks(session: Session, progress: bool) -> RecordSinks:
     lines = None
     if progress and not stderr_console().is_terminal:
         total = session.total_steps if session.budget is None else int(session.budget.seconds)
-        lines = LogLines(total, _position(session))
+        lines = LogLines(total, _position(session), in_steps=session.budget is None)
     loggers = open_loggers(session.cfg.train.loggers, session.run_dir, to_dict(session.cfg))
     return RecordSinks(lines, loggers)
 
@@ -143,6 +154,7 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
         checkpoint(parts)
 
     stopped_by = None
+    started, first_step = time.perf_counter(), state.step
     session.net.train()
     with stop_on_signals() as signals, _progress_bar(session, progress) as bar:
         step_log = StepLogger(log, bar, t.log_every, t.grad_accum, _position(session))
@@ -182,8 +194,11 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
                            state.step, session.last_path)
         plot_curves(session.run_dir)
     best = session.best_path if session.best_path.is_file() else None
+    total = session.total_steps if session.total_steps < 2**62 else None
+    seconds = time.perf_counter() - started
     return TrainResult(session.run_dir, session.last_path, best, state.step,
-                       state.best_metrics, stopped_by)
+                       state.best_metrics, stopped_by, total, seconds,
+                       (state.step - first_step) / max(seconds, 1e-9), cfg.data.val_split)
 
 
 class Timed:

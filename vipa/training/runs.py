@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vipa.config import RunConfig, flatten, load_preset, resolve_config, saved_run_config, to_dict
-from vipa.errors import CheckpointError, ConfigError, RunLockedError
+from vipa.errors import CheckpointError, ConfigError, RunExistsError, RunLockedError
 
 logger = logging.getLogger(__name__)
 LOCK_NAME = ".vipa.lock"
@@ -59,6 +59,24 @@ def default_checkpoint(base: Path = RUNS_DIR) -> Path:
     return run / "best.safetensors"
 
 
+def checkpoint_in(source: str | os.PathLike[str]) -> Path:
+    """The checkpoint a user means by ``source``: a run folder's ``best.safetensors`` (else
+    its ``last``), said in the log; a resume state is a CheckpointError naming the checkpoint
+    beside it; anything else is returned as it is."""
+    path = Path(source).expanduser()
+    if path.is_dir() and not (path / "model.safetensors").exists():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                logger.warning("%s is a run folder: using its %s", path, name)
+                return path / name
+    if path.suffix == ".pt" and ".state" in path.name:
+        beside = path.with_name(path.name.split(".state")[0] + ".safetensors")
+        raise CheckpointError(f"{path} is a resume state (optimizer and position), not a "
+                              f"model: use the checkpoint beside it, {beside}, or continue "
+                              f"the run with vipa train --resume --output {path.parent}")
+    return path
+
+
 def run_to_resume(output: Path | None, base: Path = RUNS_DIR) -> Path:
     """The run ``--resume`` continues: ``output``, else the latest run with a checkpoint."""
     run_dir = output or latest_run(base)
@@ -78,20 +96,13 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/.vipa.lock`` while a run writes there; refuse a second live writer.
 
     The lock is an ``flock``: the kernel drops it when its process dies (even
-    by kill -9), so a lock file left behind is simply taken over. A run folder
-    this call created and that holds nothing but the lock is removed at the end.
+    by kill -9), so a lock file left behind is simply taken over. The lock file
+    is removed when the run ends, and so is a run folder this call created
+    that holds nothing else.
     """
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115 - held open
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise RunLockedError(f"{run_dir} is being written by another vipa train ({owner}); "
-                             "wait for it to end or give another --output") from None
+    handle = _take_lock(run_dir / LOCK_NAME)
     handle.seek(0)
     if handle.read().strip():
         logger.info("took over the lock of %s left by a process that is gone", run_dir)
@@ -103,10 +114,67 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)  # still held: no one else has it
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-        if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+        if created and not any(run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _take_lock(path: Path):  # noqa: ANN202 - an open text file
+    """The lock file at ``path``, open and flocked; RunLockedError when a live run holds it.
+
+    A lock taken on a file that its holder removed in the meantime is let go
+    and taken again on the file now at ``path``.
+    """
+    while True:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(f"{path.parent} is being written by another vipa train "
+                                 f"({owner}); wait for it to end or give another --output"
+                                 ) from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()
+
+
+# What a run writes into its folder; ``--overwrite`` removes these and nothing else.
+RUN_FILES = ("last.safetensors", "best.safetensors", "metrics.jsonl", "curves.png",
+             "config.yaml", "last.state-*.pt", "best.state-*.pt")
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files of an earlier run in ``run_dir`` (none for a new or empty folder)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted({path for pattern in RUN_FILES for path in run_dir.glob(pattern)})
+
+
+def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one unless told to; ``overwrite`` clears it.
+
+    Called with the run's lock held, so two trainings never race over one folder.
+    """
+    if resume:
+        return
+    earlier = run_files(run_dir)
+    if not earlier:
+        return
+    if not overwrite:
+        held = "a finished run" if (run_dir / "best.safetensors").is_file() else "a run"
+        raise RunExistsError(f"{run_dir} holds {held}: --resume to go on with it, another "
+                             "--output for a new run, or --overwrite to replace it")
+    for path in earlier:
+        path.unlink(missing_ok=True)
+    logger.info("--overwrite: removed the earlier run's %d files from %s", len(earlier), run_dir)
 
 
 def check_resumable(cfg: RunConfig, run_dir: Path) -> None:

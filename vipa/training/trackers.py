@@ -48,10 +48,11 @@ def scalars_of(record: dict[str, Any]) -> dict[str, float]:
 
 class LogLines:
     """One plain stderr line per step record and per validation: what a batch job's log
-    needs instead of a live bar. ``position`` and ``total`` give the ETA (steps or seconds)."""
+    needs instead of a live bar. ``position`` and ``total`` give the ETA (steps, or seconds
+    of a time budget when ``in_steps`` is False); step lines say ``step N/total``."""
 
-    def __init__(self, total: int, position: Callable[[], int]) -> None:
-        self.total, self.position = total, position
+    def __init__(self, total: int, position: Callable[[], int], in_steps: bool = True) -> None:
+        self.total, self.position, self.in_steps = total, position, in_steps
         self.start, self.start_position = time.monotonic(), position()
 
     def __call__(self, record: dict[str, Any]) -> None:
@@ -60,7 +61,8 @@ class LogLines:
             self._print(f"step {record['step']} val mIoU {val['mIoU']:.4f} oIoU "
                         f"{val['oIoU']:.4f} P@0.5 {val.get('P@0.5', float('nan')):.4f}")
         elif "loss" in record:
-            self._print(f"step {record['step']} loss {record['loss']:.4f} lr "
+            of = f"/{self.total}" if self.in_steps else ""
+            self._print(f"step {record['step']}{of} loss {record['loss']:.4f} lr "
                         f"{record['lr']:.2e} {record['samples_per_s']:.1f} samples/s "
                         f"eta {self.eta()}")
 
