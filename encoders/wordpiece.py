@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import string
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from vipa.errors import CheckpointError, VipaError, one_line
@@ -87,35 +88,44 @@ class WordPieceTokenizer(Tokenizer):
         return 0 if pad is None else pad
 
     def fit(self, texts: Iterable[str]) -> None:
-        """Learn a lowercase WordPiece vocabulary (at most ``vocab_cap`` entries) from ``texts``."""
+        """Learn a lowercase vocabulary (at most ``vocab_cap`` entries) from ``texts``.
+
+        The special tokens and the basic characters (word-initial and ``##``
+        forms) first, then whole words by frequency, ties in alphabetical
+        order; a word that does not make the cap splits into characters. The
+        same texts give the same vocabulary in every process (the `tokenizers`
+        WordPiece trainer breaks ties in hash-map order: 4 fits of one text
+        list gave 4 vocabularies, docs/results.md).
+        """
         if not self.fittable:
             logger.debug("tokenizer comes with pretrained text weights; not refitting")
             return
-        from tokenizers import Tokenizer, models, trainers
+        from tokenizers import Tokenizer, models
 
         basic = [*BASIC_ALPHABET, *(f"##{c}" for c in BASIC_ALPHABET)]
         if self.vocab_cap < len(SPECIAL_TOKENS) + len(basic) + 1:
             raise VipaError(f"vocabulary cap {self.vocab_cap} is too small; use at least "
                             f"{len(SPECIAL_TOKENS) + len(basic) + 1}")
-        tokenizer = _bert_pipeline_untrained()
-        # Reserve room for the basic characters (both word-initial and ## forms) so any
-        # unseen word still splits into known pieces instead of collapsing to [UNK].
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=self.vocab_cap - len(basic), min_frequency=1,
-            special_tokens=list(SPECIAL_TOKENS), initial_alphabet=list(BASIC_ALPHABET),
-            continuing_subword_prefix="##", show_progress=False,
-        )
-        tokenizer.train_from_iterator((t for t in texts if t and t.strip()), trainer=trainer)
-        vocab = tokenizer.get_vocab()
-        if [vocab.get(t) for t in SPECIAL_TOKENS] != list(range(len(SPECIAL_TOKENS))):
-            raise VipaError("WordPiece training did not put the special tokens first")
-        for token in basic:
-            vocab.setdefault(token, len(vocab))
+        vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *basic])}
+        counts = self._word_counts(texts)
+        ranked = sorted((w for w in counts if w not in vocab), key=lambda w: (-counts[w], w))
+        for word in ranked[:self.vocab_cap - len(vocab)]:
+            vocab[word] = len(vocab)
         fitted = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]",
                                             max_input_chars_per_word=100))
-        self.tokenizer = _bert_pipeline(fitted)
+        self.tokenizer = _plain(_bert_pipeline(fitted))
         self.fitted = True
         logger.info("fitted a WordPiece vocabulary of %d tokens", self.vocab_size)
+
+    def _word_counts(self, texts: Iterable[str]) -> Counter[str]:
+        """How often each word occurs, split as BERT's normaliser and pre-tokeniser split."""
+        normalizer, splitter = self.tokenizer.normalizer, self.tokenizer.pre_tokenizer
+        counts: Counter[str] = Counter()
+        for text in texts:
+            if text and text.strip():
+                normalised = normalizer.normalize_str(str(text))
+                counts.update(word for word, _ in splitter.pre_tokenize_str(normalised))
+        return counts
 
     def grow(self, texts: Iterable[str]) -> int:
         """Append the pieces a vocabulary fitted on ``texts`` has and this one lacks.
@@ -192,16 +202,6 @@ class WordPieceTokenizer(Tokenizer):
                         fittable=bool(state.get("fittable", True)))
         tokenizer.fitted = state.get("fitted") in (True, "true")
         return tokenizer
-
-
-def _bert_pipeline_untrained():  # type: ignore[no-untyped-def]
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True,
-                                                      clean_text=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    return tokenizer
 
 
 @hookimpl

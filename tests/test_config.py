@@ -127,12 +127,16 @@ def test_bad_file_suffix_and_content(tmp_path):
         load_config(VEGConfig, tmp_path / "missing.yaml")
 
 
-def test_the_cpu_recipe_trains_for_a_time_budget_that_step_options_replace():
+def test_the_cpu_recipe_is_step_based_and_a_time_budget_or_epochs_replace_its_steps():
     from vipa.config import resolve_config
 
-    assert resolve_config("cpu").train.time_budget == "15m"
-    assert resolve_config("cpu", {"max_steps": 5}).train.time_budget is None
-    assert resolve_config("cpu", None, ["train.epochs=2"]).train.time_budget is None
+    cpu = resolve_config("cpu").train
+    assert (cpu.max_steps, cpu.val_every, cpu.time_budget) == (1800, 300, None)
+    assert resolve_config("cpu").data.val_split == "minival"
+    budget = resolve_config("cpu", {"time_budget": "20m"}).train
+    assert (budget.max_steps, budget.time_budget) == (None, "20m")
+    epochs = resolve_config("cpu", None, ["train.epochs=2"]).train
+    assert (epochs.max_steps, epochs.epochs) == (None, 2)
     both = resolve_config("cpu", {"max_steps": 5, "time_budget": "1m"})
     assert (both.train.max_steps, both.train.time_budget) == (5, "1m")
 

@@ -153,7 +153,7 @@ def test_eval_on_the_device_scores_like_the_cpu(device, trained, data_root, tmp_
         output = tmp_path / f"{where}.json"
         result = runner.invoke(app, ["eval", "--checkpoint", str(checkpoint), "--data-root",
                                      str(data_root), "--device", where, "--output", str(output),
-                                     "--no-progress"])
+                                     "--split", "val", "--no-progress"])
         assert result.exit_code == 0, result.output
         scores[where] = json.loads(output.read_text())
     assert abs(scores[device]["oIoU"] - scores["cpu"]["oIoU"]) < 0.02

@@ -311,3 +311,23 @@ def test_unknown_words_only_for_a_fitted_vocabulary(effnet):
     restored = WordPieceTokenizer.from_state(tokenizer.state())
     assert restored.unknown_words("the zebra") == (["zebra"], 2)
     assert effnet.tokenizer.unknown_words("the zebra, farthest away") == ([], 4)  # pretrained
+
+
+def test_a_fitted_vocabulary_is_the_same_in_every_process():
+    """Hash maps are seeded per process: fit the same texts in fresh processes and compare."""
+    import subprocess
+    import sys
+
+    code = ("from vipa_encoders.wordpiece import WordPieceTokenizer\n"
+            "t = WordPieceTokenizer(vocab_cap=150)\n"
+            "t.fit(['the red square', 'squares left of the square', 'the squarest star', "
+            "'a purple triangle', 'the small green star at the top'] * 3)\n"
+            "print(sorted(t.tokenizer.get_vocab().items(), key=lambda x: x[1]))")
+    fits = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)}
+    assert len(fits) == 1
+    vocab = eval(fits.pop())  # noqa: S307 - our own printed list
+    assert len(vocab) == 150 and vocab[0] == ("[PAD]", 0)
+    words = [token for token, _ in vocab[141:]]
+    # by frequency, ties alphabetical; "a" is a basic character already
+    assert words == ["the", "square", "star", "at", "green", "left", "of", "purple", "red"]

@@ -45,7 +45,7 @@ def test_without_a_terminal_train_writes_plain_lines(data_root, tmp_path):
     assert done.returncode == 0, text
     steps = [line for line in text.splitlines() if "] step " in line and " loss " in line]
     vals = [line for line in text.splitlines() if "] step " in line and " val mIoU " in line]
-    assert [line.split("] step ")[1].split()[0] for line in steps] == ["2", "4"]
+    assert [line.split("] step ")[1].split()[0] for line in steps] == ["2/4", "4/4"]
     assert all("lr " in line and "samples/s" in line and "eta " in line for line in steps)
     assert len(vals) == 2
     assert "━" not in text and "\r" not in text  # no bar

@@ -119,13 +119,20 @@ def test_a_manifest_trains_evaluates_and_predicts(photos, tmp_path):
     dataset = RISDataset(photos, "jsonl", "train", image_size=64)
     assert len(dataset) == 6 and dataset[0]["orig_size"].tolist() == [512, 512]
     assert {item.record_id for item in dataset.items} >= {"astronaut", "flag", "cup"}
-    result = train(_run_config(photos, tmp_path / "run", 4), progress=False)
-    assert result.step == 4 and result.best_metrics["samples"] == 2
+    cfg = _run_config(photos, tmp_path / "run", 4)
+    result = train(cfg, progress=False)
+    # chosen on a minival carved from the training images (at least one), named in the config
+    chosen = RISDataset(photos, "jsonl", cfg.data.val_split, image_size=64)
+    assert cfg.data.val_split == "minival" and result.chosen_on == "minival"
+    assert result.step == 4 and result.best_metrics["samples"] == len(chosen) > 0
+    trained_on = RISDataset(photos, "jsonl", "train", image_size=64, minival_held_out=True)
+    assert len(trained_on) + len(chosen) == 6
     evaluated = runner.invoke(app, ["eval", "-c", str(result.last), "--data", "jsonl",
                                     "--data-root", str(photos), "--split", "train",
                                     "--no-progress"])
     assert evaluated.exit_code == 0, evaluated.output
-    assert "train" in evaluated.output and " 6 " in evaluated.output
+    # train as the run trained on it: without the minival images
+    assert "train" in evaluated.output and f" {len(trained_on)} " in evaluated.output
     predicted = runner.invoke(app, ["predict", str(photos / "photos" / "coffee.jpg"),
                                     "the cup", "-c", str(result.last), "--out",
                                     str(tmp_path / "p"), "--json"])
@@ -310,7 +317,7 @@ def test_eval_gallery_draws_the_worst_and_best_per_kind(tmp_path):
     gallery = tmp_path / "gallery"
     result = runner.invoke(app, ["eval", "-c", str(run.last), "--data-root", str(synth),
                                  "--gallery", str(gallery), "--gallery-count", "2",
-                                 "--no-progress"])
+                                 "--split", "val", "--no-progress"])
     assert result.exit_code == 0, result.output
     pages = sorted(p.name for p in gallery.glob("*.png"))
     assert pages == sorted(f"{kind}-{end}.png" for kind in ("attribute", "position", "relation")

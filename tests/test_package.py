@@ -63,7 +63,7 @@ def test_the_folder_holds_weights_config_and_a_card_from_the_run(folder, served_
     assert meta["library_name"] == "vipa" and meta["pipeline_tag"] == "image-segmentation"
     assert meta["license"] == "apache-2.0" and meta["datasets"] == ["synthetic"]
     results = meta["model-index"][0]["results"][0]
-    assert results["dataset"]["split"] == "val"
+    assert results["dataset"]["split"] == "minival"  # the split the checkpoint was chosen on
     got = {m["type"]: m["value"] for m in results["metrics"]}
     assert got["oIoU"] == round(stored.metrics["oIoU"], 4)  # from the run, not typed
     assert 'vipa.load("ORG/tiny-vipa")' in card

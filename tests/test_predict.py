@@ -357,7 +357,8 @@ def test_eval_writes_coco_results_that_match_its_png_masks(checkpoint, data_root
     from pycocotools import mask as mask_utils
 
     args = ["eval", "--checkpoint", str(checkpoint), "--data", "synthetic", "--data-root",
-            str(data_root), "--device", "cpu", "--no-progress", "--save-predictions"]
+            str(data_root), "--device", "cpu", "--split", "val", "--no-progress",
+            "--save-predictions"]
     png = invoke(*args, str(tmp_path / "png"))
     coco = invoke(*args, str(tmp_path / "coco"), "--format", "coco")
     assert png.exit_code == 0 and coco.exit_code == 0, coco.output

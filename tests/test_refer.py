@@ -222,7 +222,7 @@ def test_unknown_dataset_split_and_split_by(root: Path) -> None:
         load_refs(root, "refcocoh")
     with pytest.raises(ConfigError, match="valid: unc$"):
         load_refs(root, "refcoco+", "umd")
-    with pytest.raises(ConfigError, match="train, val, testA, testB, test"):
+    with pytest.raises(ConfigError, match="train, minival, val, testA, testB, test"):
         load_refs(root, "refcoco").samples("dev")
     with pytest.raises(ConfigError, match="present: val, testA, testB"):
         load_refs(root, "refcoco").samples("train")

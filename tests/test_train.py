@@ -312,3 +312,92 @@ def test_time_budget_run_ends_on_time_with_its_validations(data_root, tmp_path, 
                                 "--no-progress"])
     assert again.exit_code == 0, again.output
     assert read_checkpoint(tmp_path / "run" / "last.safetensors").step == result.step
+
+
+def test_a_finished_run_is_not_overwritten_without_overwrite(data_root, tmp_path):
+    run = tmp_path / "r1"
+    first = runner.invoke(app, ["train", *tiny_args(data_root, run, 4)])
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    again = runner.invoke(app, ["train", *tiny_args(data_root, run, 2)])
+    assert again.exit_code == 2
+    message = again.output.strip()
+    assert "holds a finished run: --resume to go on with it" in message
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    replaced = runner.invoke(app, ["train", *tiny_args(data_root, run, 2), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert read_checkpoint(run / "last.safetensors").step == 2
+    assert [p.name for p in run.glob("last.state-*.pt")] == ["last.state-2.pt"]
+    losses = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in losses if "loss" in r] == [1, 2]  # the old log is gone
+    assert not (run / ".vipa.lock").exists()  # a finished run leaves no lock behind
+
+
+def test_checkpoints_and_model_folders_follow_the_umask(data_root, tmp_path):
+    old = os.umask(0o022)
+    try:
+        result = train(tiny_config(data_root, tmp_path / "run", 2), progress=False)
+        package = runner.invoke(app, ["package", str(result.best), str(tmp_path / "folder")])
+    finally:
+        os.umask(old)
+    assert package.exit_code == 0, package.output
+    for path in (result.best, result.last, tmp_path / "folder" / "model.safetensors",
+                 tmp_path / "folder" / "config.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_two_runs_with_one_seed_give_identical_metrics_and_weights(data_root, tmp_path):
+    """The tokenizer is fitted (WordPiece from scratch) in each run: its vocabulary too."""
+    runs = []
+    for name in ("a", "b"):
+        cfg = tiny_config(data_root, tmp_path / name, 6, "train.val_every=3")
+        runs.append(train(cfg, progress=False))
+    first, second = (read_checkpoint(r.best) for r in runs)
+    assert first.tokenizer == second.tokenizer
+    assert first.tensors.keys() == second.tensors.keys()
+    for key, tensor in first.tensors.items():
+        assert torch.equal(tensor, second.tensors[key]), key
+
+    def records(run) -> list[dict]:  # noqa: ANN001
+        lines = (run.run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in ("time", "samples_per_s")}
+                for line in lines]
+
+    assert records(runs[0]) == records(runs[1])
+    assert [r["step"] for r in records(runs[0]) if "val" in r] == [3, 6]
+
+
+def test_the_chosen_checkpoint_never_saw_its_reporting_splits(data_root, tmp_path):
+    from vipa.data.build import build_dataset
+
+    cfg = tiny_config(data_root, tmp_path / "run", 2)
+    assert cfg.data.val_split == "minival"
+    images = {split: {s.image_id for s in build_dataset(cfg, split, train=split == "train").items}
+              for split in ("train", "minival", "val", "testA", "testB")}
+    assert images["minival"], "a carved minival holds at least one image"
+    assert not images["minival"] & images["train"]  # chosen on images it never trained on
+    for split in ("val", "testA", "testB"):
+        assert not images[split] & (images["minival"] | images["train"]), split
+    result = train(cfg, progress=False)
+    assert result.chosen_on == "minival"
+    validated = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+                 if '"val"' in x]
+    assert validated[-1]["val"]["samples"] == min(
+        cfg.data.max_val_samples, len(build_dataset(cfg, "minival", train=False).items))
+
+
+def test_eval_reports_val_testa_and_testb_by_default(data_root, tmp_path):
+    result = train(tiny_config(data_root, tmp_path / "run", 2), progress=False)
+    out = runner.invoke(app, ["eval", "--checkpoint", str(result.best), "--data-root",
+                              str(data_root), "--device", "cpu", "--no-progress",
+                              "--output", str(tmp_path / "all.json")])
+    assert out.exit_code == 0, out.output
+    every = json.loads((tmp_path / "all.json").read_text())
+    assert list(every) == ["val", "testA", "testB"]
+    for split, metrics in every.items():
+        assert metrics["split"] == split and metrics["samples"] > 0
+        assert (result.run_dir / f"eval-synthetic-{split}.json").is_file()
+    typo = runner.invoke(app, ["eval", "--checkpoint", str(result.best), "--data-root",
+                               str(data_root), "--split", "testb", "--no-progress"])
+    assert typo.exit_code == 2 and "did you mean 'testB'?" in typo.output

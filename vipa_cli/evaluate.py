@@ -20,25 +20,37 @@ def eval_command(
                                         "refcocog, refer or jsonl (default: what the "
                                         "checkpoint was trained on)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
-    split: str = typer.Option("val", help="val, testA, testB, test or train; reworded: the "
-                                          "built-in set's val objects in phrasings no "
-                                          "training sentence uses."),
+    splits: list[str] = typer.Option([], "--split",
+                                     help="val, testA, testB, test, minival or train; "
+                                          "reworded: the built-in set's val objects in "
+                                          "phrasings no training sentence uses. Repeatable "
+                                          "(default: val, testA and testB, those the "
+                                          "dataset has)."),
     split_by: str = typer.Option(None, help="Refs split: unc, google, umd."),
     image_dir: Path = typer.Option(None, help="COCO train2014 images, if not under --data-root."),
     batch_size: int = typer.Option(16, help="Samples per forward pass."),
     device: str = device_option(),
-    threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
+    threshold: float = typer.Option(0.5, "--threshold", "--conf",
+                                   help="Foreground probability threshold (--conf: the same)."),
     max_samples: int = typer.Option(None, help="Evaluate an evenly spread subset."),
     output: Path = typer.Option(None, "--output", "-o",
                                 help="Metrics JSON (default: eval-<data>-<split>.json beside "
-                                     "the checkpoint)."),
+                                     "the checkpoint, one per split); with several splits, "
+                                     "one JSON of every split's metrics by split name."),
     save_predictions: Path = typer.Option(None, help="Write one PNG mask per sample, named by "
-                                                     "sentence id, at original image size."),
+                                                     "sentence id, at original image size "
+                                                     "(a subfolder per split when several)."),
     prediction_format: str = typer.Option("png", "--format",
                                           help="png: one mask per sample; coco: one "
                                                "results.json of COCO results records (RLE, "
                                                "xywh box, score, sent_id) in "
                                                "--save-predictions."),
+    overrides: list[str] = typer.Option([], "--set",
+                                        help="Run the trained model with a model key changed, "
+                                             "e.g. --set decoder.hide_expression=true (does "
+                                             "the decoder use its visual expression?). "
+                                             "Repeatable; a key that changes the weights is "
+                                             "refused."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     gallery: Path = typer.Option(None, "--gallery",
                                  help="Write contact sheets (PNG + index.html) of the worst and "
@@ -54,7 +66,7 @@ def eval_command(
 
     [bold]Examples[/bold]
 
-      [cyan]vipa eval[/cyan]   (latest run, its dataset, val split)
+      [cyan]vipa eval[/cyan]   (latest run, its dataset, val, testA and testB)
 
       [cyan]vipa eval --checkpoint runs/x/best.safetensors --data refcoco --data-root data/
       --split testA --save-predictions preds/[/cyan]
@@ -63,6 +75,8 @@ def eval_command(
     """
     from vipa.config import DataConfig, resolve_data_config, saved_run_config
     from vipa.evaluation import evaluate_checkpoint
+    from vipa.evaluation.evaluate import report_splits
+    from vipa.inference.io import slugify
     from vipa.training.runs import default_checkpoint
 
     checkpoint = checkpoint or default_checkpoint()
@@ -70,21 +84,40 @@ def eval_command(
     data_cfg = resolve_data_config(saved.data if saved else DataConfig(), {
         "data": data, "data_root": data_root, "split_by": split_by, "image_dir": image_dir})
 
-    metrics = evaluate_checkpoint(checkpoint, data_cfg, split, batch_size=batch_size,
-                                  device=device, threshold=threshold, max_samples=max_samples,
-                                  save_predictions=save_predictions, progress=progress,
-                                  gallery=gallery, gallery_count=gallery_count,
-                                  prediction_format=prediction_format)
-    output = output or checkpoint.parent / f"eval-{data_cfg.name}-{split}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(metrics, indent=2) + "\n")
-    console.print(metrics_table(metrics, f"{checkpoint} on {data_cfg.name} {split}"))
-    console.print(f"metrics written to {output}")
-    if save_predictions is not None:
-        console.print(f"predictions written to {metrics.get('predictions', save_predictions)}")
-    if gallery is not None:
-        console.print(f"gallery of the worst and best samples: {metrics['gallery']}")
+    splits = splits or report_splits(data_cfg)
+    several = len(splits) > 1
+    every = {}
+    for split in splits:
+        metrics = evaluate_checkpoint(
+            checkpoint, data_cfg, split, batch_size=batch_size, device=device,
+            threshold=threshold, max_samples=max_samples,
+            save_predictions=_per_split(save_predictions, split, several), progress=progress,
+            gallery=_per_split(gallery, split, several), gallery_count=gallery_count,
+            prediction_format=prediction_format, model_overrides=overrides)
+        every[split] = metrics
+        changed = f"-{slugify('-'.join(overrides))}" if overrides else ""
+        written = checkpoint.parent / f"eval-{data_cfg.name}-{split}{changed}.json"
+        if output is not None and not several:
+            written = output
+        _write_json(written, metrics)
+        console.print(metrics_table(metrics, f"{checkpoint} on {data_cfg.name} {split}"))
+        console.print(f"metrics written to {written}")
+        if save_predictions is not None:
+            console.print(f"predictions written to {metrics.get('predictions', save_predictions)}")
+        if gallery is not None:
+            console.print(f"gallery of the worst and best samples: {metrics['gallery']}")
+    if output is not None and several:
+        _write_json(output, every)
+        console.print(f"every split's metrics written to {output}")
 
+
+def _per_split(folder: Path | None, split: str, several: bool) -> Path | None:
+    return folder / split if folder is not None and several else folder
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def metrics_table(metrics: dict, title: str) -> Table:

@@ -56,6 +56,13 @@ def preset_names() -> list[str]:
 def load_preset(name_or_path: str) -> RunConfig:
     """A built-in preset by name (``cpu``, ``paper``) or a YAML/JSON file by path."""
     path = Path(name_or_path)
+    if path.suffix.lower() in (".safetensors", ".pt", ".pt2", ".onnx") or (
+            path.is_dir() and not (path / "config.yaml").is_file()):
+        raise ConfigError(f"--config {name_or_path} names a recipe (cpu, paper, or a YAML/JSON "
+                          "file), not a model: to start from a checkpoint use --init-from "
+                          "PATH, to continue a run --resume --output RUN_DIR")
+    if path.is_dir():  # a run folder: repeat its run
+        path = path / "config.yaml"
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
@@ -105,6 +112,10 @@ def _apply(cfg: RunConfig, options: dict[str, Any] | None,
     if keys & STEP_KEYS and "train.time_budget" not in keys and cfg.train.time_budget:
         # --max-steps / --epochs ask for a step-based run: the preset's budget gives way
         cfg = merge(cfg, {"train.time_budget": None})
+    if "train.max_steps" not in keys and cfg.train.max_steps and (
+            "train.epochs" in keys or ("train.time_budget" in keys and not keys & STEP_KEYS)):
+        # --epochs or --time-budget set the length: the preset's step count gives way
+        cfg = merge(cfg, {"train.max_steps": None})
     cfg = dataclasses.replace(cfg, model=resolve_encoder_preset(cfg.model))
     if cfg.data.name not in DATASET_NAMES:
         raise ConfigError(f"unknown dataset {cfg.data.name!r}; known: "

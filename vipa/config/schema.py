@@ -75,6 +75,11 @@ class VEGConfig:
     # "drop": the local cues (max over words) leave out the tower's special tokens ([CLS],
     # [SEP]); "keep" (the paper's reading) scores against every token.
     special_tokens: Literal["keep", "drop"] = "keep"
+    # Which of the K retrieved tokens the decoder may attend to: "topk", the paper's (all K
+    # that pass the refinement's threshold `mask`); "calibrated", those whose relevance says
+    # "referent" (relevance > 0, i.e. sigmoid(relevance / loss.tau) > 0.5; train it with
+    # loss.relevance_bce), at least the best one: an expression sized to the referent.
+    select: Literal["topk", "calibrated"] = "topk"
 
 
 @dataclass
@@ -102,6 +107,10 @@ class DecoderConfig:
     # level-0 mask logits (supervised like the aux masks); every level takes the logits so
     # far as an input and adds residual logits (Mask2Former's masks refined level by level).
     prior: bool = False
+    # A measuring switch, not a recipe: the pixels see the words alone (kv=both), the
+    # expression hidden from every sample, so `vipa eval --set decoder.hide_expression=true`
+    # says how much the trained decoder uses its visual expression.
+    hide_expression: bool = False
 
 
 @dataclass
@@ -113,6 +122,9 @@ class LossConfig:
     contrastive: float = 0.1
     tau: float = 0.1
     aux: float = 0.4
+    # vipa's (0 in the paper): per-cell BCE of sigmoid(relevance / tau) against the share of
+    # each VEG cell the referent covers, so relevance reads as "this cell is the referent".
+    relevance_bce: float = 0.0
 
 
 @dataclass

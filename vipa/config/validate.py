@@ -19,7 +19,7 @@ from vipa.errors import ConfigError
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?"
                        r"\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|gpu|cuda(:\d+)?|\d+)$", re.IGNORECASE)
 
 Rule = Callable[[Any], str | None]  # the reason a value is refused, or None
 
@@ -57,7 +57,7 @@ def _mix(value: Any) -> str | None:
 
 
 def _device(value: str) -> str | None:
-    return None if _DEVICE.match(value) else "must be auto, cpu, cuda, cuda:N or mps"
+    return None if _DEVICE.match(value) else "must be auto, cpu, cuda, cuda:N, N (GPU N) or mps"
 
 
 def _duration(value: str) -> str | None:
@@ -113,6 +113,10 @@ def _check(cfg: Any, rules: dict[str, Rule], prefix: str) -> None:
 def validate_model(model: Any, prefix: str = "model.") -> None:
     """ConfigError (one line) for the first value or combination a model config cannot have."""
     _check(model, MODEL_RULES, prefix)
+    if model.decoder.hide_expression and model.decoder.kv != "both":
+        raise ConfigError(f"{prefix}decoder.hide_expression needs decoder.kv=both (with kv="
+                          f"{model.decoder.kv} the pixels would have no keys left, or never "
+                          "see an expression)")
     grid = (model.image_size // model.veg.level) ** 2
     if model.veg.retrieval and model.veg.k > grid:
         raise ConfigError(f"{prefix}veg.k: {model.veg.k} is not allowed; the VEG token grid at "

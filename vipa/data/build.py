@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, Subset
 from vipa.config import RunConfig
 from vipa.data import synthetic
 from vipa.data.dataset import RISDataset
+from vipa.data.splits import MINIVAL
 from vipa.errors import DataError
 
 
@@ -29,7 +30,8 @@ def build_dataset(cfg: RunConfig, split: str, *, train: bool,
                       image_dir=cfg.data.image_dir, image_size=cfg.model.image_size,
                       train=train and cfg.data.augment, keep_original=keep_original,
                       seed=cfg.train.seed, empty_text=cfg.data.text == "empty",
-                      on_error=cfg.data.on_error)
+                      on_error=cfg.data.on_error,
+                      minival_held_out=cfg.data.val_split == MINIVAL)
 
 
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:

@@ -18,6 +18,7 @@ from vipa.data.index import MANIFEST, open_dataset
 from vipa.data.manifest import ManifestIndex, record_mask
 from vipa.data.refer import check_dataset as refer_split_by
 from vipa.data.refer import find_image_dir
+from vipa.data.splits import VIEWS
 from vipa.errors import DataError
 
 
@@ -131,5 +132,7 @@ def _check_refer(index, report: CheckReport,  # noqa: ANN001 - a ReferIndex
 
 
 def _shared_images(image_splits: dict[Path, set[str]]) -> list[str]:
+    """Images in more than one split; a view of a split (``VIEWS``) counts as that split."""
     return [f"image {path} is in splits {', '.join(sorted(splits))}: splits must not share "
-            "images" for path, splits in image_splits.items() if len(splits) > 1]
+            "images" for path, splits in image_splits.items()
+            if len({VIEWS.get(split, split) for split in splits}) > 1]

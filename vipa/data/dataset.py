@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from vipa.data.images import read_image  # noqa: F401 - the one reader (tests check it)
 from vipa.data.index import open_dataset
 from vipa.data.refer import Sample
+from vipa.data.splits import split_samples
 from vipa.data.transforms import TrainAugment, resize_image, resize_mask
 from vipa.errors import DataError
 
@@ -31,16 +32,20 @@ class RISDataset(Dataset):
     ``on_error="skip"`` turns a sample whose image or mask cannot be read into
     ``{"skipped": where, "error": message}`` (:func:`collate` drops it and lists
     it under ``batch["skipped"]``) instead of raising :class:`DataError`.
+    ``minival_held_out``: the run chooses its checkpoint on a minival carved from
+    train, so the train split leaves those images out (:mod:`vipa.data.splits`).
     """
 
     def __init__(self, root: str | Path, dataset: str = "refcoco", split: str = "val",
                  split_by: str | None = None, image_dir: str | Path | None = None,
                  image_size: int = 128, train: bool = False, keep_original: bool = False,
                  augment: TrainAugment | None = None, seed: int = 0,
-                 empty_text: bool = False, on_error: str = "fail") -> None:
+                 empty_text: bool = False, on_error: str = "fail",
+                 minival_held_out: bool = False) -> None:
         self.index = open_dataset(dataset, root, split_by, image_dir, strict=on_error != "skip")
         self.split = split
-        self.items: list[Sample] = self.index.samples(split)
+        self.items: list[Sample] = split_samples(self.index, split,
+                                                 minival_held_out=minival_held_out)
         self.image_dir = Path(getattr(self.index, "image_dir", None) or root)
         self.on_error = on_error
         self.image_size = int(image_size)

@@ -84,7 +84,10 @@ def _decode(source: Path | io.BytesIO, label: str, expected_size: tuple[int, int
         raise DataError(f"image {label} has more pixels than PIL's decompression-bomb limit, "
                         f"over the limit of {limit:,} (set {MAX_PIXELS_VARIABLE} to allow "
                         "more)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise DataError(f"corrupt image {label}: not an image file PIL can read (JPEG, PNG, "
+                        "WebP, BMP, TIFF, GIF, ...)") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"corrupt image {label}: {one_line(error)}") from None
     top = 65535.0 if wide_16 else max(float(values.max()), 1.0)
     gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -19,7 +19,7 @@ import numpy as np
 
 from vipa.data.images import read_image
 from vipa.data.safe_pickle import load_plain_pickle
-from vipa.errors import ConfigError, DataError
+from vipa.errors import ConfigError, DataError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,10 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "synthetic-heldout": ("vipa",),  # the held-out style: checking a recipe, never tuning it
     "refer": ("custom",),  # your own data in the refer layout (vipa data convert writes it)
 }
-# reworded: the built-in set's val objects in phrasings no other split uses (docs/data.md).
-SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB", "test", "reworded")
+# reworded: the built-in set's val objects in phrasings no other split uses (docs/data.md);
+# minival: where runs choose their checkpoint, carved from train when a dataset has none
+# (vipa.data.splits).
+SPLITS: tuple[str, ...] = ("train", "minival", "val", "testA", "testB", "test", "reworded")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ def check_dataset(dataset: str, split_by: str | None = None) -> str:
 
 def check_split(split: str) -> str:
     if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        by_case = {s.lower(): s for s in SPLITS}
+        hint = (f" (did you mean {by_case[split.lower()]!r}?)" if split.lower() in by_case
+                else did_you_mean(split, SPLITS))
+        raise ConfigError(f"unknown split {split!r}{hint}; valid: {', '.join(SPLITS)}")
     return split
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from vipa.checkpoint import load_model
 from vipa.config import DataConfig, RunConfig
-from vipa.data.build import build_dataset, evenly_spaced
+from vipa.data.build import build_dataset, dataset_root, evenly_spaced
 from vipa.data.dataset import collate
+from vipa.data.index import open_dataset
 from vipa.device import resolve_device
 from vipa.errors import UsageError
 from vipa.evaluation.gallery import Scored, write_gallery
@@ -128,24 +129,38 @@ def _coco_records(batch: dict[str, Any], probs: list, predictions: list) -> list
     return records
 
 
+# What `vipa eval` reports when no split is named: the splits results are reported on
+# (never the one a run chose its checkpoint on), those the dataset has.
+REPORT_SPLITS = ("val", "testA", "testB", "test")
+
+
+def report_splits(data: DataConfig) -> list[str]:
+    """The :data:`REPORT_SPLITS` that ``data`` has, in that order."""
+    index = open_dataset(data.name, dataset_root(data.name, data.root), data.split_by,
+                         data.image_dir)
+    return [split for split in REPORT_SPLITS if split in index.splits] or ["val"]
+
+
 def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", *,
                         batch_size: int = 16, device: str = "auto", threshold: float = 0.5,
                         max_samples: int | None = None, save_predictions: Path | None = None,
                         progress: bool = True, gallery: Path | None = None,
-                        gallery_count: int = 8,
-                        prediction_format: str = "png") -> dict[str, Any]:
+                        gallery_count: int = 8, prediction_format: str = "png",
+                        model_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Load a checkpoint, evaluate it on ``data`` ``split``; return metrics.
 
     ``save_predictions`` gets one ``<sent_id>.png`` per sample, or with
     ``prediction_format="coco"`` one ``results.json`` of COCO results records.
     ``gallery``: also draw the worst and best samples there (:mod:`.gallery`).
+    ``model_overrides``: run the trained model with these model keys changed
+    (``decoder.hide_expression=true``), recorded in the metrics as ``"set"``.
     """
     check_threshold(threshold)
     if prediction_format not in ("png", "coco"):
         raise UsageError(f"unknown prediction format {prediction_format!r}; known: png, coco")
     coco = [] if save_predictions is not None and prediction_format == "coco" else None
     torch_device = resolve_device(device)
-    model, ckpt = load_model(checkpoint, torch_device)
+    model, ckpt = load_model(checkpoint, torch_device, overrides=model_overrides)
     cfg = RunConfig(model=ckpt.model_config, data=data)
     full = build_dataset(cfg, split, train=False, keep_original=True)
     dataset = evenly_spaced(full, max_samples)
@@ -166,5 +181,6 @@ def evaluate_checkpoint(checkpoint: Path, data: DataConfig, split: str = "val", 
         scores = [dataclasses.replace(s, position=positions[s.position]) for s in scores]
         metrics["gallery"] = str(write_gallery(model, full, scores, gallery, torch_device,
                                                gallery_count, threshold))
+    extra = {"set": list(model_overrides)} if model_overrides else {}
     return {**metrics, "checkpoint": str(checkpoint), "dataset": data.name, "split": split,
-            "step": ckpt.step}
+            "step": ckpt.step, **extra}
