@@ -222,7 +222,8 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("veg.detach_expression=true",), ("decoder.pos_enc=true",),
               ("decoder.pos_enc=true", "decoder.kv=both", "veg.fallback=true"),
               ("fusion.options.pwam=lavt",), ("decoder.prior=true", "decoder.pos_enc=true"),
-              ("veg.special_tokens=drop",)]
+              ("veg.special_tokens=drop",), ("veg.select=calibrated",),
+              ("decoder.kv=both", "decoder.hide_expression=true")]
 
 
 def test_dropping_special_tokens_exports_with_parity(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from vipa.config import ModelConfig, apply_overrides
 from vipa.errors import ConfigError
 from vipa.model import LossOutput, ModelOutput, VipaLoss, VipaModel, build_model
-from vipa.model.losses import pixel_contrastive_loss, target_grid
+from vipa.model.losses import pixel_contrastive_loss, relevance_bce_loss, target_grid
 from vipa.model.vipa_model import veg_level_index
 from vipa_plugins import registry
 
@@ -420,3 +420,53 @@ def test_expression_places_are_the_retrieved_cells():
     assert veg.places.shape[:2] == veg.expression.shape[:2]
     assert (veg.places[:, -1] == 0).all()  # the fallback token has no place
     assert ((veg.places[:, :-1, :2] > 0) & (veg.places[:, :-1, :2] < 1)).all()
+
+
+def test_hide_expression_shows_the_decoder_only_the_words():
+    """decoder.hide_expression (kv=both): the expression no longer reaches the pixels, so
+    changing it changes nothing; without the switch it does."""
+    base = _model("decoder.kv=both")
+    hidden = _same_weights(base, "decoder.kv=both", "decoder.hide_expression=true")
+    assert not torch.allclose(_logits(base), _logits(hidden), atol=1e-6)
+    images, ids, mask, _ = _batch(hidden)
+    hidden.eval()
+    with torch.no_grad():
+        before = hidden(images, ids, mask).logits
+        for parameter in hidden.veg.layers.parameters():  # a different expression
+            parameter.add_(torch.randn_like(parameter))
+        assert torch.equal(before, hidden(images, ids, mask).logits)
+    from vipa.config.validate import validate_model
+
+    with pytest.raises(ConfigError, match="hide_expression needs decoder.kv=both"):
+        validate_model(_config("decoder.hide_expression=true"))
+
+
+def test_calibrated_selection_keeps_the_cells_relevance_calls_the_referent():
+    """veg.select=calibrated: of the K retrieved tokens the decoder keeps those with
+    relevance > 0, and always the best one."""
+    model = _model("veg.select=calibrated", "veg.k=6")
+    tokens = torch.randn(2, 9, 8)
+    relevance = torch.tensor([[0.9, 0.5, 0.2, -0.1, -0.3, -0.5, -0.6, -0.7, -0.8],
+                              [-0.2, -0.3, -0.4, -0.5, -0.6, -0.7, -0.1, -0.8, -0.9]])
+    model.veg.eval()
+    _, ignore, index = model.veg.select(tokens, relevance, model.veg.keep_mask(relevance))
+    assert index[0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert ignore[0].tolist() == [False, False, False, True, True, True]
+    assert ignore[1].tolist() == [False, True, True, True, True, True]  # the best one stays
+
+
+def test_relevance_bce_calibrates_relevance_against_cell_coverage():
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[0, 0, :4, :4] = 1  # covers cell (0, 0) of a 2 x 2 grid
+    aligned = torch.tensor([[[1.0, -1.0], [-1.0, -1.0]]])
+    assert relevance_bce_loss(aligned, masks, tau=0.1) < 1e-3
+    assert relevance_bce_loss(-aligned, masks, tau=0.1) > 5
+    half = torch.zeros(1, 1, 8, 8)
+    half[0, 0, :4, :2] = 1  # half of cell (0, 0): the target is 0.5 there
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        aligned / 0.1, torch.tensor([[[0.5, 0.0], [0.0, 0.0]]]))
+    torch.testing.assert_close(relevance_bce_loss(aligned, half, tau=0.1), expected)
+    model = _model("loss.relevance_bce=1.0")
+    images, ids, mask, targets = _batch(model)
+    loss = VipaLoss(model.config.loss)(model(images, ids, mask), targets)
+    assert "relevance_bce" in loss.parts and float(loss.parts["relevance_bce"]) > 0

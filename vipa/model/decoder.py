@@ -117,7 +117,9 @@ class VipaDecoder(nn.Module):
         ignore_words = ~text.mask.bool()
         if expression is None:
             return words, ignore_words
-        if self.training and self.config.expression_dropout:
+        if self.config.hide_expression:  # measuring: the words alone, in training or not
+            expression_mask = torch.ones_like(expression_mask)
+        elif self.training and self.config.expression_dropout:
             # Whole expressions of some samples are hidden: their pixels learn from the words
             # and the encoder alone, so no sample can lean only on matching the expression.
             drop = torch.rand(expression_mask.shape[0], 1, device=expression_mask.device)

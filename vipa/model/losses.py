@@ -1,5 +1,8 @@
 """Training losses, kept out of ``forward``: BCE + Dice on the mask, pixel contrastive on relevance.
 
+``loss.relevance_bce`` (vipa's, off in the paper) adds a per-cell BCE that calibrates
+relevance: ``sigmoid(relevance / tau)`` against the share of the cell the referent covers.
+
 The pixel contrastive term (PAPER 5) is InfoNCE over the token grid: every
 target cell's relevance r_p / tau is contrasted against all non-target cells
 of the same sample, ``-log(exp(r_p/tau) / (exp(r_p/tau) + sum_n exp(r_n/tau)))``,
@@ -58,6 +61,12 @@ def target_grid(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return (cover >= 0.5) | ((cover >= best) & (best > 0))
 
 
+def relevance_bce_loss(relevance: Tensor, masks: Tensor, tau: float) -> Tensor:
+    """BCE of ``sigmoid(relevance / tau)`` per cell against the cell's referent coverage."""
+    cover = F.adaptive_avg_pool2d(masks.float(), relevance.shape[-2:]).squeeze(1)
+    return F.binary_cross_entropy_with_logits(relevance.float() / tau, cover)
+
+
 def pixel_contrastive_loss(relevance: Tensor, masks: Tensor, tau: float) -> Tensor:
     """InfoNCE of target cells against non-target cells (see module docstring)."""
     batch, height, width = relevance.shape
@@ -92,6 +101,10 @@ class VipaLoss(nn.Module):
             contrastive = pixel_contrastive_loss(output.relevance, masks, config.tau)
             total = total + config.contrastive * contrastive
             parts["contrastive"] = contrastive
+        if config.relevance_bce:
+            calibration = relevance_bce_loss(output.relevance, masks, config.tau)
+            total = total + config.relevance_bce * calibration
+            parts["relevance_bce"] = calibration
         if output.aux and config.aux:
             aux_terms = [config.bce * b + config.dice * d
                          for b, d in (mask_loss(a, masks) for a in output.aux)]

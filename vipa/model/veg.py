@@ -16,8 +16,10 @@ Data flow for one coarse feature map (B, C, h, w) and text features::
              relevance, so the mask loss trains the encoder only through the pixels
 
 ``expression_mask`` (B, K) is True for retrieved tokens whose relevance fell
-below the same per-sample threshold (the decoder ignores them); the first
-(highest-scoring) token is never masked, so attention always has a key.
+below the same per-sample threshold (the decoder ignores them), or with
+``veg.select=calibrated`` whose relevance is not above 0 (the cells a calibrated
+relevance calls the referent); the first (highest-scoring) token is never
+masked, so attention always has a key.
 """
 
 from __future__ import annotations
@@ -196,10 +198,13 @@ class VisualExpressionGenerator(nn.Module):
         weight = 1.0 + soft - soft.detach()
         picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         picked = picked * weight.unsqueeze(-1).to(picked.dtype)
-        ignore = ~keep.gather(1, index)
+        if config.select == "calibrated":  # the cells relevance calls the referent
+            ignore = relevance.detach().gather(1, index) <= 0
+        elif config.mask == "none":
+            ignore = torch.zeros_like(index, dtype=torch.bool)
+        else:
+            ignore = ~keep.gather(1, index)
         ignore[:, 0] = False
-        if config.mask == "none":
-            ignore = torch.zeros_like(ignore)
         return picked, ignore, index
 
     def forward(self, feature: Tensor, text: TextFeatures) -> VEGOutput:
