@@ -48,6 +48,17 @@ class Model:
     def __repr__(self) -> str:
         return f"vipa.Model({self.source!r}, {type(self.runtime).__name__})"
 
+    def __call__(self, images: ImageLike | Sequence[ImageLike],
+                 texts: str | Sequence[str] | Sequence[Sequence[str]], *,
+                 threshold: float = 0.5, batch_size: int = 8) -> list[Segmentation]:
+        """``model(images, texts)`` is :meth:`predict`."""
+        return self.predict(images, texts, threshold=threshold, batch_size=batch_size)
+
+    @property
+    def device(self) -> str:
+        """Where the model runs: ``cpu``, ``cuda:0`` ... (``cpu`` for an ONNX model)."""
+        return str(getattr(self.runtime, "device", "cpu"))
+
     @property
     def image_size(self) -> int:
         """The square input resolution the model sees (results come back at each image's size)."""
@@ -60,7 +71,7 @@ class Model:
 
         ``batch_size`` images run per batched call (each image's phrases together).
         """
-        check_threshold(threshold)
+        check_threshold(threshold, "threshold")
         items = list(images) if _is_many(images) else [images]
         phrases = _phrases_per_image(texts, len(items))
         results: list[Segmentation] = []

@@ -3,7 +3,8 @@
 Each filter names one known message (a deprecation we have measured and
 answered, a log line about a config we built ourselves) and applies only
 around the call that causes it; nothing is silenced process-wide. With
-``--verbose`` (the root logger at INFO) every message shows again.
+``--verbose`` (the root logger at INFO) every message shows again, except
+transformers' load reports and progress bars (:func:`quiet_transformers`).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def without_log_records(source: str) -> Iterator[None]:
 def quiet_transformers() -> Iterator[None]:
     """transformers' load report, config notes and progress bars off inside the block.
 
-    A no-op when transformers is not loaded (a model without its modules).
+    Even under ``--verbose``: its per-tensor load report (a warning-level table in
+    terminal colour codes, about the pooler weights a text tower never uses) and
+    its progress bars say nothing about vipa's run, and vipa logs what it loaded
+    itself. Errors still show. A no-op when transformers is not loaded.
     """
-    if verbose() or "transformers" not in sys.modules:
+    if "transformers" not in sys.modules:
         yield
         return
     from transformers.utils import logging as hf_logging

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -116,8 +117,18 @@ def checkpoint_option(shared: bool = False) -> typer.models.OptionInfo:
     ``shared``: a model folder or a Hub id works too (commands that only run the model).
     """
     more = "; or a model folder, or a Hub id ORG/NAME, hf://ORG/NAME@REV" if shared else ""
-    return typer.Option(None, "--checkpoint", "-c",
-                        help=f"Checkpoint (default: the latest run's best.safetensors){more}.")
+    return typer.Option(None, "--checkpoint", "-c", callback=_checkpoint_meant,
+                        help=f"Checkpoint (default: the latest run's best.safetensors; a run "
+                             f"folder: its best.safetensors){more}.")
+
+
+def _checkpoint_meant(value):  # noqa: ANN001, ANN202 - a Path or str, as the option types it
+    """A run folder as its checkpoint; a resume state refused in one line (runs.checkpoint_in)."""
+    from vipa.training.runs import checkpoint_in
+
+    if value is None or not Path(str(value)).expanduser().exists():
+        return value
+    return type(value)(checkpoint_in(value))
 
 
 def device_option() -> typer.models.OptionInfo:

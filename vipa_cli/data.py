@@ -27,7 +27,8 @@ _ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p and instances.json, or
 
 @data_app.command("synth")
 def synth_command(
-    out: Path = typer.Option(..., "--out", help="Folder to write (becomes the data root)."),
+    out: Path = typer.Option(..., "--output", "-o", "--out",
+                             help="Folder to write (becomes the data root)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
     n_train: int = typer.Option(4000, "--n-train", min=0, help="Training expressions."),
     n_val: int = typer.Option(500, "--n-val", min=0, help="Validation expressions."),
@@ -99,7 +100,8 @@ def show_command(
     index: int = typer.Option(0, "--index", min=0, help="Sample number within the split."),
     sent_id: int | None = typer.Option(None, "--sent-id", help="Pick the sample by sent_id."),
     scale: int = typer.Option(1, "--scale", min=1, max=16, help="Enlarge the image this much."),
-    out: Path = typer.Option(Path("sample.png"), "--out", help="PNG file to write."),
+    out: Path = typer.Option(Path("sample.png"), "--output", "-o", "--out",
+                             help="PNG file to write."),
 ) -> None:
     """Draw one sample: the image, its mask (tint and outline) and the expression.
 
@@ -171,7 +173,8 @@ def check_command(
 def convert_command(
     data: str = typer.Option(..., "--data", help=_DATA_HELP),
     data_root: Path | None = typer.Option(None, "--data-root", help=_ROOT_HELP),
-    out: Path = typer.Option(..., "--out", help="New folder to write the other layout into."),
+    out: Path = typer.Option(..., "--output", "-o", "--out",
+                             help="New folder to write the other layout into."),
     split_by: str | None = typer.Option(None, "--split-by", help="unc, google, umd, vipa."),
     image_dir: Path | None = typer.Option(None, "--image-dir", help="Folder of the images."),
     progress: bool = typer.Option(True, help="Show a progress bar."),

@@ -17,7 +17,8 @@ def demo_command(
                                     "sidecar."),
     port: int = typer.Option(7860, min=1, max=65535, help="TCP port."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
-    threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
+    threshold: float = typer.Option(0.5, "--threshold", "--conf",
+                                   help="Foreground probability threshold (--conf: the same)."),
     device: str = device_option(),
 ) -> None:
     """Open a browser demo: upload or pick an image, type phrases, see the masks.

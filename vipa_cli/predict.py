@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -21,21 +22,24 @@ from vipa_cli._util import (
 @app.command("predict")
 def predict_command(
     image: str = typer.Argument(None, help="Image file (JPEG, PNG, ...), a folder of images, "
-                                           "a quoted glob (\"photos/**/*.jpg\") or @list.txt "
-                                           "(one image path per line)."),
+                                           "a quoted glob (\"photos/**/*.jpg\"), @list.txt "
+                                           "(one image path per line), - (standard input) "
+                                           "or an http(s) URL."),
     texts: list[str] = typer.Argument(None, help="One or more phrases; all run in one pass "
                                                  "per image, on every image."),
     checkpoint: str = checkpoint_option(shared=True),
     model: Path = typer.Option(None, "--model", "-m",
                                help="Exported model (.onnx, .pt2 or TorchScript .pt) with its "
                                     ".vipa.json sidecar; runs without PyTorch model code."),
-    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
+    out: Path = typer.Option(Path("predictions"), "--output", "-o", "--out",
+                             help="Output folder."),
     batch: Path = typer.Option(None, "--batch",
                                help='JSONL of {"image": ..., "text": ...} requests; relative '
                                     "images resolve against the file's folder. Writes "
                                     "results.jsonl in --out; under torchrun the ranks share "
                                     "the requests and rank 0 merges."),
-    threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
+    threshold: float = typer.Option(0.5, "--threshold", "--conf",
+                                   help="Foreground probability threshold (--conf: the same)."),
     heatmap: bool = typer.Option(False, "--heatmap",
                                  help="Also write the VEG relevance map with the retrieved "
                                       "tokens boxed."),
@@ -48,8 +52,8 @@ def predict_command(
     """Segment what each phrase refers to; write masks and overlays at the image's size.
 
     For each phrase: [bold]<stem>-<i>-<slug>.mask.png[/bold] (0/255) and
-    [bold].overlay.png[/bold] (tinted mask, contour, caption) in --out. Boxes
-    are COCO [x, y, width, height]. With many images an unreadable one is
+    [bold].overlay.png[/bold] (tinted mask, contour, caption) in --output. Boxes
+    are COCO \\[x, y, width, height]. With many images an unreadable one is
     reported and skipped, the rest go on, and the exit code is 1.
 
     [bold]Examples[/bold]
@@ -90,17 +94,21 @@ def predict_command(
         if records is None:  # a torchrun rank other than 0: rank 0 reports
             return
     else:
+        from vipa.inference.io import fetch_image
         from vipa.inference.many import names_many
 
-        if names_many(image):
+        fetched = fetch_image(image)
+        if fetched is None and names_many(image):
             raise typer.Exit(_predict_many(image, texts, checkpoint, model, device, out,
                                            threshold, heatmap, progress, as_json))
         from vipa.inference.loading import load_runtime
         from vipa.inference.predict import predict_image
 
         runtime = load_runtime(checkpoint, model, device)
-        records = [r.to_json() for r in predict_image(runtime, Path(image), texts, out,
-                                                      threshold=threshold, heatmap=heatmap)]
+        data, stem = fetched if fetched is not None else (Path(image), None)
+        records = [r.to_json() for r in predict_image(runtime, data, texts, out, stem=stem,
+                                                      source=image, threshold=threshold,
+                                                      heatmap=heatmap)]
     _report(records, as_json)
 
 
@@ -141,11 +149,24 @@ def _predict_many(spec: str, texts: list[str], checkpoint: Path | None, model: P
 
 
 def _report(records: list[dict], as_json: bool) -> None:
+    from vipa.errors import shorten
+
     if as_json:
+        terminal = sys.stdout.isatty()
         for record in records:
-            typer.echo(json.dumps(record))
+            typer.echo(json.dumps(_elide_rle(record) if terminal else record))
         return
     for record in records:
         where = f"bbox xywh {record['bbox']}" if record["area"] else "no foreground"
-        console.print(f"{record['text']!r}: {record['area']} px, {where} -> {record['overlay']}",
-                      highlight=False)
+        console.print(f"{shorten(record['text'])!r}: {record['area']} px, {where} -> "
+                      f"{record['overlay']}", highlight=False)
+
+
+def _elide_rle(record: dict) -> dict:
+    """A --json record for a person at a terminal: the RLE counts (thousands of characters
+    for a photo) are left out; piped or redirected output keeps them."""
+    rle = record.get("segmentation")
+    if not isinstance(rle, dict) or len(str(rle.get("counts", ""))) <= 80:
+        return record
+    counts = f"<{len(str(rle['counts']))} characters: redirect or pipe --json to get them>"
+    return {**record, "segmentation": {**rle, "counts": counts}}

@@ -42,7 +42,8 @@ def serve_command(
                                       help="Largest request body, in MB."),
     max_queued: int = typer.Option(256, "--max-queued", min=1,
                                    help="Phrases waiting before requests get 503."),
-    threshold: float = typer.Option(0.5, help="Foreground probability threshold."),
+    threshold: float = typer.Option(0.5, "--threshold", "--conf",
+                                   help="Foreground probability threshold (--conf: the same)."),
     device: str = device_option(),
 ) -> None:
     """Serve predictions over HTTP: GET /health, POST /predict, GET /metrics.

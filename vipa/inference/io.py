@@ -10,17 +10,47 @@ from pathlib import Path
 
 import numpy as np
 
-from vipa.data.images import read_image
+from vipa.data.images import decode_image, read_image
 from vipa.errors import DataError, EmptyPhraseError, UsageError
 
-__all__ = ["check_phrases", "check_threshold", "prepare_output_dir", "read_image", "read_requests",
-           "save_mask_png", "slugify"]
+__all__ = ["check_phrases", "check_threshold", "decode_image", "fetch_image",
+           "prepare_output_dir", "read_image", "read_requests", "request_phrases", "save_mask_png",
+           "slugify"]
+# How long a URL may take to answer before `vipa predict` gives up on it.
+URL_TIMEOUT_S = 20.0
+
 
 def save_mask_png(mask: np.ndarray, path: Path) -> None:
     """A binary mask as an 8-bit PNG (0 / 255) so any viewer shows it."""
     from PIL import Image
 
     Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
+
+
+def fetch_image(spec: str) -> tuple[bytes, str] | None:
+    """An image given as ``-`` (standard input) or an http(s) URL: its bytes and a file stem
+    for the outputs; None when ``spec`` is neither (a path, a folder, a glob)."""
+    import sys
+
+    if spec == "-":
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise DataError("no image on standard input (vipa predict - \"the cat\" < cat.jpg)")
+        return data, "stdin"
+    if not re.match(r"^https?://", spec, re.IGNORECASE):
+        return None
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(spec, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 - http(s) only
+            data = response.read()
+    except (URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise DataError(f"cannot fetch {spec}: {reason} (offline? download the image and "
+                        "pass its path)") from None
+    stem = Path(spec.split("?")[0].rstrip("/")).stem or "url"
+    return data, slugify(stem)
 
 
 def check_phrases(texts: Sequence[str]) -> list[str]:
@@ -36,11 +66,12 @@ def check_phrases(texts: Sequence[str]) -> list[str]:
     return cleaned
 
 
-def check_threshold(threshold: float) -> float:
-    """A foreground threshold strictly inside (0, 1); UsageError otherwise."""
+def check_threshold(threshold: float, name: str = "--threshold") -> float:
+    """A foreground threshold strictly inside (0, 1); UsageError naming ``name`` otherwise
+    (the CLI's flag, or the Python argument ``threshold=``)."""
     if not 0 < threshold < 1:
-        raise UsageError(f"--threshold {threshold:g} is not allowed; it must be strictly "
-                         "between 0 and 1")
+        shown = f"{name}={threshold:g}" if not name.startswith("-") else f"{name} {threshold:g}"
+        raise UsageError(f"{shown} is not allowed; it must be strictly between 0 and 1")
     return threshold
 
 
@@ -48,6 +79,20 @@ def slugify(text: str, limit: int = 40) -> str:
     """A file-name-safe short form of a phrase: ``the left dog`` -> ``the-left-dog``."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-")
     return slug or "phrase"
+
+
+def request_phrases(record: object) -> list[str] | None:
+    """The phrases of one request (``{"image": ..., "text": ...}`` and / or ``"texts": [...]``),
+    as `--batch` files and `vipa serve`'s JSON take them; None when malformed."""
+    if not isinstance(record, dict) or not isinstance(record.get("image"), str):
+        return None
+    texts = record.get("texts", [])
+    texts = [texts] if isinstance(texts, str) else texts
+    if "text" in record:
+        texts = [record["text"], *texts] if isinstance(texts, list) else texts
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return None
+    return texts
 
 
 def prepare_output_dir(out_dir: Path) -> Path:
@@ -65,7 +110,8 @@ def prepare_output_dir(out_dir: Path) -> Path:
 
 
 def read_requests(path: Path) -> list[tuple[Path, str]]:
-    """``{"image": ..., "text": ...}`` per line; relative images resolve against the file's folder.
+    """``{"image": ..., "text": ...}`` (or ``"texts": [...]``, a request per phrase) per line;
+    relative images resolve against the file's folder.
 
     Blank lines are skipped; any other malformed line is a one-line error
     naming its line number.
@@ -85,12 +131,13 @@ def read_requests(path: Path) -> list[tuple[Path, str]]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{number}: not JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("image"), str) \
-                or not isinstance(record.get("text"), str):
-            raise DataError(f'{path}:{number}: expected {{"image": "...", "text": "..."}}')
+        texts = request_phrases(record)
+        if texts is None:
+            raise DataError(f'{path}:{number}: expected {{"image": "...", "text": "..."}} or '
+                            f'{{"image": "...", "texts": ["...", ...]}}')
         image = Path(record["image"]).expanduser()
-        requests.append((image if image.is_absolute() else path.parent / image,
-                         record["text"]))
+        image = image if image.is_absolute() else path.parent / image
+        requests += [(image, text) for text in texts]
     if not requests:
         raise DataError(f"requests file {path} holds no requests")
     return requests

@@ -31,16 +31,25 @@ def load_runtime(checkpoint: str | Path | None = None, model: Path | None = None
 
 
 def checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
-    """On the CPU the checkpoint's cached trace (:mod:`vipa.inference.traced`), else PyTorch."""
+    """On the CPU the checkpoint's (or model folder's) cached trace
+    (:mod:`vipa.inference.traced`), else the PyTorch model."""
     from vipa.cache import fast_start_cache_enabled
     from vipa.device import resolve_device
     from vipa.inference.traced import traced_copy
 
-    if checkpoint.is_file() and fast_start_cache_enabled() \
-            and resolve_device(device).type == "cpu":
+    folder = None
+    if checkpoint.is_dir():  # read first: a folder vipa refuses is refused before any trace
+        from vipa.hub import read_folder
+
+        folder = read_folder(checkpoint)
+    if fast_start_cache_enabled() and resolve_device(device).type == "cpu":
         traced = traced_copy(checkpoint)
         if traced is not None:
             return TorchScriptRuntime(traced, "cpu")
+    if folder is not None:
+        from vipa.checkpoint import build_from
+
+        return TorchRuntime(build_from(folder), device)
     return TorchRuntime.from_checkpoint(checkpoint, device)
 
 
@@ -48,22 +57,15 @@ def open_model(source: str | Path, device: str = "auto") -> Runtime:
     """The runtime for ``source``: an export (it has a sidecar), a checkpoint, a model folder
     or a Hub id (``org/name``, ``hf://org/name@revision``)."""
     from vipa.hub import hub_folder, hub_source
+    from vipa.training.runs import checkpoint_in
 
     hub = hub_source(source)
-    path = hub_folder(*hub) if hub is not None else Path(source).expanduser()
+    path = hub_folder(*hub) if hub is not None else checkpoint_in(source)
     if path.is_dir():
-        return folder_runtime(path, device)
+        return checkpoint_runtime(path, device)
     if path.is_file():
         if sidecar_path(path).is_file():
             return load_exported(path, device)
         return checkpoint_runtime(path, device)
     raise DataError(f"no model at {source}: give a checkpoint (.safetensors), an exported "
                     f"model with its .vipa.json sidecar, a model folder or a Hub id (ORG/NAME)")
-
-
-def folder_runtime(folder: Path, device: str) -> Runtime:
-    """A model folder (``vipa package``) as a PyTorch model: safetensors and JSON only."""
-    from vipa.checkpoint import build_from
-    from vipa.hub import read_folder
-
-    return TorchRuntime(build_from(read_folder(folder)), device)

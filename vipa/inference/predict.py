@@ -18,6 +18,7 @@ from vipa.errors import UsageError
 from vipa.inference.io import (
     check_phrases,
     check_threshold,
+    decode_image,
     prepare_output_dir,
     read_image,
     save_mask_png,
@@ -72,6 +73,12 @@ class Segmentation:
     image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8
     file_name: str = ""  # the image's path, when it came from a file
 
+    def __repr__(self) -> str:
+        height, width = self.mask.shape
+        where = f", file_name={self.file_name!r}" if self.file_name else ""
+        return (f"Segmentation(text={self.text!r}, score={self.score:.3f}, area={self.area}, "
+                f"bbox={self.bbox}, size={width}x{height}{where})")
+
     @property
     def area(self) -> int:
         return int(self.mask.sum())
@@ -95,20 +102,34 @@ class Segmentation:
                            segmentation=self.rle, bbox=self.bbox, area=self.area,
                            score=self.score)
 
-    def save(self, directory: str | Path, name: str | None = None) -> tuple[Path, Path]:
-        """Write ``<name>.mask.png`` (0/255) and ``<name>.overlay.png``; their paths.
-
-        ``name`` defaults to the image's stem and the phrase's slug.
-        """
+    def plot(self):  # noqa: ANN201 - a PIL.Image.Image
+        """The overlay as a PIL image: the mask tinted, its contour and the phrase."""
         from vipa.viz import draw_overlay  # drawing libraries load only to draw
 
         if self.image is None:
             raise UsageError("this result holds no image to draw the overlay on")
+        return draw_overlay(self.image, self.mask, self.text)
+
+    def save(self, directory: str | Path, name: str | None = None) -> tuple[Path, Path]:
+        """Write ``<name>.mask.png`` (0/255) and ``<name>.overlay.png``; their paths.
+
+        ``name`` defaults to the image's stem and the phrase's slug, numbered
+        ``-2``, ``-3``, ... when those files exist, so two phrases that slug alike
+        ("the red square", "The red square!") never overwrite each other; a
+        ``name`` you give is written as it is.
+        """
+        overlay = self.plot()
         directory = prepare_output_dir(Path(directory))
-        name = name or f"{Path(self.file_name).stem or 'image'}-{slugify(self.text)}"
+        if name is None:
+            base = f"{Path(self.file_name).stem or 'image'}-{slugify(self.text)}"
+            name, number = base, 1
+            while (directory / f"{name}.mask.png").exists() \
+                    or (directory / f"{name}.overlay.png").exists():
+                number += 1
+                name = f"{base}-{number}"
         mask_path, overlay_path = directory / f"{name}.mask.png", directory / f"{name}.overlay.png"
         save_mask_png(self.mask, mask_path)
-        draw_overlay(self.image, self.mask, self.text).save(overlay_path)
+        overlay.save(overlay_path)
         return mask_path, overlay_path
 
 
@@ -143,22 +164,29 @@ def segment(runtime: Runtime, image: np.ndarray, texts: Sequence[str],
     return segment_many(runtime, [(image, texts)], threshold)[0]
 
 
-def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_dir: Path,
-                  *, threshold: float = 0.5, heatmap: bool = False,
-                  indices: Sequence[int] | None = None,
-                  stem: str | None = None) -> list[PhraseResult]:
+def predict_image(runtime: Runtime, image_path: Path | bytes, texts: Sequence[str],
+                  out_dir: Path, *, threshold: float = 0.5, heatmap: bool = False,
+                  indices: Sequence[int] | None = None, stem: str | None = None,
+                  source: str | None = None) -> list[PhraseResult]:
     """Segment every phrase in ``texts`` on one image in one forward pass; write the PNGs.
 
+    ``image_path``: a file, or an image's bytes (standard input, a URL's answer).
     ``indices`` numbers the output files (default 0..n-1); batch mode passes
     request numbers, so names never collide and each result records its request.
-    ``stem`` starts the file names (default: the image's stem).
+    ``stem`` starts the file names (default: the image's stem); ``source`` is what
+    the results record as the image (default: the path).
     """
     from vipa.viz import draw_heatmap  # drawing libraries load only to draw
 
     texts = check_phrases(texts)
     out_dir = prepare_output_dir(out_dir)
-    image = read_image(Path(image_path))
-    stem = stem or Path(image_path).stem
+    if isinstance(image_path, bytes):
+        stem = stem or "image"
+        image = decode_image(image_path, source or stem)
+    else:
+        image = read_image(Path(image_path))
+        stem = stem or Path(image_path).stem
+    source = source or str(image_path if not isinstance(image_path, bytes) else stem)
     results = []
     for j, found in enumerate(segment(runtime, image, texts, threshold)):
         number = indices[j] if indices is not None else j
@@ -167,10 +195,11 @@ def predict_image(runtime: Runtime, image_path: Path, texts: Sequence[str], out_
         heatmap_path = None
         if heatmap:
             heatmap_path = out_dir / f"{base}.heatmap.png"
-            draw_heatmap(image, found.relevance, runtime.expression_size).save(heatmap_path)
+            picture = draw_heatmap(image, found.relevance, runtime.expression_size, found.text)
+            picture.save(heatmap_path)
         results.append(PhraseResult(
             text=found.text, mask=str(mask_path), overlay=str(overlay_path), area=found.area,
             bbox=found.bbox, score=found.score, segmentation=found.rle,
-            heatmap=str(heatmap_path) if heatmap_path else None, image=str(image_path),
+            heatmap=str(heatmap_path) if heatmap_path else None, image=source,
             request=indices[j] if indices is not None else None))
     return results

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vipa.errors import UsageError
+from vipa.errors import UsageError, shorten
 from vipa.inference.sidecar import read_sidecar
 from vipa.quiet import without_warning
 from vipa_plugins.tokenizers import Tokenizer
@@ -44,7 +44,7 @@ class Runtime(abc.ABC):
             full = self.tokenizer.count(text)
             if full > self.tokenizer.max_len:
                 logger.warning("phrase %r has %d tokens; truncated to the model's limit of %d",
-                               text, full, self.tokenizer.max_len)
+                               shorten(text), full, self.tokenizer.max_len)
             self._warn_unknown(text)
         return self.tokenizer.arrays(texts)
 
@@ -60,7 +60,7 @@ class Runtime(abc.ABC):
         unknown, words = self.tokenizer.unknown_words(text)
         if not unknown or len(unknown) * 2 <= words:
             return None
-        return (f"{len(unknown)} of the {words} words of {text!r} are not in this model's "
+        return (f"{len(unknown)} of the {words} words of {shorten(text)!r} are not in this model's "
                 f"vocabulary ({', '.join(unknown)}): its training data never used them, so "
                 f"the mask is a guess")
 

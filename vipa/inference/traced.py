@@ -28,18 +28,32 @@ FAILED_FILE = "not-traceable.txt"  # why the checkpoint runs as a PyTorch model 
 
 
 def trace_key(checkpoint: Path) -> str:
-    """Hex digest of the checkpoint's bytes, vipa's version and torch's version."""
+    """Hex digest of the checkpoint's bytes, vipa's version and torch's version; for a model
+    folder (``vipa package``), of its weights and its ``config.json``."""
     import torch
 
-    return file_key(checkpoint, f"vipa {__version__} torch {torch.__version__}")
+    header = f"vipa {__version__} torch {torch.__version__}"
+    if checkpoint.is_dir():
+        from vipa.hub import CONFIG, WEIGHTS
+
+        config = (checkpoint / CONFIG).read_text(encoding="utf-8", errors="replace")
+        return file_key(checkpoint / WEIGHTS, f"{header}\n{config}")
+    return file_key(checkpoint, header)
 
 
 def _trace_into(checkpoint: Path, folder: Path) -> None:
-    """Trace ``checkpoint`` into ``folder``, or record there why it does not trace."""
-    from vipa.inference.export import export_checkpoint
+    """Trace ``checkpoint`` (a file or a model folder) into ``folder``, or record there why
+    it does not trace."""
+    from vipa.checkpoint import build_from
+    from vipa.hub import read_folder
+    from vipa.inference.export import export_checkpoint, export_model
 
     try:
-        export_checkpoint(checkpoint, folder / TRACE_FILE, "torchscript")
+        if checkpoint.is_dir():
+            export_model(build_from(read_folder(checkpoint)), folder / TRACE_FILE,
+                         "torchscript", checkpoint=checkpoint)
+        else:
+            export_checkpoint(checkpoint, folder / TRACE_FILE, "torchscript")
     except ExportError as error:  # the trace failed or missed the parity check
         for stale in folder.iterdir():
             stale.unlink()

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 
 from vipa.data.images import decode_image
 from vipa.errors import DataError, EmptyPhraseError, first_line
-from vipa.inference.io import check_phrases
+from vipa.inference.io import check_phrases, request_phrases
 from vipa.inference.runtime import Runtime
 from vipa.serving.batcher import Batcher, QueueFull
 from vipa.serving.codec import result_json
@@ -175,12 +175,10 @@ def _json_request(body: bytes) -> tuple[bytes, list[str]]:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ServeError(400, f"the body is not JSON: {first_line(error)}") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-        raise ServeError(400, 'JSON requests look like {"image": "<base64>", "texts": [...]}; '
-                              "images are sent as data, never as paths")
-    texts = payload.get("texts", [payload["text"]] if "text" in payload else [])
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise ServeError(400, '"texts" must be a list of phrases')
+    texts = request_phrases(payload)
+    if texts is None:
+        raise ServeError(400, 'JSON requests look like {"image": "<base64>", "texts": [...]} '
+                              '(or "text": "..."); images are sent as data, never as paths')
     try:
         return base64.b64decode(payload["image"], validate=True), texts
     except (binascii.Error, ValueError):
@@ -195,5 +193,6 @@ async def _form_request(request: Request) -> tuple[bytes, list[str]]:
     uploads = [value for value in form.getlist("image") if hasattr(value, "read")]
     if len(uploads) != 1:
         raise ServeError(400, "send exactly one image file in the form field 'image'")
-    texts = [str(value) for value in form.getlist("text")]
+    # "text" and "texts" both name phrases, as in JSON requests and --batch files.
+    texts = [str(value) for key in ("text", "texts") for value in form.getlist(key)]
     return await uploads[0].read(), texts

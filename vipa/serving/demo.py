@@ -69,7 +69,8 @@ def build_demo(runtime: Runtime, threshold: float = 0.5, example_rows: list | No
         if not show or image is None or not phrases_of(text):
             return []
         pixels = np.asarray(image)[..., :3]
-        return [(np.asarray(draw_heatmap(pixels, f.relevance, runtime.expression_size)), f.text)
+        return [(np.asarray(draw_heatmap(pixels, f.relevance, runtime.expression_size,
+                                         f.text)), f.text)
                 for f in run(image, text, warn=False)]
 
     with gr.Blocks(title="vipa: referring image segmentation") as demo:
