@@ -6,6 +6,7 @@ Run each one as a module from the repository root:
     python -m bench.components   # parameters, FLOPs and time per model part
     python -m bench.ablation     # train the paper's ablations and summarize them
     python -m bench.retrieval    # does VEG retrieve the target, does the prediction follow the text
+    python -m bench.photo --checkpoint CKPT  # a 12 MP photo against a 0.24 MP one: time, memory
 
 Modules: ``speed`` (timing, orchestration, CLI), ``memory`` (peak-memory
 probes), ``coldstart`` (``vipa predict`` as a fresh process), ``report``

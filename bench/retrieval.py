@@ -13,7 +13,10 @@ model's size, GT masks resized with them):
   another sample's phrase on the same image. Near 1 means the text is ignored;
 - ``position: hit, missed``: among position phrases (where the set names kinds),
   the share whose top-1 token lies on the target but whose mask IoU is below 0.5:
-  retrieval found the referent and the decoder did not follow it.
+  retrieval found the referent and the decoder did not follow it;
+- ``hidden mIoU``: mIoU with the visual expression hidden from the decoder
+  (``decoder.hide_expression``; ``kv=both`` only): next to ``mIoU``, how much the
+  decoder uses its expression.
 
     python -m bench.retrieval runs/*/best.safetensors --samples 200
 """
@@ -46,10 +49,15 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
     """Retrieval and text-dependence statistics of one checkpoint (see the module doc)."""
     model, loaded = load_model(checkpoint, torch.device("cpu"))
     model.eval()
+    hidden = None
+    if loaded.model_config.decoder.kv == "both":
+        hidden = load_model(checkpoint, torch.device("cpu"),
+                            overrides=["decoder.hide_expression=true"])[0].eval()
     dataset = evenly_spaced(build_dataset(RunConfig(model=loaded.model_config, data=data),
                                           split, train=False), samples)
     k = model.veg.config.k
-    sums = {"top1": 0.0, "precision": 0.0, "cells": 0.0, "iou": 0.0, "swap_iou": 0.0}
+    sums = {"top1": 0.0, "precision": 0.0, "cells": 0.0, "iou": 0.0, "swap_iou": 0.0,
+            "hidden_iou": 0.0}
     count, grid, positions, hit_missed = 0, 0, 0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
@@ -71,8 +79,13 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         sums["cells"] += target.sum().item()
         sums["iou"] += _iou(predicted, gt).sum().item()
         sums["swap_iou"] += _iou(predicted, swapped).sum().item()
+        if hidden is not None:
+            blind = hidden(batch["image"], ids, mask).logits.sigmoid() > 0.5
+            sums["hidden_iou"] += _iou(blind, gt).sum().item()
         count += len(ids)
     result = {name: value / max(count, 1) for name, value in sums.items()}
+    if hidden is None:
+        result["hidden_iou"] = float("nan")
     return {**result, "k": k, "grid_tokens": grid, "samples": count,
             "position_samples": positions,
             "position_hit_missed": hit_missed / positions if positions else float("nan")}
@@ -91,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if not args.json:
         print("| checkpoint | K | top1 on target | topK precision | target cells | mIoU "
-              "| text swap IoU | position: hit, missed |\n"
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| text swap IoU | position: hit, missed | hidden mIoU |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for checkpoint in args.checkpoints:
         data = DataConfig(name=args.data, root=args.data_root)
         r = diagnose(checkpoint, data, args.split, args.samples)
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {checkpoint} | {r['k']} | {r['top1']:.3f} | {r['precision']:.3f} "
                   f"| {r['cells']:.1f} / {r['grid_tokens']} | {r['iou']:.3f} "
                   f"| {r['swap_iou']:.3f} | {r['position_hit_missed']:.3f} "
-                  f"of {r['position_samples']} |")
+                  f"of {r['position_samples']} | {r['hidden_iou']:.3f} |")
     return 0
 
 

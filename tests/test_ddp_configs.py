@@ -35,7 +35,9 @@ SWITCHES = [
     ["decoder.coords=false"], ["veg.retrieval=off"], ["veg.refine=off"], ["veg.cues=local"],
     ["veg.cues=global"], ["veg.context_layers=1"], ["veg.fallback=true"], ["veg.mix=0.5"],
     ["veg.detach_expression=true"], ["veg.mask=none"], ["fusion.name=none"],
-    ["fusion.name=late"], ["decoder.prior=true"],
+    ["fusion.name=late"], ["decoder.prior=true"], ["loss.relevance_bce=0.5"],
+    ["veg.select=calibrated"], ["decoder.kv=both", "decoder.hide_expression=true"],
+    ["veg.straight_through=successive"], ["veg.word_pool=attention"],
 ]
 UNUSED = [
     ["loss.contrastive=0", "decoder.kv=language"],

@@ -223,6 +223,7 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("decoder.pos_enc=true", "decoder.kv=both", "veg.fallback=true"),
               ("fusion.options.pwam=lavt",), ("decoder.prior=true", "decoder.pos_enc=true"),
               ("veg.special_tokens=drop",), ("veg.select=calibrated",),
+              ("veg.word_pool=attention",), ("veg.straight_through=successive",),
               ("decoder.kv=both", "decoder.hide_expression=true")]
 
 

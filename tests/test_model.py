@@ -132,7 +132,7 @@ def test_switch_with_same_parameters_changes_output(overrides):
     ("veg.refine=off",), ("veg.cues=local",), ("veg.cues=global",), ("decoder.kv=language",),
     ("veg.n_refine=1",), ("decoder.coords=false",), ("veg.context_layers=1",),
     ("veg.fallback=true",), ("decoder.kv=both",), ("decoder.pos_enc=true",),
-    ("decoder.prior=true",),
+    ("decoder.prior=true",), ("veg.word_pool=attention",),
 ])
 def test_switch_changes_parameters_and_output(overrides):
     base = _model()
@@ -470,3 +470,24 @@ def test_relevance_bce_calibrates_relevance_against_cell_coverage():
     images, ids, mask, targets = _batch(model)
     loss = VipaLoss(model.config.loss)(model(images, ids, mask), targets)
     assert "relevance_bce" in loss.parts and float(loss.parts["relevance_bce"]) > 0
+
+
+def test_successive_straight_through_reaches_every_cell_with_the_same_forward():
+    """veg.straight_through=successive: the same picks and values in training, but the loss
+    on the picks now reaches the score of every cell, picked or not."""
+    torch.manual_seed(0)
+    tokens, target = torch.randn(2, 9, 8), torch.randn(2, 3, 8)
+
+    def picks(rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+        veg = _model("veg.gumbel=false", "veg.k=3", f"veg.straight_through={rule}").veg.train()
+        relevance = torch.linspace(0.9, -0.9, 9).repeat(2, 1).requires_grad_()
+        picked, _, index = veg.select(tokens, relevance, veg.keep_mask(relevance))
+        assert index[0].tolist() == [0, 1, 2]
+        ((picked - target) ** 2).sum().backward()
+        return picked.detach(), relevance.grad
+
+    picked, grad = picks("softmax")
+    picked_st, grad_st = picks("successive")
+    torch.testing.assert_close(picked_st, picked)  # forward: exactly the hard picks
+    assert not torch.allclose(grad_st, grad)
+    assert (grad_st.abs() > 1e-9).all()  # every cell's score hears from the loss

@@ -80,6 +80,15 @@ class VEGConfig:
     # "referent" (relevance > 0, i.e. sigmoid(relevance / loss.tau) > 0.5; train it with
     # loss.relevance_bce), at least the best one: an expression sized to the referent.
     select: Literal["topk", "calibrated"] = "topk"
+    # How retrieval learns from the mask loss: "softmax", the paper's (each pick weighted by
+    # 1 + p - sg(p), p one softmax over all cells: p(1 - p) vanishes for a confident pick and
+    # for cells with p ~ 0); "successive": K softmaxes, each over the cells not yet picked,
+    # hard one-hot forward and soft backward, so the mask loss reaches every cell's score.
+    straight_through: Literal["softmax", "successive"] = "softmax"
+    # How the local cue pools the words: "max" (the paper: the best-matching word, so a
+    # relation's anchor noun fires as strongly as the referent's); "attention": a weighting
+    # of the words computed from the sentence, the same for every token.
+    word_pool: Literal["max", "attention"] = "max"
 
 
 @dataclass

@@ -6,8 +6,10 @@ Data flow for one coarse feature map (B, C, h, w) and text features::
     context (veg.context_layers, 0 in the paper): V self-attends (the whole
              image) and cross-attends to the words, FFN; per layer
     relevance r = mix(max_j cos(V, w_j), cos(V, s))      (B, N), returned as (B, h, w)
+             (veg.word_pool=attention: sum_j a_j cos(V, w_j), a from the sentence)
     retrieval: hard top-K of r / score_tau (+ Gumbel noise when training),
-               straight-through gradient via softmax(r / score_tau)  -> (B, K, d)
+               straight-through gradient via softmax(r / score_tau), or K successive
+               softmaxes over the cells not yet picked (veg.straight_through)  -> (B, K, d)
     refinement: K queries cross-attend to V under a per-sample dynamic mask,
                 self-attend, FFN; n_refine times                     -> E (B, K, d)
     fallback (veg.fallback, off in the paper): E gets the sentence feature
@@ -117,6 +119,8 @@ class VisualExpressionGenerator(nn.Module):
         self.token_proj = nn.Linear(in_channels + (2 if coords else 0), dim)
         self.token_norm = nn.LayerNorm(dim)
         self.word_proj = nn.Linear(text_dim, dim) if config.cues != "global" else None
+        pooled = config.cues != "global" and config.word_pool == "attention"
+        self.word_query = nn.Linear(text_dim, dim) if pooled else None
         self.sentence_proj = nn.Linear(text_dim, dim) if config.cues != "local" else None
         if config.cues == "local-global" and config.mix == "learned":
             self.mix_logit = nn.Parameter(torch.zeros(()))
@@ -137,8 +141,7 @@ class VisualExpressionGenerator(nn.Module):
         if self.word_proj is not None:
             words = self.word_proj(text.words)
             sims = _cosine(tokens, words)  # (B, N, L)
-            sims = sims.masked_fill(~self.cue_words(text).unsqueeze(1), -2.0)
-            scores.append(sims.amax(dim=-1))
+            scores.append(self.pool_words(sims, text, words))
         if self.sentence_proj is not None:
             sentence = self.sentence_proj(text.sentence).unsqueeze(1)
             scores.append(_cosine(tokens, sentence).squeeze(-1))
@@ -149,6 +152,17 @@ class VisualExpressionGenerator(nn.Module):
         else:
             weight = torch.tensor(float(self.config.mix), device=tokens.device)
         return weight * scores[0] + (1 - weight) * scores[1]
+
+    def pool_words(self, sims: Tensor, text: TextFeatures, words: Tensor) -> Tensor:
+        """(B, N) local cue from the token-word cosines (B, N, L): the best word's
+        (``word_pool=max``), or a sentence-conditioned weighting of the words (``attention``)."""
+        cue = self.cue_words(text)
+        if self.word_query is None:
+            return sims.masked_fill(~cue.unsqueeze(1), -2.0).amax(dim=-1)
+        query = self.word_query(text.sentence).unsqueeze(1)  # (B, 1, d)
+        weights = _cosine(query, words).squeeze(1) / self.config.score_tau  # (B, L)
+        weights = weights.masked_fill(~cue, float("-inf")).softmax(dim=-1)
+        return torch.bmm(sims, weights.unsqueeze(-1)).squeeze(-1)
 
     def cue_words(self, text: TextFeatures) -> Tensor:
         """(B, L) the tokens the local cues score against (``veg.special_tokens``); a
@@ -193,11 +207,14 @@ class VisualExpressionGenerator(nn.Module):
             uniform = torch.rand_like(logits).clamp(_EPS, 1 - _EPS)
             logits = logits - config.gumbel_scale * torch.log(-torch.log(uniform))
         index = logits.detach().topk(k, dim=1).indices  # sorted: index[:, 0] is the best
-        soft = logits.softmax(dim=1).gather(1, index)
-        # Straight-through: forward value 1 (hard top-K), gradient of the soft score.
-        weight = 1.0 + soft - soft.detach()
-        picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        picked = picked * weight.unsqueeze(-1).to(picked.dtype)
+        if config.straight_through == "successive" and self.training:  # eval: the same value
+            picked = successive_picks(tokens, logits, index)
+        else:
+            soft = logits.softmax(dim=1).gather(1, index)
+            # Straight-through: forward value 1 (hard top-K), gradient of the soft score.
+            weight = 1.0 + soft - soft.detach()
+            picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+            picked = picked * weight.unsqueeze(-1).to(picked.dtype)
         if config.select == "calibrated":  # the cells relevance calls the referent
             ignore = relevance.detach().gather(1, index) <= 0
         elif config.mask == "none":
@@ -232,6 +249,21 @@ class VisualExpressionGenerator(nn.Module):
             ignore = torch.cat((ignore, torch.zeros_like(ignore[:, :1])), dim=1)
             places = torch.cat((places, torch.zeros_like(places[:, :1])), dim=1)
         return VEGOutput(expression, ignore, relevance_map, places)
+
+
+def successive_picks(tokens: Tensor, logits: Tensor, index: Tensor) -> Tensor:
+    """(B, K, d) the tokens at ``index`` (B, K), each pick j a straight-through one-hot over
+    the cells not picked before it: forward exactly ``tokens[index]``, backward the gradient
+    of ``softmax(logits without picks < j) @ tokens`` (``veg.straight_through=successive``)."""
+    batch, count = logits.shape
+    taken = torch.zeros(batch, count, dtype=torch.bool, device=logits.device)
+    weights = []
+    for j in range(index.shape[1]):
+        soft = logits.float().masked_fill(taken, float("-inf")).softmax(dim=1)
+        hard = F.one_hot(index[:, j], count).to(soft.dtype)
+        weights.append(hard + soft - soft.detach())
+        taken = taken | hard.bool()
+    return torch.bmm(torch.stack(weights, dim=1).to(tokens.dtype), tokens)
 
 
 def token_places(index: Tensor, relevance: Tensor, height: int, width: int) -> Tensor:

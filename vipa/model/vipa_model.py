@@ -171,8 +171,6 @@ def unused_parameters(config: ModelConfig) -> str | None:
     if decoder.deep_supervision and loss.aux == 0 and not decoder.prior:
         return "loss.aux=0 leaves the deep-supervision heads without a loss"
     expression_free = decoder.kv == "language" or not veg.retrieval or veg.detach_expression
-    if decoder.hide_expression and decoder.kv == "both":
-        return "decoder.hide_expression leaves the visual expression's layers without a loss"
     if loss.contrastive == 0 and loss.relevance_bce == 0 and expression_free \
             and not decoder.prior:
         return ("loss.contrastive=0 leaves the VEG's scoring without a loss (decoder.kv="
