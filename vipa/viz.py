@@ -48,6 +48,13 @@ def _eroded_along_first(mask: np.ndarray, radius: int) -> np.ndarray:
     return holes[window:] == holes[:-window]
 
 
+def _tint(pixels: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
+    """Blend ``colour`` half into the masked pixels of uint8 ``pixels``, in place; only the
+    masked pixels are copied (a 12 MP photo is never held as float)."""
+    pixels[mask] = ((pixels[mask].astype(np.uint16) + colour.astype(np.uint16)) // 2).astype(
+        np.uint8)
+
+
 def caption_font(width: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """The captions' font, sized to the picture: readable on a phone photo and a 96 px one."""
     return ImageFont.load_default(size=max(10, min(64, width // 40)))
@@ -92,9 +99,8 @@ def _draw_captions(picture: Image.Image, captions: list[str],
 
 def draw_overlay(image: np.ndarray, mask: np.ndarray, caption: str) -> Image.Image:
     """RGB image with the mask tinted, its contour outlined and the phrase as a caption."""
-    tinted = image.astype(np.float32)
-    tinted[mask] = 0.5 * tinted[mask] + 0.5 * _TINT
-    pixels = tinted.astype(np.uint8)
+    pixels = np.array(image, dtype=np.uint8)
+    _tint(pixels, mask, _TINT)
     pixels[outline(mask, max(1, round(max(image.shape[:2]) / 256)))] = _CONTOUR
     overlay = Image.fromarray(pixels, mode="RGB")
     _draw_captions(overlay, [caption])
@@ -107,12 +113,10 @@ PALETTE = ((255, 64, 32), (32, 160, 255), (60, 200, 60), (250, 200, 20), (200, 6
 
 def draw_overlays(image: np.ndarray, masks: list[np.ndarray], captions: list[str]) -> Image.Image:
     """Several phrases' masks on one image, one colour each, with a legend of the phrases."""
-    pixels = image.astype(np.float32)
+    canvas = np.array(image, dtype=np.uint8)
     width = max(1, round(max(image.shape[:2]) / 256))
     for i, mask in enumerate(masks):
-        colour = np.array(PALETTE[i % len(PALETTE)], dtype=np.float32)
-        pixels[mask] = 0.5 * pixels[mask] + 0.5 * colour
-    canvas = pixels.astype(np.uint8)
+        _tint(canvas, mask, np.array(PALETTE[i % len(PALETTE)], dtype=np.float32))
     for i, mask in enumerate(masks):
         canvas[outline(mask, width)] = PALETTE[i % len(PALETTE)]
     picture = Image.fromarray(canvas, mode="RGB")
