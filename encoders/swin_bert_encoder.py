@@ -8,6 +8,7 @@ the weights are neither local nor cached.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
                     text_weights: str | None = None, text: str = "bert",
                     freeze_text: bool = False, max_text_len: int = 20,
                     vocab_size: int = DEFAULT_VOCAB_CAP,
-                    drop_path_rate: float = 0.1) -> SwinBertEncoder:
+                    drop_path_rate: float = 0.1, window: int | None = None) -> SwinBertEncoder:
     """Build ``swin-bert``.
 
     ``weights``: ``random`` (nothing is read or downloaded), ``pretrained``
@@ -165,12 +166,21 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
     the vision tower). ``freeze_text``: the text tower gets no gradient and
     no update (a pretrained tower keeps its meaning). ``vocab_size`` caps the
     WordPiece vocabulary fitted for random text weights (and sizes their
-    embedding).
+    embedding). ``window``: the attention window instead of the preset's (random
+    vision weights only): one that tiles every stage's grid leaves no pad tokens,
+    which the unshifted windows would otherwise attend to as keys (the ``micro``
+    preset's window 4 pads the 6 x 6 stride-16 grid at 96 px to 8 x 8; window 3
+    tiles 24 / 12 / 6 / 3 exactly).
     """
     name = preset or DEFAULT_PRESET
     if name not in PRESETS:
         raise ConfigError(f"unknown swin-bert preset {name!r}; known: {', '.join(PRESETS)}")
     spec = PRESETS[name]
+    if window is not None:
+        if window < 1 or weights not in ("random", None) or vision_weights is not None:
+            raise ConfigError(f"swin-bert window={window}: a window of 1 or more, with random "
+                              "vision weights (pretrained Swin weights fit their own window)")
+        spec = dataclasses.replace(spec, window_size=int(window))
     image_size = _check_image_size(image_size if image_size is not None else spec.image_size)
     if max_text_len < 2:
         raise ConfigError(f"max_text_len must be at least 2 ([CLS] and [SEP]), got {max_text_len}")

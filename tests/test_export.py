@@ -262,3 +262,33 @@ def test_vipa_options_round_trip_through_config_checkpoint_and_onnx(overrides, t
                                    model(images, ids, mask, index).logits)
     result = export_checkpoint(checkpoint, tmp_path / "model.onnx", "onnx")
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+
+
+def test_a_swin_window_that_tiles_the_grid_round_trips_with_parity(tmp_path):
+    """swin-bert's ``window`` option (3 tiles 96 px: 24 / 12 / 6 / 3 tokens, no pad tokens)
+    changes the encoder, and survives a checkpoint and an ONNX export."""
+    from vipa.checkpoint import load_model
+    from vipa.config import apply_overrides
+
+    base = apply_overrides(small_model("swin-bert", "early").config, ["image_size=96"])
+    tiled = apply_overrides(base, ["encoder.options.window=3"])
+    models = []
+    for config in (base, tiled):
+        torch.manual_seed(0)
+        models.append(build_model(config).eval())
+    blocks = [b for stage in models[1].encoder.vision.layers for b in stage.blocks]
+    assert {tuple(b.window_size) for b in blocks} == {(3, 3)}
+    assert all(96 // 4 // 2**i % 3 == 0 for i in range(4))  # every stage grid is whole windows
+    images = torch.rand(1, 3, 96, 96)  # both keep the unfitted character vocabulary
+    ids, mask = models[1].tokenize(["the red circle"])
+    with torch.no_grad():
+        assert not torch.allclose(models[0](images, ids, mask).logits,
+                                  models[1](images, ids, mask).logits)
+    checkpoint = save_checkpoint(tmp_path / "model.safetensors", models[1])
+    loaded, meta = load_model(checkpoint, torch.device("cpu"))
+    assert meta.model_config.encoder.options == {"window": 3}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(images, ids, mask).logits,
+                                   models[1](images, ids, mask).logits)
+    result = export_checkpoint(checkpoint, tmp_path / "model.onnx", "onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4

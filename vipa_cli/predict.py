@@ -54,7 +54,9 @@ def predict_command(
     For each phrase: [bold]<stem>-<i>-<slug>.mask.png[/bold] (0/255) and
     [bold].overlay.png[/bold] (tinted mask, contour, caption) in --output. Boxes
     are COCO \\[x, y, width, height]. With many images an unreadable one is
-    reported and skipped, the rest go on, and the exit code is 1.
+    reported and skipped, the rest go on, and the exit code is 1. The
+    built-in [bold]cpu[/bold] model knows the synthetic set's coloured shapes,
+    not photographs: train on RefCOCO or your own data for photos.
 
     [bold]Examples[/bold]
 
