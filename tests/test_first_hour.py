@@ -162,3 +162,31 @@ def test_the_contour_band_is_the_mask_minus_its_square_erosion():
     assert outline(edge, 2)[:, 8:10].all() and not outline(edge, 2)[:, :8].any()
     overlay = draw_overlay(np.zeros((300, 400, 3), np.uint8), mask, "the cup on the left")
     assert overlay.size == (400, 300)
+
+
+def test_the_contour_band_is_what_pils_rank_filters_draw():
+    """The running-sum band (cropped to the mask's box) equals the 2-D rank filter it
+    replaced, on random masks, boxes at the frame, every width, rim and ring."""
+    from PIL import ImageFilter
+
+    from vipa.viz import outline
+
+    def rank_filter(mask: np.ndarray, width: int, outside: bool) -> np.ndarray:
+        image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+        size = 2 * width + 1
+        moved = np.asarray(image.filter(ImageFilter.MaxFilter(size) if outside
+                                        else ImageFilter.MinFilter(size)))
+        return moved > np.asarray(image) if outside else np.asarray(image) > moved
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        height, width = rng.integers(5, 40, 2)
+        mask = rng.random((height, width)) < rng.random()
+        if trial % 2:
+            mask = np.zeros((height, width), bool)
+            top, left = rng.integers(0, height), rng.integers(0, width)
+            mask[top:top + rng.integers(1, height), left:left + rng.integers(1, width)] = True
+        for band in (1, 2, 5):
+            for outside in (False, True):
+                assert np.array_equal(outline(mask, band, outside=outside),
+                                      rank_filter(mask, band, outside)), (trial, band, outside)

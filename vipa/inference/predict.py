@@ -22,6 +22,7 @@ from vipa.inference.io import (
     prepare_output_dir,
     read_image,
     save_mask_png,
+    save_png,
     slugify,
 )
 from vipa.inference.masks import coco_record, preprocess, probabilities, rle, xywh
@@ -129,7 +130,7 @@ class Segmentation:
                 name = f"{base}-{number}"
         mask_path, overlay_path = directory / f"{name}.mask.png", directory / f"{name}.overlay.png"
         save_mask_png(self.mask, mask_path)
-        overlay.save(overlay_path)
+        save_png(overlay, overlay_path)
         return mask_path, overlay_path
 
 
@@ -196,7 +197,7 @@ def predict_image(runtime: Runtime, image_path: Path | bytes, texts: Sequence[st
         if heatmap:
             heatmap_path = out_dir / f"{base}.heatmap.png"
             picture = draw_heatmap(image, found.relevance, runtime.expression_size, found.text)
-            picture.save(heatmap_path)
+            save_png(picture, heatmap_path)
         results.append(PhraseResult(
             text=found.text, mask=str(mask_path), overlay=str(overlay_path), area=found.area,
             bbox=found.bbox, score=found.score, segmentation=found.rle,
