@@ -90,10 +90,10 @@ def test_the_docs_example_runs(served_checkpoint, scene_photo, tmp_path, monkeyp
     code = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.S).group(1)
     (tmp_path / "runs" / "demo").mkdir(parents=True)
     (tmp_path / "runs" / "demo" / "best.safetensors").write_bytes(served_checkpoint.read_bytes())
-    Image.open(scene_photo).convert("RGB").save(tmp_path / "photo.jpg")
+    Image.open(scene_photo).convert("RGB").save(tmp_path / "shapes.png")
     monkeypatch.chdir(tmp_path)
     printed = io.StringIO()
     monkeypatch.setattr(sys, "stdout", printed)
     exec(compile(code, str(DOCS), "exec"), {})
     assert printed.getvalue().count("\n") == 2
-    assert len(list((tmp_path / "predictions").glob("photo-*.mask.png"))) == 2
+    assert len(list((tmp_path / "predictions").glob("shapes-*.mask.png"))) == 2
