@@ -21,8 +21,7 @@ import torch
 from vipa.config import resolve_config
 from vipa.data.build import build_dataset
 from vipa.data.dataset import collate
-from vipa.model import build_model
-from vipa.model.losses import mask_loss, pixel_contrastive_loss, relevance_bce_loss
+from vipa.model import VipaLoss, build_model
 
 
 def probe(overrides: list[str], batch_size: int = 16, seed: int = 0) -> dict[str, float]:
@@ -34,7 +33,7 @@ def probe(overrides: list[str], batch_size: int = 16, seed: int = 0) -> dict[str
     model.encoder.tokenizer.fit(dataset.texts())
     batch = collate([dataset[i] for i in range(batch_size)])
     ids, mask = model.tokenize(batch["text"])
-    loss_config = cfg.model.loss
+    loss = VipaLoss(cfg.model.loss)
     scores: list[torch.Tensor] = []
     score = model.veg.relevance
 
@@ -53,28 +52,12 @@ def probe(overrides: list[str], batch_size: int = 16, seed: int = 0) -> dict[str
         scores.clear()
         torch.manual_seed(seed)  # the same Gumbel noise and dropout for both parts
         output = model(batch["image"], ids, mask)
-        _part(part, output, batch["mask"].float(), loss_config).backward()
+        terms = loss.mask_terms if part == "mask" else loss.relevance_terms
+        sum(terms(output, batch["mask"].float())[0]).backward()
         grad = scores[0].grad
         norms[part] = float(grad.norm()) if grad is not None else 0.0
     norms["ratio"] = norms["relevance"] / max(norms["mask"], 1e-12)
     return norms
-
-
-def _part(part: str, output, masks: torch.Tensor, config) -> torch.Tensor:  # noqa: ANN001
-    """The mask losses (main and aux) or the relevance losses, weighted as in VipaLoss."""
-    if part == "relevance":
-        total = config.contrastive * pixel_contrastive_loss(output.relevance, masks, config.tau)
-        if config.relevance_bce:
-            total = total + config.relevance_bce * relevance_bce_loss(output.relevance, masks,
-                                                                      config.tau)
-        return total
-    bce, dice = mask_loss(output.logits, masks)
-    total = config.bce * bce + config.dice * dice
-    if output.aux and config.aux:
-        aux = torch.stack([config.bce * b + config.dice * d
-                           for b, d in (mask_loss(a, masks) for a in output.aux)]).mean()
-        total = total + config.aux * aux
-    return total
 
 
 def main(argv: list[str] | None = None) -> None:

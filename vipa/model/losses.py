@@ -92,24 +92,39 @@ class VipaLoss(nn.Module):
         self.config = config or LossConfig()
 
     def forward(self, output: ModelOutput, masks: Tensor) -> LossOutput:
-        config = self.config
         masks = masks.float()
-        bce, dice = mask_loss(output.logits, masks)
-        total = config.bce * bce + config.dice * dice
-        parts = {"bce": bce, "dice": dice}
-        if config.contrastive:
-            contrastive = pixel_contrastive_loss(output.relevance, masks, config.tau)
-            total = total + config.contrastive * contrastive
-            parts["contrastive"] = contrastive
-        if config.relevance_bce:
-            calibration = relevance_bce_loss(output.relevance, masks, config.tau)
-            total = total + config.relevance_bce * calibration
-            parts["relevance_bce"] = calibration
-        if output.aux and config.aux:
-            aux_terms = [config.bce * b + config.dice * d
-                         for b, d in (mask_loss(a, masks) for a in output.aux)]
-            aux = torch.stack(aux_terms).mean()
-            total = total + config.aux * aux
-            parts["aux"] = aux
-        parts["total"] = total
+        (main, *aux), parts = self.mask_terms(output, masks)
+        relevance, relevance_parts = self.relevance_terms(output, masks)
+        total = main
+        for term in (*relevance, *aux):  # the order the sum has always had
+            total = total + term
+        parts = {**parts, **relevance_parts, "total": total}
         return LossOutput(total, {k: v.detach() for k, v in parts.items()})
+
+    def mask_terms(self, output: ModelOutput,
+                   masks: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """The weighted mask losses, [BCE + Dice, then the aux maps' when there are any],
+        and their unweighted parts."""
+        config = self.config
+        bce, dice = mask_loss(output.logits, masks)
+        terms, parts = [config.bce * bce + config.dice * dice], {"bce": bce, "dice": dice}
+        if output.aux and config.aux:
+            aux = torch.stack([config.bce * b + config.dice * d
+                               for b, d in (mask_loss(a, masks) for a in output.aux)]).mean()
+            terms.append(config.aux * aux)
+            parts["aux"] = aux
+        return terms, parts
+
+    def relevance_terms(self, output: ModelOutput,
+                        masks: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """The weighted losses on the relevance map (contrastive, relevance_bce) and their
+        unweighted parts."""
+        config = self.config
+        terms, parts = [], {}
+        if config.contrastive:
+            parts["contrastive"] = pixel_contrastive_loss(output.relevance, masks, config.tau)
+            terms.append(config.contrastive * parts["contrastive"])
+        if config.relevance_bce:
+            parts["relevance_bce"] = relevance_bce_loss(output.relevance, masks, config.tau)
+            terms.append(config.relevance_bce * parts["relevance_bce"])
+        return terms, parts
