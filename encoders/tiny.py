@@ -17,4 +17,4 @@ PRESETS = {"micro": 8, "tiny": 16, "small": 32}
 def register_encoders(register) -> None:
     register("tiny", "vipa_encoders.tiny_encoder:build_tiny",
              description="Tiny conv pyramid + hashed bag-of-words text; tests and plugin example",
-             presets=tuple(PRESETS), sizes={"cpu": "small"})
+             presets=tuple(PRESETS), sizes={"cpu": "small"}, contract=2)

@@ -207,4 +207,5 @@ class WordPieceTokenizer(Tokenizer):
 @hookimpl
 def register_tokenizers(register) -> None:
     register("wordpiece", WordPieceTokenizer,
-             description="BERT-style WordPiece (pretrained vocabularies or fitted on the data)")
+             description="BERT-style WordPiece (pretrained vocabularies or fitted on the data)",
+             contract=1)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from vipa_plugins.tokenizers import Tokenizer
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Fusion", "TextFeatures", "Tokenizer",
-           "VisionLanguageEncoder", "check_encoder"]
+           "VisionLanguageEncoder", "check_encoder", "encoder_problems"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,19 +145,27 @@ class Fusion(nn.Module, abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} is not text-independent")
 
 
+def encoder_problems(encoder: VisionLanguageEncoder) -> list[str]:
+    """What ``encoder`` lacks of the encoder contract, one short phrase each (none: it fills it)."""
+    problems = [f"sets no {attribute!r}" for attribute in ("out_channels", "strides", "text_dim",
+                                                           "tokenizer")
+                if not hasattr(encoder, attribute)]
+    tokenizer = getattr(encoder, "tokenizer", None)
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        problems.append(f"its tokenizer is a {type(tokenizer).__name__}, not a "
+                        "vipa_plugins.contracts.Tokenizer")
+    channels, strides = getattr(encoder, "out_channels", ()), getattr(encoder, "strides", ())
+    if len(channels) != len(strides):
+        problems.append(f"out_channels {tuple(channels)} and strides {tuple(strides)} differ "
+                        "in length")
+    return problems
+
+
 def check_encoder(encoder: VisionLanguageEncoder) -> None:
-    """Raise TypeError when an encoder's declared attributes are inconsistent."""
-    for attribute in ("out_channels", "strides", "text_dim", "tokenizer"):
-        if not hasattr(encoder, attribute):
-            raise TypeError(f"{type(encoder).__name__} does not set {attribute!r}")
-    if not isinstance(encoder.tokenizer, Tokenizer):
-        raise TypeError(f"{type(encoder).__name__}.tokenizer is a "
-                        f"{type(encoder.tokenizer).__name__}, not a vipa Tokenizer")
-    if len(encoder.out_channels) != len(encoder.strides):
-        raise TypeError(
-            f"{type(encoder).__name__}: out_channels {encoder.out_channels} and strides "
-            f"{encoder.strides} differ in length"
-        )
+    """Raise TypeError naming everything ``encoder`` lacks of the contract."""
+    problems = encoder_problems(encoder)
+    if problems:
+        raise TypeError(f"{type(encoder).__name__}: {'; '.join(problems)}")
 
 
 class TrainingLogger(abc.ABC):

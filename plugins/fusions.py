@@ -21,8 +21,11 @@ LAYERS = "vipa_plugins.fusion_layers"
 @hookimpl
 def register_fusions(register) -> None:
     register("none", f"{LAYERS}:NoFusion",
-             description="No fusion: unimodal features; VEG and decoder do all cross-modal work")
+             description="No fusion: unimodal features; VEG and decoder do all cross-modal work",
+             contract=1)
     register("early", f"{LAYERS}:EarlyFusion",
-             description="Gated pixel-word attention after every encoder stage (PWAM-like)")
+             description="Gated pixel-word attention after every encoder stage (PWAM-like)",
+             contract=1)
     register("late", f"{LAYERS}:LateFusion",
-             description="Per-level word cross-attention + sentence FiLM after the encoder")
+             description="Per-level word cross-attention + sentence FiLM after the encoder",
+             contract=1)

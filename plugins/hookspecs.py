@@ -19,10 +19,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 class Register(Protocol):
-    """The callback handed to registration hooks."""
+    """The callback handed to registration hooks.
+
+    ``contract`` is the version of the kind's contract the plugin was written for
+    (:data:`vipa_plugins.versions.CURRENT`); vipa refuses, in one line, a version it
+    cannot run, and runs a deprecated one through its compatibility path.
+    """
 
     def __call__(self, name: str, factory: Any, *, description: str = "",
-                 presets: tuple[str, ...] = (), sizes: dict[str, str] | None = None) -> None: ...
+                 presets: tuple[str, ...] = (), sizes: dict[str, str] | None = None,
+                 contract: int | None = None) -> None: ...
 
 
 @hookspec

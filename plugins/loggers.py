@@ -13,4 +13,5 @@ from vipa_plugins import hookimpl
 @hookimpl
 def register_loggers(register) -> None:
     register("tensorboard", "vipa.training.trackers:TensorBoardLogger",
-             description="TensorBoard event files in the run directory (torch.utils.tensorboard)")
+             description="TensorBoard event files in the run directory (torch.utils.tensorboard)",
+             contract=1)

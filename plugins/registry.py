@@ -7,12 +7,14 @@ unregistered at run time is seen at once.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vipa.errors import (
+    ConfigError,
     DuplicateNameError,
     PluginError,
     UnknownEncoderError,
@@ -20,9 +22,12 @@ from vipa.errors import (
     UnknownLoggerError,
     UnknownNameError,
     UnknownTokenizerError,
+    VipaError,
+    did_you_mean,
     distribution_label,
     first_line,
 )
+from vipa_plugins import versions
 from vipa_plugins.manager import VipaPluginManager, get_plugin_manager
 
 logger = logging.getLogger(__name__)
@@ -48,12 +53,24 @@ class Registration:
     version: str | None
     presets: tuple[str, ...] = ()  # encoders: the size presets the factory accepts
     sizes: dict[str, str] = field(default_factory=dict)  # recipe size -> preset, e.g. cpu
+    contract: int | None = None  # the contract version the plugin declares it was written for
 
     @property
     def source(self) -> str:
         """Human-readable origin: ``dist version`` or the run-time plugin name."""
         return (distribution_label(self.distribution, self.version)
                 or f"{self.plugin} (registered at run time)")
+
+    @property
+    def origin(self) -> str:
+        """``plugin 'acme' (acme-vipa 0.3.1)``: who to ask about this registration."""
+        label = distribution_label(self.distribution, self.version) or "registered at run time"
+        return f"plugin {self.plugin!r} ({label})"
+
+    @property
+    def support(self) -> versions.Support:
+        """How this vipa treats the contract version the plugin declared."""
+        return versions.Support(self.kind, self.contract)
 
     @property
     def factory(self) -> Callable[..., Any]:
@@ -90,6 +107,10 @@ def _checked(registration: Registration, found: dict[str, Registration]) -> Regi
         raise DuplicateNameError(
             f"{kind} {name!r} is registered twice: by plugin {first.plugin!r} "
             f"({first.source}) and by plugin {plugin!r} ({registration.source})")
+    if registration.contract is not None and (
+            type(registration.contract) is not int or registration.contract < 1):
+        raise PluginError(f"plugin {plugin!r}: {kind} {name!r} declares contract "
+                          f"{registration.contract!r}; a contract version is a positive integer")
     if any(preset not in registration.presets for preset in registration.sizes.values()):
         raise PluginError(f"plugin {plugin!r}: {kind} {name!r} maps sizes "
                           f"{registration.sizes} onto presets it does not declare "
@@ -110,11 +131,12 @@ def collect(kind: str, manager: VipaPluginManager | None = None) -> dict[str, Re
 
         def register(name: str, factory: Callable[..., Any] | str, *, description: str = "",
                      presets: tuple[str, ...] | list[str] = (),
-                     sizes: dict[str, str] | None = None, _plugin: str = impl.plugin_name,
-                     _dist: str | None = dist_name, _version: str | None = dist_version) -> None:
+                     sizes: dict[str, str] | None = None, contract: int | None = None,
+                     _plugin: str = impl.plugin_name, _dist: str | None = dist_name,
+                     _version: str | None = dist_version) -> None:
             found[name] = _checked(Registration(kind, name, factory, description, _plugin,
                                                 _dist, _version, tuple(presets),
-                                                dict(sizes or {})), found)
+                                                dict(sizes or {}), contract), found)
 
         impl.function(register=register)
     return found
@@ -195,12 +217,62 @@ def _drop_unset(options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
+def _fit_keywords(registration: Registration, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` less what an older factory lacks; named errors for the rest it lacks."""
+    try:
+        parameters = inspect.signature(registration.factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: pass everything
+        return options
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return options
+    kind, name = registration.kind, registration.name
+    fitted = dict(options)
+    for key in [key for key in options if key not in parameters]:
+        if (kind, key) in versions.ADDED:
+            old = versions.ADDED[kind, key] - 1
+            versions.deprecation_note(kind, name, registration.origin,
+                                      f"has a factory without the {key!r} keyword", old)
+            del fitted[key]
+        elif key in versions.KEYWORDS.get(kind, ()):
+            raise PluginError(f"{kind} {name!r} of {registration.origin}: its factory takes no "
+                              f"{key!r} keyword, which {kind} contract "
+                              f"{versions.CURRENT[kind]} passes to every factory "
+                              f"({versions.SECTION[kind]})")
+        else:
+            known = [p for p in parameters if p not in versions.KEYWORDS.get(kind, ())]
+            raise ConfigError(f"{kind} {name!r} takes no option {key!r}"
+                              f"{did_you_mean(key, known)}; its options: "
+                              f"{', '.join(known) or 'none'} (vipa plugins {name})")
+    return fitted
+
+
+def build(registration: Registration, **options: Any) -> Any:
+    """Call ``registration``'s factory with the options it takes (None: its default).
+
+    A contract version this vipa cannot run, a factory lacking a contract keyword,
+    an option the factory does not take and a factory that raises are each one
+    line naming the plugin and its distribution.
+    """
+    problem = registration.support.problem()
+    if problem is not None:
+        raise PluginError(f"{registration.kind} {registration.name!r} of "
+                          f"{registration.origin}: {problem}")
+    options = _fit_keywords(registration, _drop_unset(options))
+    try:
+        return registration.factory(**options)
+    except VipaError:
+        raise
+    except Exception as error:  # a plugin's factory can raise anything
+        raise PluginError(f"{registration.kind} {registration.name!r} of {registration.origin} "
+                          f"failed to build: {type(error).__name__}: {first_line(error)}"
+                          ) from error
+
+
 def create_encoder(name: str, **options: Any):
     """Build encoder ``name`` with ``options``; options set to None are left to the factory."""
-    return get_encoder(name).factory(**_drop_unset(options))
+    return build(get_encoder(name), **options)
 
 
 def create_fusion(name: str, *, out_channels: tuple[int, ...], text_dim: int, **options: Any):
     """Build fusion ``name`` for an encoder with these stage channels and text width."""
-    factory = get_fusion(name).factory
-    return factory(out_channels=tuple(out_channels), text_dim=text_dim, **_drop_unset(options))
+    return build(get_fusion(name), out_channels=tuple(out_channels), text_dim=text_dim, **options)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -18,6 +20,8 @@ from vipa.config import resolve_config
 from vipa.data.synthetic import generate_synthetic
 from vipa.training import train
 from vipa_plugins import manager as plugin_manager
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -36,6 +40,25 @@ def fresh_plugins() -> Iterator[None]:
     plugin_manager.reset_plugin_manager()
     yield
     plugin_manager.reset_plugin_manager()
+
+
+@pytest.fixture
+def example_plugin(tmp_path: Path, fresh_plugins: None) -> Iterator[Path]:
+    """examples/vipa-example-encoder, pip-installed into a folder on sys.path for one test."""
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "examples" / "vipa-example-encoder", source)
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(target), str(source)],
+        check=True, capture_output=True,
+    )
+    sys.path.insert(0, str(target))
+    try:
+        yield target
+    finally:
+        sys.path.remove(str(target))
+        sys.modules.pop("vipa_example_encoder", None)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,25 +158,6 @@ def test_plugin_registering_twice_across_distributions(fake_distribution):
     fake_distribution("vipa-two", "vipa_two_plugin", source)
     with pytest.raises(DuplicateNameError, match="vipa-one 1.0.0.*vipa-two 1.0.0"):
         registry.fusions()
-
-
-@pytest.fixture
-def example_plugin(tmp_path, fresh_plugins):
-    """examples/vipa-example-encoder, pip-installed into a folder on sys.path for one test."""
-    source = tmp_path / "src"
-    shutil.copytree(ROOT / "examples" / "vipa-example-encoder", source)
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(target), str(source)],
-        check=True, capture_output=True,
-    )
-    sys.path.insert(0, str(target))
-    try:
-        yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop("vipa_example_encoder", None)
 
 
 def test_pip_installed_example_plugin_is_discovered(example_plugin):

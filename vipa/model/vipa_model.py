@@ -21,8 +21,14 @@ from vipa.config import ModelConfig
 from vipa.errors import PluginError, UsageError
 from vipa.model.decoder import VipaDecoder
 from vipa.model.veg import VisualExpressionGenerator
-from vipa_plugins import registry
-from vipa_plugins.contracts import Fusion, TextFeatures, VisionLanguageEncoder, check_encoder
+from vipa_plugins import legacy, registry
+from vipa_plugins.contracts import (
+    Fusion,
+    TextFeatures,
+    VisionLanguageEncoder,
+    encoder_problems,
+)
+from vipa_plugins.versions import SECTION
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +54,24 @@ def build_encoder(config: ModelConfig) -> VisionLanguageEncoder:
     """The encoder ``config`` names, built by its plugin's factory and checked against the contract.
 
     ``max_text_len`` is a contract keyword like ``image_size``: the factory's
-    tokenizer cuts phrases to it, so nothing downstream cuts again.
+    tokenizer cuts phrases to it, so nothing downstream cuts again. An encoder
+    written for contract 1 runs behind :class:`vipa_plugins.legacy.LegacyEncoder`.
     """
-    options = {"max_text_len": config.max_text_len, **config.encoder.options}
-    encoder = registry.create_encoder(config.encoder.name, preset=config.encoder.preset,
-                                      weights=config.encoder.weights,
-                                      image_size=config.image_size, **options)
+    registration = registry.get_encoder(config.encoder.name)
+    build = {key: value for key, value in {"preset": config.encoder.preset,
+                                           "weights": config.encoder.weights,
+                                           "image_size": config.image_size,
+                                           **config.encoder.options}.items()
+             if value is not None}
+    encoder = registry.build(registration, max_text_len=config.max_text_len, **build)
+    where = f"encoder {registration.name!r} of {registration.origin}"
     if not isinstance(encoder, VisionLanguageEncoder):
-        raise PluginError(f"encoder {config.encoder.name!r} built a {type(encoder).__name__}, "
-                          "not a VisionLanguageEncoder")
-    try:
-        check_encoder(encoder)
-    except TypeError as error:
-        raise PluginError(f"encoder {config.encoder.name!r}: {error}") from error
+        raise PluginError(f"{where} built a {type(encoder).__name__}, not a "
+                          f"vipa_plugins.contracts.VisionLanguageEncoder ({SECTION['encoder']})")
+    encoder = legacy.wrap(encoder, registration, build, config.max_text_len)
+    problems = encoder_problems(encoder)
+    if problems:
+        raise PluginError(f"{where}: {'; '.join(problems)} ({SECTION['encoder']})")
     return encoder
 
 
@@ -104,6 +115,10 @@ class VipaModel(nn.Module):
         fusion then runs the encoder once per image, not once per phrase.
         """
         text = self.encoder.encode_text(token_ids, attention_mask)
+        if not isinstance(text, TextFeatures):
+            raise PluginError(f"encoder {self.config.encoder.name!r}: encode_text returned a "
+                              f"{type(text).__name__}, not a vipa_plugins.contracts.TextFeatures "
+                              f"({SECTION['encoder']})")
         features = self.features(images, text, image_index)
         veg = self.veg(features[self.veg_index], text)
         logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,

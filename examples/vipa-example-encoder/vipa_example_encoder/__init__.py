@@ -7,7 +7,9 @@ and the ``register_encoders`` / ``register_tokenizers`` hook implementations.
 It also shows a training logger (``register_loggers``): ``vipa train --logger
 example-csv`` writes every scalar to ``<run>/example-log.csv``; a W&B or MLflow
 logger is the same few lines around that library's calls.
-The package's pyproject declares this module in the ``vipa`` entry-point group.
+The package's pyproject declares this module in the ``vipa`` entry-point group;
+``contract=`` in each ``register`` call states the contract version it was
+written for, and ``tests/test_conformance.py`` runs vipa's conformance suite.
 """
 
 from __future__ import annotations
@@ -96,13 +98,14 @@ def build(preset: str | None = None, weights: str = "random", image_size: int | 
 
 @hookimpl
 def register_encoders(register) -> None:
-    register("s2d-bow", build,
+    register("s2d-bow", build, contract=2,
              description="Example plugin: space-to-depth stages + hashed word embeddings")
 
 
 @hookimpl
 def register_tokenizers(register) -> None:
-    register("s2d-bow-buckets", BucketTokenizer, description="Example plugin: hashed words")
+    register("s2d-bow-buckets", BucketTokenizer, contract=1,
+             description="Example plugin: hashed words")
 
 
 class CsvLogger(TrainingLogger):
@@ -122,4 +125,5 @@ class CsvLogger(TrainingLogger):
 
 @hookimpl
 def register_loggers(register) -> None:
-    register("example-csv", CsvLogger, description="Example plugin: scalars to a CSV file")
+    register("example-csv", CsvLogger, contract=1,
+             description="Example plugin: scalars to a CSV file")
