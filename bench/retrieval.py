@@ -7,6 +7,8 @@ model's size, GT masks resized with them):
   (the GT mask downsampled to the token grid, as the contrastive loss sees it);
 - ``topK precision``: share of the K retrieved tokens that lie on the target;
   the rest of the visual expression is distractors;
+- ``kept``: the tokens the decoder attends to (``veg.select`` / ``veg.mask`` drop the
+  rest of the K): their mean count and the share of them on the target;
 - ``target cells``: mean number of target tokens per sample, next to the grid size;
 - ``mIoU``: of the thresholded predictions, at the model's input size;
 - ``text swap IoU``: IoU between the prediction for a sample's own phrase and for
@@ -56,8 +58,8 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
     dataset = evenly_spaced(build_dataset(RunConfig(model=loaded.model_config, data=data),
                                           split, train=False), samples)
     k = model.veg.config.k
-    sums = {"top1": 0.0, "precision": 0.0, "cells": 0.0, "iou": 0.0, "swap_iou": 0.0,
-            "hidden_iou": 0.0}
+    sums = {"top1": 0.0, "precision": 0.0, "kept": 0.0, "kept_precision": 0.0, "cells": 0.0,
+            "iou": 0.0, "swap_iou": 0.0, "hidden_iou": 0.0}
     count, grid, positions, hit_missed = 0, 0, 0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
@@ -76,6 +78,10 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         hit_missed += int((is_position & hit & (_iou(predicted, gt) < 0.5)).sum())
         sums["top1"] += hit.float().sum().item()
         sums["precision"] += target.gather(1, ranked).float().mean(1).sum().item()
+        kept = ~model.veg.ignored(relevance, ranked, model.veg.keep_mask(relevance))
+        on_target = (target.gather(1, ranked) & kept).sum(1) / kept.sum(1)
+        sums["kept"] += kept.sum().item()
+        sums["kept_precision"] += on_target.sum().item()
         sums["cells"] += target.sum().item()
         sums["iou"] += _iou(predicted, gt).sum().item()
         sums["swap_iou"] += _iou(predicted, swapped).sum().item()
@@ -103,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if not args.json:
-        print("| checkpoint | K | top1 on target | topK precision | target cells | mIoU "
-              "| text swap IoU | position: hit, missed | hidden mIoU |\n"
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| checkpoint | K | top1 on target | topK precision | kept | kept precision "
+              "| target cells | mIoU | text swap IoU | position: hit, missed | hidden mIoU |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for checkpoint in args.checkpoints:
         data = DataConfig(name=args.data, root=args.data_root)
         r = diagnose(checkpoint, data, args.split, args.samples)
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"checkpoint": str(checkpoint), **r}))
         else:
             print(f"| {checkpoint} | {r['k']} | {r['top1']:.3f} | {r['precision']:.3f} "
+                  f"| {r['kept']:.2f} | {r['kept_precision']:.3f} "
                   f"| {r['cells']:.1f} / {r['grid_tokens']} | {r['iou']:.3f} "
                   f"| {r['swap_iou']:.3f} | {r['position_hit_missed']:.3f} "
                   f"of {r['position_samples']} | {r['hidden_iou']:.3f} |")

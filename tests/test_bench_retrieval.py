@@ -38,6 +38,8 @@ def test_precision_of_retrieving_every_token_is_the_target_share(checkpoint):
     # With K = every token, the expression holds all target cells and nothing else decides.
     assert r["precision"] == pytest.approx(r["cells"] / 16)
     assert 0 < r["cells"] < 16
+    # The preset's decoder attends to the tokens above the mean relevance (and the best).
+    assert 1 <= r["kept"] < 16 and 0.0 <= r["kept_precision"] <= 1.0
     for key in ("top1", "iou", "swap_iou", "hidden_iou"):  # the preset decodes with kv=both
         assert 0.0 <= r[key] <= 1.0
     assert 0 < r["position_samples"] < 6  # the set's kinds are balanced

@@ -215,14 +215,19 @@ class VisualExpressionGenerator(nn.Module):
             weight = 1.0 + soft - soft.detach()
             picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
             picked = picked * weight.unsqueeze(-1).to(picked.dtype)
-        if config.select == "calibrated":  # the cells relevance calls the referent
+        return picked, self.ignored(relevance, index, keep), index
+
+    def ignored(self, relevance: Tensor, index: Tensor, keep: Tensor) -> Tensor:
+        """(B, K) True at retrieved tokens the decoder must not attend to (``veg.select``);
+        the best token (``index[:, 0]``) is always kept."""
+        if self.config.select == "calibrated":  # the cells relevance calls the referent
             ignore = relevance.detach().gather(1, index) <= 0
-        elif config.mask == "none":
+        elif self.config.mask == "none":
             ignore = torch.zeros_like(index, dtype=torch.bool)
         else:
             ignore = ~keep.gather(1, index)
         ignore[:, 0] = False
-        return picked, ignore, index
+        return ignore
 
     def forward(self, feature: Tensor, text: TextFeatures) -> VEGOutput:
         batch, _, height, width = feature.shape
