@@ -1,9 +1,16 @@
-"""RIS metrics: mIoU, oIoU and precision@t, streamed and reducible across processes.
+"""RIS metrics: mIoU, oIoU and precision@t, and gRefCOCO's gIoU, cIoU, N-acc and T-acc.
 
 Per sample I = |P and G|, U = |P or G|, IoU = I/U (0 when U = 0). mIoU is
 the mean of per-sample IoU; oIoU is sum(I) / sum(U), which weighs large
 objects more. Everything is kept as sums, so accumulators from several
-processes (or shards) merge by adding their :meth:`RISMetrics.state`.
+processes (or shards) merge by adding their :meth:`Sums.state`.
+
+Generalized RIS (GRES, gRefCOCO; ReLA's evaluation) lets a phrase match no
+object: an empty prediction says "no target". A no-target sample scores IoU 1
+when the prediction is empty and 0 otherwise; gIoU is the mean of those per-sample
+IoUs, cIoU is sum(I) / sum(U) over every sample, N-acc the share of no-target
+samples predicted empty, T-acc the share of samples with a target predicted
+non-empty.
 """
 
 from __future__ import annotations
@@ -53,38 +60,32 @@ def _split(masks: Any) -> list[Any]:
                      f"{tuple(masks.shape)}")
 
 
-class RISMetrics:
-    """Streaming accumulator of mIoU, oIoU and precision@{0.5..0.9}."""
+def _pairs(pred_masks: Any, gt_masks: Any) -> list[tuple[Any, Any]]:
+    preds, gts = _split(pred_masks), _split(gt_masks)
+    if len(preds) != len(gts):
+        raise UsageError(f"{len(preds)} predictions for {len(gts)} ground-truth masks")
+    return list(zip(preds, gts, strict=True))
 
-    def __init__(self, thresholds: Sequence[float] = THRESHOLDS) -> None:
-        self.thresholds = tuple(float(t) for t in thresholds)
-        self._state = torch.zeros(4 + len(self.thresholds), dtype=torch.float64)
+
+class Sums:
+    """A vector of float64 sums that accumulators add to, merge and all-reduce."""
+
+    def __init__(self, size: int) -> None:
+        self._state = torch.zeros(size, dtype=torch.float64)
 
     def reset(self) -> None:
         self._state.zero_()
 
-    def update(self, pred_masks: Any, gt_masks: Any) -> list[float]:
-        """Add samples (at original size); returns their IoUs."""
-        preds, gts = _split(pred_masks), _split(gt_masks)
-        if len(preds) != len(gts):
-            raise UsageError(f"{len(preds)} predictions for {len(gts)} ground-truth masks")
-        ious = []
-        for pred, gt in zip(preds, gts, strict=True):
-            inter, union = intersection_union(pred, gt)
-            iou = inter / union if union > 0 else 0.0
-            row = [iou, 1.0, float(inter), float(union)]
-            row += [1.0 if iou >= t else 0.0 for t in self.thresholds]
-            self._state += torch.tensor(row, dtype=torch.float64)
-            ious.append(iou)
-        return ious
+    def add(self, row: Sequence[float]) -> None:
+        self._state += torch.tensor(row, dtype=torch.float64)
 
     def state(self) -> torch.Tensor:
-        """The sums (IoU, count, I, U, hits per threshold) as a float64 tensor (a copy)."""
+        """The sums as a float64 tensor (a copy)."""
         return self._state.clone()
 
-    def merge(self, state: torch.Tensor | RISMetrics) -> RISMetrics:
+    def merge(self, state: torch.Tensor | Sums) -> Sums:
         """Add another accumulator's sums into this one."""
-        other = state.state() if isinstance(state, RISMetrics) else state
+        other = state.state() if isinstance(state, Sums) else state
         other = torch.as_tensor(other, dtype=torch.float64).cpu()
         if other.shape != self._state.shape:
             raise UsageError(f"metric state of shape {tuple(other.shape)} does not match "
@@ -92,7 +93,7 @@ class RISMetrics:
         self._state += other
         return self
 
-    def all_reduce(self) -> RISMetrics:
+    def all_reduce(self) -> Sums:
         """Sum the state over all processes when torch.distributed is initialised."""
         import torch.distributed as dist
 
@@ -104,6 +105,26 @@ class RISMetrics:
             dist.all_reduce(state, op=dist.ReduceOp.SUM)
             self._state = state.cpu()
         return self
+
+
+
+class RISMetrics(Sums):
+    """Streaming accumulator of mIoU, oIoU and precision@{0.5..0.9}."""
+
+    def __init__(self, thresholds: Sequence[float] = THRESHOLDS) -> None:
+        self.thresholds = tuple(float(t) for t in thresholds)
+        super().__init__(4 + len(self.thresholds))
+
+    def update(self, pred_masks: Any, gt_masks: Any) -> list[float]:
+        """Add samples (at original size); returns their IoUs."""
+        ious = []
+        for pred, gt in _pairs(pred_masks, gt_masks):
+            inter, union = intersection_union(pred, gt)
+            iou = inter / union if union > 0 else 0.0
+            self.add([iou, 1.0, float(inter), float(union),
+                      *(1.0 if iou >= t else 0.0 for t in self.thresholds)])
+            ious.append(iou)
+        return ious
 
     def compute(self) -> dict[str, float]:
         """``mIoU``, ``oIoU``, ``P@t`` per threshold and ``samples`` (0 metrics when empty)."""
@@ -117,3 +138,36 @@ class RISMetrics:
             out[f"P@{t:g}"] = hits / count if count else 0.0
         out["samples"] = int(count)
         return out
+
+
+class GRESMetrics(Sums):
+    """Streaming accumulator of gIoU, cIoU, N-acc and T-acc (see the module doc)."""
+
+    # sums: per-sample IoU, samples, I, U, targets found, targets missed, empties right,
+    # empties wrong
+    def __init__(self) -> None:
+        super().__init__(8)
+
+    def update(self, pred_masks: Any, gt_masks: Any) -> list[float]:
+        """Add samples (at original size); returns their generalized IoUs."""
+        ious = []
+        for pred, gt in _pairs(pred_masks, gt_masks):
+            inter, union = intersection_union(pred, gt)
+            said_none = not _as_bool(pred).any()
+            if _as_bool(gt).any():
+                iou = inter / union
+                outcome = [0.0, 1.0, 0.0, 0.0] if said_none else [1.0, 0.0, 0.0, 0.0]
+            else:
+                iou = 1.0 if said_none else 0.0
+                outcome = [0.0, 0.0, 1.0, 0.0] if said_none else [0.0, 0.0, 0.0, 1.0]
+            self.add([iou, 1.0, float(inter), float(union), *outcome])
+            ious.append(iou)
+        return ious
+
+    def compute(self) -> dict[str, float | None]:
+        """``gIoU``, ``cIoU``, ``N-acc``, ``T-acc`` (None without such samples), ``samples``."""
+        g, count, inter, union, found, missed, right, wrong = self._state.tolist()
+        return {"gIoU": g / count if count else 0.0, "cIoU": inter / union if union else 0.0,
+                "N-acc": right / (right + wrong) if right + wrong else None,
+                "T-acc": found / (found + missed) if found + missed else None,
+                "samples": int(count)}

@@ -18,9 +18,11 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 _DATA_HELP = ("Dataset: synthetic, synthetic-heldout (other shapes, palette and wording, "
-              "for checking a recipe), refcoco, refcoco+, refcocog, refer (the refer layout "
-              "of your own data) or jsonl (a manifest folder).")
-_ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p and instances.json, or for jsonl "
+              "for checking a recipe), refcoco, refcoco+, refcocog, grefcoco (phrases matching "
+              "none, one or several objects), refer (the refer layout of your own data) or "
+              "jsonl (a manifest folder).")
+_ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p (grefcoco: grefs(unc).json) and "
+              "instances.json, or for jsonl "
               "the train.jsonl / val.jsonl manifests. Optional for the synthetic sets (cached "
               "built-in copies).")
 

@@ -11,14 +11,15 @@ from rich.table import Table
 from vipa_cli._util import app, checkpoint_option, console, device_option
 
 METRIC_COLUMNS = ("mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
+GRES_COLUMNS = ("gIoU", "cIoU", "N-acc", "T-acc")
 
 
 @app.command("eval")
 def eval_command(
     checkpoint: Path = checkpoint_option(),
     data: str = typer.Option(None, help="synthetic, synthetic-heldout, refcoco, refcoco+, "
-                                        "refcocog, refer or jsonl (default: what the "
-                                        "checkpoint was trained on)."),
+                                        "refcocog, grefcoco, refer or jsonl (default: what "
+                                        "the checkpoint was trained on)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
     splits: list[str] = typer.Option([], "--split",
                                      help="val, testA, testB, test, minival or train; "
@@ -101,6 +102,8 @@ def eval_command(
             written = output
         _write_json(written, metrics)
         console.print(metrics_table(metrics, f"{checkpoint} on {data_cfg.name} {split}"))
+        if "gres" in metrics:
+            console.print(gres_table(metrics["gres"]))
         console.print(f"metrics written to {written}")
         if save_predictions is not None:
             console.print(f"predictions written to {metrics.get('predictions', save_predictions)}")
@@ -118,6 +121,17 @@ def _per_split(folder: Path | None, split: str, several: bool) -> Path | None:
 def _write_json(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def gres_table(gres: dict) -> Table:
+    """gRefCOCO's metrics in points, overall and per target kind (- where a kind has none)."""
+    table = Table(title="phrases matching none, one or several objects", title_justify="left")
+    for column in ("targets", "samples", *GRES_COLUMNS):
+        table.add_column(column, justify="right" if column != "targets" else "left")
+    for name, row in {"all": gres, **gres.get("kinds", {})}.items():
+        table.add_row(name, str(int(row["samples"])), *(
+            "-" if row[k] is None else f"{100 * row[k]:.2f}" for k in GRES_COLUMNS))
+    return table
 
 
 def metrics_table(metrics: dict, title: str) -> Table:

@@ -21,7 +21,8 @@ def train_command(
     fusion: str = typer.Option(None, help="Fusion strategy: early, late, none, or a plugin's."),
     data: str = typer.Option(None, help="Dataset: synthetic (built in), synthetic-heldout "
                                         "(built in, other shapes and wording), refcoco, "
-                                        "refcoco+, refcocog, refer or jsonl (your own data)."),
+                                        "refcoco+, refcocog, grefcoco (none, one or several "
+                                        "objects per phrase), refer or jsonl (your own data)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
     split_by: str = typer.Option(None, help="Refs split: unc, google, umd (default per dataset)."),
     image_dir: Path = typer.Option(None, help="COCO train2014 images, if not under --data-root."),

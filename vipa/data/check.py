@@ -17,7 +17,7 @@ from vipa.data.images import read_image
 from vipa.data.index import MANIFEST, open_dataset
 from vipa.data.manifest import ManifestIndex, record_mask
 from vipa.data.refer import check_dataset as refer_split_by
-from vipa.data.refer import find_image_dir
+from vipa.data.refer import find_image_dir, refs_file
 from vipa.data.splits import VIEWS
 from vipa.errors import DataError
 
@@ -53,7 +53,7 @@ def _missing_refer_files(name: str, root: Path, split_by: str | None,
     split_by = refer_split_by(name, split_by)
     folder = Path(root).expanduser() / name
     problems = [f"missing {path} (the {what})" for path, what in (
-        (folder / f"refs({split_by}).p", f"refs of {name} split by {split_by}"),
+        (refs_file(folder, name, split_by), f"refs of {name} split by {split_by}"),
         (folder / "instances.json", "COCO instances with the masks")) if not path.is_file()]
     try:
         find_image_dir(root, name, image_dir)
@@ -119,11 +119,12 @@ def _check_refer(index, report: CheckReport,  # noqa: ANN001 - a ReferIndex
         elif size != (int(info["height"]), int(info["width"])):
             report.problems.append(f"{where}: image {path} is {size[1]}x{size[0]} but "
                                    f"instances.json says {info['width']}x{info['height']}")
-        try:
-            if not index.mask(ref["ann_id"]).any():
-                report.problems.append(f"{where}: the mask of annotation {ref['ann_id']} is empty")
-        except DataError as error:
-            report.problems.append(f"{where}: {error}")
+        for ann_id in ref.get("targets", (ref["ann_id"],)):  # gRefCOCO: none or several
+            try:
+                if not index.mask(ann_id).any():
+                    report.problems.append(f"{where}: the mask of annotation {ann_id} is empty")
+            except DataError as error:
+                report.problems.append(f"{where}: {error}")
         for sentence in ref["sentences"]:
             if not str(sentence.get("sent", sentence.get("raw", ""))).strip():
                 report.problems.append(f"{where} sentence {sentence['sent_id']}: empty text")

@@ -34,6 +34,9 @@ def convert(name: str, root: Path, out: Path, *, split_by: str | None = None,
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} is not empty; convert into a new folder")
     index = open_dataset(name, root, split_by, image_dir)
+    if any("targets" in ref for ref in getattr(index, "refs", ())):
+        raise UsageError(f"{name} refers to none or several objects per phrase; convert writes "
+                         "one object per phrase and does not take such a set yet")
     tick = on_item or (lambda total: None)
     if name == MANIFEST:
         return _manifest_to_refer(index, out, tick)

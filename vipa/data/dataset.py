@@ -86,7 +86,7 @@ class RISDataset(Dataset):
         item: dict[str, Any] = {
             "image": image.contiguous(), "mask": mask.contiguous(), "text": text,
             "sent_id": sample.sent_id, "ref_id": sample.ref_id, "image_id": sample.image_id,
-            "kind": sample.kind,
+            "kind": sample.kind, "targets": sample.target_count,
             "orig_size": torch.tensor(orig_mask.shape, dtype=torch.int64),
         }
         if self.keep_original:

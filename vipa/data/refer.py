@@ -3,7 +3,9 @@
 Layout (the refer API's): ``<root>/<dataset>/refs(<splitBy>).p`` and
 ``<root>/<dataset>/instances.json``; images under one of the folders in
 :func:`find_image_dir`. One sample is one (ref, sentence) pair, as in the
-evaluation protocol.
+evaluation protocol. gRefCOCO (``grefcoco``) has ``grefs(unc).json`` (or ``.p``),
+whose ``ann_id`` is a list, ``[-1]`` for a phrase that matches nothing; its mask is
+the union of the listed objects (empty for none).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "synthetic": ("vipa",),
     "synthetic-heldout": ("vipa",),  # the held-out style: checking a recipe, never tuning it
     "refer": ("custom",),  # your own data in the refer layout (vipa data convert writes it)
+    # Generalized RIS (GRES, CVPR 2023): grefs(unc).json, a phrase refers to 0, 1 or more objects
+    "grefcoco": ("unc",),
 }
 # reworded: the built-in set's val objects in phrasings no other split uses (docs/data.md);
 # minival: where runs choose their checkpoint, carved from train when a dataset has none
@@ -53,6 +57,22 @@ class Sample:
     kind: str = ""  # the sentence's expression kind, where the dataset names one
     where: str = ""  # where it is written, for messages ("train.jsonl:12"; refer: ids)
     record_id: str = ""  # the manifest's own "id", when it gives one
+    # Generalized sets (gRefCOCO): the annotations the phrase refers to, none or several;
+    # None for the classic one-object sample, whose object is ``ann_id``.
+    targets: tuple[int, ...] | None = None
+
+    @property
+    def target_count(self) -> int:
+        """How many objects the phrase refers to (1 for a classic sample)."""
+        return 1 if self.targets is None else len(self.targets)
+
+
+TARGET_KINDS = ("single", "multi", "none")
+
+
+def target_kind(count: int) -> str:
+    """gRefCOCO's sample kinds: ``none``, ``single`` or ``multi`` target."""
+    return "none" if count == 0 else "single" if count == 1 else "multi"
 
 
 def check_dataset(dataset: str, split_by: str | None = None) -> str:
@@ -140,6 +160,7 @@ class ReferIndex:
                     category_id=int(ref["category_id"]), split=split,
                     kind=_as_text(sentence.get("kind", "")),
                     where=f"ref {ref['ref_id']} sentence {sentence['sent_id']}",
+                    targets=ref.get("targets"),
                 ))
         return out
 
@@ -151,7 +172,12 @@ class ReferIndex:
         size = (int(info["width"]), int(info["height"]))
         path = self.image_dir / sample.file_name
         pixels = read_image(path, size)
-        mask = self.mask(sample.ann_id)
+        if sample.targets is None:
+            mask = self.mask(sample.ann_id)
+        else:  # the union of every referent; no referent: an empty mask
+            mask = np.zeros((size[1], size[0]), dtype=np.uint8)
+            for ann_id in sample.targets:
+                mask |= self.mask(ann_id)
         if pixels.shape[:2] != mask.shape:
             raise DataError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} but "
                             f"instances.json says {size[0]}x{size[1]}")
@@ -174,6 +200,11 @@ class ReferIndex:
                 "refs": len(refs),
                 "sentences": sum(len(ref["sentences"]) for ref in refs),
             }
+            if any("targets" in ref for ref in refs):  # generalized: sentences per kind
+                for kind in TARGET_KINDS:
+                    out[split][f"{kind}-target sentences"] = sum(
+                        len(ref["sentences"]) for ref in refs
+                        if target_kind(len(ref["targets"])) == kind)
         return out
 
 
@@ -209,9 +240,9 @@ def load_refs(root: str | Path, dataset: str, split_by: str | None = None) -> Re
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist")
     folder = root / dataset
-    refs_path = folder / f"refs({split_by}).p"
+    refs_path = refs_file(folder, dataset, split_by)
     instances_path = folder / "instances.json"
-    refs = load_plain_pickle(refs_path)
+    refs = _load_json(refs_path) if refs_path.suffix == ".json" else load_plain_pickle(refs_path)
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise DataError(f"corrupt refs file {refs_path}: expected a list of dicts")
     instances = _load_json(instances_path)
@@ -224,9 +255,12 @@ def load_refs(root: str | Path, dataset: str, split_by: str | None = None) -> Re
         categories = {int(c["id"]): c for c in instances.get("categories", [])}
         for ref in refs:
             ref["split"] = _as_text(ref["split"])
+            if isinstance(ref["ann_id"], list):  # gRefCOCO: [-1] is "no target"
+                _generalized(ref)
             for key in ("ref_id", "ann_id", "image_id", "category_id"):
                 ref[key] = int(ref[key])
-            if ref["image_id"] not in images or ref["ann_id"] not in annotations:
+            targets = ref.get("targets", (ref["ann_id"],))
+            if ref["image_id"] not in images or any(a not in annotations for a in targets):
                 raise KeyError(f"ref {ref['ref_id']} points to a missing image/annotation")
             for sentence in ref["sentences"]:
                 sentence["sent_id"] = int(sentence["sent_id"])
@@ -238,6 +272,26 @@ def load_refs(root: str | Path, dataset: str, split_by: str | None = None) -> Re
                       refs_path=refs_path, instances_path=instances_path, name=dataset)
 
 
+def refs_file(folder: Path, dataset: str, split_by: str) -> Path:
+    """``refs(<splitBy>).p``; gRefCOCO's ``grefs(<splitBy>).json``, or its pickle."""
+    if dataset != "grefcoco":
+        return folder / f"refs({split_by}).p"
+    path = folder / f"grefs({split_by}).json"
+    return path if path.is_file() or not (folder / f"grefs({split_by}).p").is_file() \
+        else folder / f"grefs({split_by}).p"
+
+
+def _generalized(ref: dict[str, Any]) -> None:
+    """A gRefCOCO ref in place: ``targets`` the annotation ids (none for ``[-1]``),
+    ``ann_id`` / ``category_id`` the first of each (-1 when there is none)."""
+    ref["targets"] = tuple(int(a) for a in ref["ann_id"] if int(a) != -1)
+    ref["ann_id"] = ref["targets"][0] if ref["targets"] else -1
+    categories = ref.get("category_id", -1)
+    if isinstance(categories, list):
+        categories = next((c for c in categories if int(c) != -1), -1)
+    ref["category_id"] = categories
+
+
 def find_image_dir(root: str | Path, dataset: str, image_dir: str | Path | None = None) -> Path:
     """Where the images are: explicit ``image_dir``, else the first known layout that exists."""
     root = Path(root).expanduser()
@@ -247,7 +301,7 @@ def find_image_dir(root: str | Path, dataset: str, image_dir: str | Path | None 
             raise DataError(f"image directory {path} does not exist")
         return path
     candidates = [root / dataset / "images", root / "images" / "mscoco" / "images" / "train2014",
-                  root / "train2014"]
+                  root / "images" / "train2014", root / "train2014"]
     for path in candidates:
         if path.is_dir():
             return path

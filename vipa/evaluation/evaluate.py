@@ -17,13 +17,14 @@ from vipa.config import DataConfig, RunConfig
 from vipa.data.build import build_dataset, dataset_root, evenly_spaced
 from vipa.data.dataset import collate
 from vipa.data.index import open_dataset
+from vipa.data.refer import TARGET_KINDS, target_kind
 from vipa.device import resolve_device
 from vipa.errors import UsageError
 from vipa.evaluation.gallery import Scored, write_gallery
 from vipa.inference.io import check_threshold, save_mask_png
 from vipa.inference.masks import probabilities_at_original_size
 from vipa.inference.predict import Segmentation
-from vipa.metrics import RISMetrics
+from vipa.metrics import GRESMetrics, RISMetrics
 from vipa.progress import ProgressBar
 from vipa.training.distributed import DistInfo
 
@@ -41,13 +42,15 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
 
     Where the samples name their expression kind (the synthetic set's
     attribute / position / relation), ``kinds`` holds the same metrics per kind.
+    Where phrases may refer to no object or several (gRefCOCO), ``gres`` holds gIoU,
+    cIoU, N-acc and T-acc, overall and per target kind (``none`` / ``single`` / ``multi``).
     ``scores`` (a list) receives every sample's position in ``loader``, kind and IoU;
     ``coco`` (a list) every prediction as a COCO results record (with its ``sent_id``).
     """
     inner = getattr(model, "module", model)
     was_training = inner.training
     inner.eval()
-    metrics = KindMetrics(expression_kinds(loader.dataset))
+    metrics = KindMetrics(expression_kinds(loader.dataset), generalized(loader.dataset))
     if save_predictions is not None:
         save_predictions.mkdir(parents=True, exist_ok=True)
     skipped = position = 0
@@ -62,7 +65,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
         probs = probabilities_at_original_size(output.logits, batch["orig_size"])
         predictions = [p >= threshold for p in probs]
         targets = [m.numpy().astype(bool) for m in batch["orig_mask"]]
-        ious = metrics.update(predictions, targets, batch.get("kind"))
+        ious = metrics.update(predictions, targets, batch.get("kind"), batch.get("targets"))
         if scores is not None:
             scores += [Scored(position + i, kind, iou)
                        for i, (kind, iou) in enumerate(zip(batch["kind"], ious, strict=True))]
@@ -83,31 +86,48 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
     return result
 
 
-def expression_kinds(dataset: Dataset) -> tuple[str, ...]:
-    """The expression kinds the samples of ``dataset`` name (through any Subset), sorted."""
+def _items(dataset: Dataset) -> list:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    items = getattr(dataset, "items", [])
-    return tuple(sorted({item.kind for item in items if getattr(item, "kind", "")}))
+    return getattr(dataset, "items", [])
+
+
+def expression_kinds(dataset: Dataset) -> tuple[str, ...]:
+    """The expression kinds the samples of ``dataset`` name (through any Subset), sorted."""
+    return tuple(sorted({item.kind for item in _items(dataset) if getattr(item, "kind", "")}))
+
+
+def generalized(dataset: Dataset) -> bool:
+    """True when some sample of ``dataset`` refers to no object or to several."""
+    return any(getattr(item, "targets", None) is not None for item in _items(dataset))
 
 
 class KindMetrics:
-    """Overall RIS metrics plus one accumulator per expression kind."""
+    """Overall RIS metrics plus one accumulator per expression kind, and the GRES metrics
+    overall and per target kind when the dataset is ``generalized``."""
 
-    def __init__(self, kinds: tuple[str, ...]) -> None:
+    def __init__(self, kinds: tuple[str, ...], generalized: bool = False) -> None:
         self.total = RISMetrics()
         self.kinds = {kind: RISMetrics() for kind in kinds}
+        self.gres = ({kind: GRESMetrics() for kind in ("all", *TARGET_KINDS)}
+                     if generalized else {})
 
-    def update(self, predictions: list, targets: list, kinds: list[str] | None) -> list[float]:
+    def update(self, predictions: list, targets: list, kinds: list[str] | None,
+               counts: Any = None) -> list[float]:
         ious = self.total.update(predictions, targets)
         for prediction, target, kind in zip(predictions, targets, kinds or [], strict=False):
             if kind in self.kinds:
                 self.kinds[kind].update([prediction], [target])
+        if self.gres:
+            counts = counts.tolist() if isinstance(counts, torch.Tensor) else list(counts)
+            for prediction, target, count in zip(predictions, targets, counts, strict=True):
+                for key in ("all", target_kind(count)):
+                    self.gres[key].update([prediction], [target])
         return ious
 
     def all_reduce(self) -> None:
         # Every rank reduces every kind of the (shared) dataset, so the collectives line up.
-        for accumulator in (self.total, *self.kinds.values()):
+        for accumulator in (self.total, *self.kinds.values(), *self.gres.values()):
             accumulator.all_reduce()
 
     def compute(self) -> dict[str, Any]:
@@ -115,6 +135,10 @@ class KindMetrics:
         seen = {kind: m.compute() for kind, m in self.kinds.items() if m.compute()["samples"]}
         if seen:
             out["kinds"] = seen
+        if self.gres:
+            gres = {kind: m.compute() for kind, m in self.gres.items()}
+            out["gres"] = {**gres.pop("all"),
+                           "kinds": {k: v for k, v in gres.items() if v["samples"]}}
         return out
 
 

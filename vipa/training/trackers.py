@@ -29,12 +29,18 @@ TRAIN_KEYS = ("lr", "samples_per_s", "skipped_samples")
 
 def scalars_of(record: dict[str, Any]) -> dict[str, float]:
     """A metrics.jsonl record as named scalars: ``train/loss``..., ``val/oIoU``,
-    ``val/<kind>/oIoU``; records without numbers (skipped samples) give none."""
+    ``val/<kind>/oIoU``, ``val/gres/gIoU``, ``val/gres/none/N-acc``; records without
+    numbers (skipped samples) give none."""
     if "val" in record:
         val = record["val"]
         out = {f"val/{k}": float(v) for k, v in val.items() if isinstance(v, int | float)}
         for kind, metrics in (val.get("kinds") or {}).items():
             out.update({f"val/{kind}/{k}": float(v) for k, v in metrics.items()
+                        if isinstance(v, int | float)})
+        gres = val.get("gres") or {}  # generalized sets: gIoU, cIoU, N-acc, T-acc
+        for kind, metrics in {"": gres, **gres.get("kinds", {})}.items():
+            prefix = f"val/gres/{kind}/" if kind else "val/gres/"
+            out.update({prefix + k: float(v) for k, v in metrics.items()
                         if isinstance(v, int | float)})
         return out
     if "loss" not in record:

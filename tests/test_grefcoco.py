@@ -1,0 +1,159 @@
+"""Generalized RIS: gRefCOCO's layout as a dataset and its metrics (gIoU, cIoU, N-acc, T-acc).
+
+The gRefCOCO-format set here is written from the built-in synthetic set: every
+object's own phrases (one target), one phrase per image naming two of its
+objects (several), and one phrase per image that matches nothing (``[-1]``).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vipa.data.refer import decode_segmentation, load_refs
+from vipa.data.synthetic import generate_synthetic
+from vipa.metrics import GRESMetrics
+from vipa.training.trackers import scalars_of
+from vipa_cli import app
+
+runner = CliRunner()
+
+
+def write_grefcoco(synthetic: Path, out: Path) -> Path:
+    """``out/grefcoco``: grefs(unc).json, instances.json and images/ from a synthetic set."""
+    source = synthetic / "synthetic"
+    refs = pickle.loads((source / "refs(vipa).p").read_bytes())
+    folder = out / "grefcoco"
+    folder.mkdir(parents=True)
+    shutil.copy(source / "instances.json", folder / "instances.json")
+    shutil.copytree(source / "images", folder / "images")
+    grefs, sent_id = [], 10_000
+    by_image: dict[int, list[dict]] = {}
+    for ref in refs:
+        if ref["split"] == "reworded":
+            continue
+        by_image.setdefault(ref["image_id"], []).append(ref)
+        grefs.append({**ref, "ann_id": [ref["ann_id"]], "category_id": [ref["category_id"]]})
+    for image_id, image_refs in by_image.items():
+        first = image_refs[0]
+        sent_id += 2
+        if len(image_refs) >= 2:
+            second = image_refs[1]
+            grefs.append({"ref_id": sent_id, "image_id": image_id, "split": first["split"],
+                          "ann_id": [first["ann_id"], second["ann_id"]],
+                          "category_id": [first["category_id"], second["category_id"]],
+                          "sentences": [{"sent_id": sent_id, "sent": "both of them"}]})
+        grefs.append({"ref_id": sent_id + 1, "image_id": image_id, "split": first["split"],
+                      "ann_id": [-1], "category_id": [-1], "no_target": True,
+                      "sentences": [{"sent_id": sent_id + 1, "sent": "the purple star"}]})
+    (folder / "grefs(unc).json").write_text(json.dumps(grefs))
+    return out
+
+
+@pytest.fixture(scope="module")
+def grefcoco(tmp_path_factory) -> Path:
+    synthetic = generate_synthetic(tmp_path_factory.mktemp("synth"), seed=3, n_train=16,
+                                   n_val=6, n_test=2, image_size=48)
+    return write_grefcoco(synthetic, tmp_path_factory.mktemp("gref"))
+
+
+def test_gres_metrics_follow_relas_definitions():
+    gt = np.zeros((4, 4), bool)
+    obj = gt.copy()
+    obj[:2, :2] = True
+    half = np.zeros((4, 4), bool)
+    half[:2, :1] = True
+    metrics = GRESMetrics()
+    ious = metrics.update([half, gt, gt, obj], [obj, obj, gt, gt])
+    # target found (IoU 0.5), target missed (0), none said none (1), none but painted (0)
+    assert ious == [0.5, 0.0, 1.0, 0.0]
+    result = metrics.compute()
+    assert result["gIoU"] == pytest.approx(1.5 / 4)
+    assert result["cIoU"] == pytest.approx(2 / (4 + 4 + 0 + 4))
+    assert result["N-acc"] == 0.5 and result["T-acc"] == 0.5 and result["samples"] == 4
+    assert GRESMetrics().compute()["N-acc"] is None  # no such samples: no number
+
+
+def test_grefcoco_layout_loads_with_none_one_and_several_targets(grefcoco):
+    index = load_refs(grefcoco, "grefcoco")
+    index.image_dir = grefcoco / "grefcoco" / "images"
+    samples = index.samples("val")
+    counts = {s.target_count for s in samples}
+    assert counts == {0, 1, 2}
+    several = next(s for s in samples if s.target_count == 2)
+    _, mask = index.load(several)
+    union = index.mask(several.targets[0]) | index.mask(several.targets[1])
+    assert np.array_equal(mask, union) and mask.sum() > index.mask(several.targets[0]).sum()
+    nothing = next(s for s in samples if s.target_count == 0)
+    assert index.load(nothing)[1].sum() == 0 and nothing.ann_id == -1
+    stats = runner.invoke(app, ["data", "stats", "--data", "grefcoco", "--data-root",
+                                str(grefcoco), "--json"])
+    assert stats.exit_code == 0, stats.output
+    val = json.loads(stats.stdout)["splits"]["val"]
+    assert val["none-target sentences"] == val["images"] and val["multi-target sentences"] > 0
+    checked = runner.invoke(app, ["data", "check", "--data", "grefcoco", "--data-root",
+                                  str(grefcoco)])
+    assert checked.exit_code == 0, checked.output
+
+
+def _recomputed(grefcoco: Path, predictions: Path) -> dict[str, float]:
+    """gIoU, cIoU, N-acc and T-acc from the saved PNGs and the annotation files alone."""
+    folder = grefcoco / "grefcoco"
+    instances = json.loads((folder / "instances.json").read_text())
+    annotations = {a["id"]: a for a in instances["annotations"]}
+    images = {i["id"]: i for i in instances["images"]}
+    ious, inter, union, right, wrong, found, missed = [], 0, 0, 0, 0, 0, 0
+    for ref in json.loads((folder / "grefs(unc).json").read_text()):
+        if ref["split"] != "val":
+            continue
+        image = images[ref["image_id"]]
+        gt = np.zeros((image["height"], image["width"]), bool)
+        for ann_id in ref["ann_id"]:
+            if ann_id != -1:
+                gt |= decode_segmentation(annotations[ann_id]["segmentation"], image["height"],
+                                          image["width"]).astype(bool)
+        for sentence in ref["sentences"]:
+            pred = np.asarray(Image.open(predictions / f"{sentence['sent_id']}.png")) > 0
+            i, u = int((pred & gt).sum()), int((pred | gt).sum())
+            inter, union = inter + i, union + u
+            if gt.any():
+                found, missed = found + pred.any(), missed + (not pred.any())
+                ious.append(i / u)
+            else:
+                right, wrong = right + (not pred.any()), wrong + pred.any()
+                ious.append(float(not pred.any()))
+    return {"gIoU": float(np.mean(ious)), "cIoU": inter / union, "N-acc": right / (right + wrong),
+            "T-acc": found / (found + missed)}
+
+
+@pytest.mark.parametrize("threshold", ["0.5", "0.9"])
+def test_eval_gres_metrics_equal_a_computation_from_the_saved_pngs(grefcoco, tmp_path,
+                                                                    threshold):
+    run = tmp_path / "run"
+    trained = runner.invoke(app, [
+        "train", "--encoder", "tiny", "--preset", "micro", "--fusion", "early", "--data",
+        "grefcoco", "--data-root", str(grefcoco), "--image-size", "32", "--batch-size", "4",
+        "--max-steps", "3", "--device", "cpu", "--output", str(run), "--no-progress",
+        "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "train.warmup_steps=0",
+        "--set", "train.val_every=100"])
+    assert trained.exit_code == 0, trained.output
+    evaluated = runner.invoke(app, [
+        "eval", "-c", str(run / "best.safetensors"), "--data", "grefcoco", "--data-root",
+        str(grefcoco), "--split", "val", "--threshold", threshold, "--save-predictions",
+        str(tmp_path / "png"), "-o", str(tmp_path / "metrics.json"), "--no-progress"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "phrases matching none, one or several objects" in evaluated.output
+    gres = json.loads((tmp_path / "metrics.json").read_text())["gres"]
+    assert set(gres["kinds"]) == {"single", "multi", "none"}
+    for name, value in _recomputed(grefcoco, tmp_path / "png").items():
+        assert gres[name] == pytest.approx(value), name
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    final = scalars_of(next(r for r in reversed(logged) if "val" in r))  # its minival
+    assert final["val/gres/none/samples"] >= 1 and 0 <= final["val/gres/gIoU"] <= 1
