@@ -32,6 +32,7 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "refcocog": ("umd", "google"),
     "synthetic": ("vipa",),
     "synthetic-heldout": ("vipa",),  # the held-out style: checking a recipe, never tuning it
+    "synthetic-gres": ("vipa",),  # the default set plus phrases matching several objects or none
     "refer": ("custom",),  # your own data in the refer layout (vipa data convert writes it)
     # Generalized RIS (GRES, CVPR 2023): grefs(unc).json, a phrase refers to 0, 1 or more objects
     "grefcoco": ("unc",),
@@ -204,7 +205,7 @@ class ReferIndex:
                 for kind in TARGET_KINDS:
                     out[split][f"{kind}-target sentences"] = sum(
                         len(ref["sentences"]) for ref in refs
-                        if target_kind(len(ref["targets"])) == kind)
+                        if target_kind(len(ref.get("targets", (ref["ann_id"],)))) == kind)
         return out
 
 

@@ -120,7 +120,7 @@ def _phrase_for(obj: Obj, keys: Sequence[str]) -> Phrase:
     return Phrase(shape=obj.shape, **{k: getattr(obj, k) for k in keys})
 
 
-def _shortest_unique_phrase(scene: Scene, index: int, rng: np.random.Generator) -> Phrase | None:
+def shortest_unique_phrase(scene: Scene, index: int, rng: np.random.Generator) -> Phrase | None:
     obj = scene.objects[index]
     for length in range(4):
         options = [keys for keys in _ATTRIBUTE_SETS if len(keys) == length]
@@ -142,7 +142,7 @@ def _shared_phrases(scene: Scene, index: int, rng: np.random.Generator) -> list[
 def describe(scene: Scene, index: int, kind: str, rng: np.random.Generator) -> Expression | None:
     """An expression of ``kind`` that picks out object ``index`` alone, or None if there is none."""
     if kind == "attribute":
-        phrase = _shortest_unique_phrase(scene, index, rng)
+        phrase = shortest_unique_phrase(scene, index, rng)
         return None if phrase is None else Expression("attribute", phrase)
     if kind == "position":
         for phrase in _shared_phrases(scene, index, rng):
@@ -154,7 +154,7 @@ def describe(scene: Scene, index: int, kind: str, rng: np.random.Generator) -> E
     others = [i for i in range(len(scene.objects)) if i != index]
     for phrase in _shared_phrases(scene, index, rng):
         for k in rng.permutation(len(others)):
-            anchor = _shortest_unique_phrase(scene, others[k], rng)
+            anchor = shortest_unique_phrase(scene, others[k], rng)
             if anchor is None:
                 continue
             for j in rng.permutation(len(RELATIONS)):

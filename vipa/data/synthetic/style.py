@@ -13,7 +13,7 @@ choosing one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,6 +38,9 @@ class Style:
     colours: dict[str, tuple[int, int, int]]
     wording: Wording
     reworded: Wording | None = None
+    # Phrases that match several objects or none (:mod:`~vipa.data.synthetic.groups`), as a
+    # share of all phrases; 0: every phrase refers to exactly one object.
+    generalized: float = 0.0
 
     def text(self, expression: Expression, rng: np.random.Generator,
              reworded: bool = False) -> str:
@@ -120,7 +123,11 @@ HELDOUT = Style(
                    "below": ("the {phrase} under the {anchor}",)}),
 )
 
-STYLES: dict[str, Style] = {style.name: style for style in (DEFAULT, HELDOUT)}
+# The default set plus phrases that match several objects or none (a quarter of all), in
+# gRefCOCO's terms a generalized set: --data synthetic-gres.
+GRES = replace(DEFAULT, name="gres", dataset="synthetic-gres", generalized=0.25)
+
+STYLES: dict[str, Style] = {style.name: style for style in (DEFAULT, HELDOUT, GRES)}
 BY_DATASET: dict[str, Style] = {style.dataset: style for style in STYLES.values()}
 assert set(RELATIONS) == set(GRAMMAR.relations) == set(REWORDED.relations)
 

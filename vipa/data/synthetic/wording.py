@@ -23,7 +23,7 @@ from vipa.data.synthetic.scene import TEXTURES
 _SLOT = re.compile(r"\\\{(phrase|anchor)\\\}")
 
 
-def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
+def pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
     """One of ``options``; a single option draws nothing (a one-way wording keeps its stream)."""
     return options[0] if len(options) == 1 else options[int(rng.integers(len(options)))]
 
@@ -48,23 +48,23 @@ class Wording:
     bare: float = 0.0  # share of sentences without their leading "the"
 
     def phrase(self, phrase: Phrase, rng: np.random.Generator) -> str:
-        size = None if phrase.size is None else _pick(self.size_words[phrase.size], rng)
-        colour = None if phrase.colour is None else _pick(
+        size = None if phrase.size is None else pick(self.size_words[phrase.size], rng)
+        colour = None if phrase.colour is None else pick(
             self.colour_words.get(phrase.colour, (phrase.colour,)), rng)
         first, second = (colour, size) if self.colour_first else (size, colour)
         words = [w for w in (first, second, phrase.texture) if w is not None]
-        return " ".join([*words, _pick(self.shape_words.get(phrase.shape, (phrase.shape,)), rng)])
+        return " ".join([*words, pick(self.shape_words.get(phrase.shape, (phrase.shape,)), rng)])
 
     def say(self, expression: Expression, rng: np.random.Generator) -> str:
         """One sentence for ``expression``, its ways drawn from ``rng``."""
         if expression.kind == "attribute":
-            template = _pick(self.attribute, rng)
+            template = pick(self.attribute, rng)
         elif expression.kind == "position":
             assert expression.position is not None
-            template = _pick(self.positions[expression.position], rng)
+            template = pick(self.positions[expression.position], rng)
         else:
             assert expression.relation is not None
-            template = _pick(self.relations[expression.relation], rng)
+            template = pick(self.relations[expression.relation], rng)
         values = {"phrase": self.phrase(expression.phrase, rng)}
         if expression.anchor is not None:
             values["anchor"] = self.phrase(expression.anchor, rng)

@@ -15,11 +15,13 @@ import json
 import logging
 import pickle
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vipa.data.synthetic.groups import Group, members, nothing, several
 from vipa.data.synthetic.language import KINDS, Expression, describe
 from vipa.data.synthetic.render import polygon, render
 from vipa.data.synthetic.scene import OBJECT_COUNTS, Obj, Scene, has_lookalike, sample_scene
@@ -96,6 +98,23 @@ class _CocoWriter:
         })
         return len(sentences)
 
+    def add_group(self, split: str, image_id: int, ann_ids: list[int], group: Group,
+                  rng: np.random.Generator) -> int:
+        """A ref whose phrase means the objects ``ann_ids`` (several, or none: ``[-1]``)."""
+        self.ids["ref"] += 1
+        self.ids["sent"] += 1
+        text = group.say(self.style, rng, reworded=split == "reworded", count=len(ann_ids))
+        categories = [next(a["category_id"] for a in self.annotations if a["id"] == ann_id)
+                      for ann_id in ann_ids]
+        self.refs.append({
+            "ref_id": self.ids["ref"], "ann_id": ann_ids or [-1], "image_id": image_id,
+            "split": split, "category_id": categories or [-1], "no_target": not ann_ids,
+            "sentences": [{"tokens": text.split(), "raw": text, "sent": text,
+                           "sent_id": self.ids["sent"], "kind": ""}],
+            "sent_ids": [self.ids["sent"]], "file_name": f"synthetic_{image_id:06d}_g.jpg",
+        })
+        return 1
+
     def write(self, seed: int) -> None:
         info = {"description": "vipa synthetic RIS dataset", "version": SYNTHETIC_VERSION,
                 "seed": seed, "image_size": self.image_size}
@@ -139,9 +158,35 @@ def _choose(scene: Scene, rng: np.random.Generator, room: int,
 Written = list[tuple[int, int, Obj, list[Expression]]]  # (image id, ann id, object, expressions)
 
 
+class _Generalized:
+    """The phrases that match several objects or none, drawn from their own random stream
+    (so the one-object phrases, images and masks are those of the set without them)."""
+
+    def __init__(self, share: float, seed: int) -> None:
+        self.rate = share / (1.0 - share)  # per one-object phrase
+        self.rng = np.random.default_rng([seed, 2])
+        self.val: list[tuple[int, list[int], Group]] = []  # said again in the reworded split
+
+    def add(self, writer: _CocoWriter, split: str, image_id: int, ann_ids: list[int],
+            scene: Scene, singles: int) -> None:
+        said: set[Group] = set()
+        for _ in range(int(self.rng.binomial(singles, min(self.rate, 1.0)))):
+            group = several(scene, self.rng) if self.rng.random() < 0.5 else None
+            group = group or nothing(scene, self.rng, writer.style)
+            if group in said:  # one phrase per meaning and image
+                continue
+            said.add(group)
+            targets = [ann_ids[i] for i in members(scene, group)]
+            writer.add_group(split, image_id, targets, group, self.rng)
+            if split == "val":
+                self.val.append((image_id, targets, group))
+
+
 def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Generator,
-                 on_sentences: Callable[[int], None]) -> Written:
-    """Scenes and refs of ``split`` until ``wanted`` expressions are written; the refs written."""
+                 on_sentences: Callable[[int], None],
+                 generalized: _Generalized | None = None) -> Written:
+    """Scenes and refs of ``split`` until ``wanted`` one-object expressions are written (and
+    the generalized phrases beside them); the one-object refs written."""
     written: Written = []
     made, turn = 0, 0
     low, high = OBJECT_COUNTS[split]
@@ -159,6 +204,8 @@ def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Ge
             count += writer.add_ref(split, image_id, ann_ids[index], scene.objects[index],
                                     expressions)
             written.append((image_id, ann_ids[index], scene.objects[index], expressions))
+        if generalized is not None:
+            generalized.add(writer, split, image_id, ann_ids, scene, count)
         made += count
         on_sentences(count)
     return written
@@ -167,13 +214,16 @@ def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Ge
 def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
                        n_val: int = 500, n_test: int = 500, image_size: int = 128,
                        progress: Callable[[int, int], None] | None = None,
-                       style: str = "default") -> Path:
+                       style: str = "default", generalized: float | None = None) -> Path:
     """Write the synthetic set under ``out_dir`` and return it (the ``root`` for RISDataset).
 
     ``n_*`` count expressions (samples); ``n_test`` is for each of testA and
     testB. ``progress(done, total)`` is called as expressions are made.
     ``style`` (:mod:`~vipa.data.synthetic.style`) picks shapes, palette and
     wording; the set is written to ``<out_dir>/<style's dataset name>``.
+    ``generalized`` (default: the style's; 0.25 for ``gres``) is the share of phrases
+    that match several objects or none, written beside the ``n_*`` one-object
+    phrases (which stay those of the set without them).
     """
     if image_size < 32:
         raise DataError(f"image_size must be at least 32, got {image_size}")
@@ -181,6 +231,10 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
         raise DataError(f"unknown synthetic style {style!r}; known: {', '.join(STYLES)}")
     root = Path(out_dir)
     chosen = STYLES[style]
+    if generalized is not None:
+        if not 0.0 <= generalized < 1.0:
+            raise DataError(f"generalized must be in [0, 1), got {generalized}")
+        chosen = replace(chosen, generalized=generalized)
     writer = _CocoWriter(root / chosen.dataset, image_size, chosen,
                          np.random.default_rng([seed, 1]))
     rng = np.random.default_rng(seed)
@@ -192,11 +246,14 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
         if progress is not None:
             progress(done[0], total)
 
-    written = {split: _write_split(writer, split, wanted, rng, on_sentences)
+    generalized = _Generalized(chosen.generalized, seed) if chosen.generalized else None
+    written = {split: _write_split(writer, split, wanted, rng, on_sentences, generalized)
                for split, wanted in targets.items()}
     if chosen.reworded is not None:
         for image_id, ann_id, obj, expressions in written["val"]:
             on_sentences(writer.add_ref("reworded", image_id, ann_id, obj, expressions))
+        for image_id, targets_of, group in generalized.val if generalized else ():
+            writer.add_group("reworded", image_id, targets_of, group, generalized.rng)
     writer.write(seed)
     return root
 

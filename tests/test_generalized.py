@@ -1,4 +1,4 @@
-"""Generalized RIS: gRefCOCO's layout as a dataset and its metrics (gIoU, cIoU, N-acc, T-acc).
+"""Generalized RIS: gRefCOCO's layout and metrics; synthetic phrases matching several or none.
 
 The gRefCOCO-format set here is written from the built-in synthetic set: every
 object's own phrases (one target), one phrase per image naming two of its
@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vipa.data.refer import decode_segmentation, load_refs
-from vipa.data.synthetic import generate_synthetic
+from vipa.data.synthetic import DEFAULT, generate_synthetic, resolve, scene_of
 from vipa.metrics import GRESMetrics
 from vipa.training.trackers import scalars_of
 from vipa_cli import app
@@ -157,3 +157,38 @@ def test_eval_gres_metrics_equal_a_computation_from_the_saved_pngs(grefcoco, tmp
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     final = scalars_of(next(r for r in reversed(logged) if "val" in r))  # its minival
     assert final["val/gres/none/samples"] >= 1 and 0 <= final["val/gres/gIoU"] <= 1
+
+
+def test_the_gres_synthetic_set_adds_phrases_and_keeps_the_one_object_ones(tmp_path):
+    sizes = {"seed": 5, "n_train": 60, "n_val": 30, "n_test": 6, "image_size": 64}
+    plain = generate_synthetic(tmp_path / "plain", **sizes) / "synthetic"
+    gres = generate_synthetic(tmp_path / "gres", style="gres", **sizes) / "synthetic-gres"
+    refs = pickle.loads((gres / "refs(vipa).p").read_bytes())
+    singles = [(r["split"], r["image_id"], s["sent"]) for r in refs
+               if not isinstance(r["ann_id"], list) for s in r["sentences"]]
+    assert singles == [(r["split"], r["image_id"], s["sent"])
+                       for r in pickle.loads((plain / "refs(vipa).p").read_bytes())
+                       for s in r["sentences"]]
+    same = json.loads((plain / "instances.json").read_text())
+    instances = json.loads((gres / "instances.json").read_text())
+    assert all(same[key] == instances[key] for key in ("images", "annotations", "categories"))
+    extra = [r for r in refs if isinstance(r["ann_id"], list)]
+    share = len(extra) / len(refs)
+    assert 0.15 < share < 0.35, share
+    kinds = {"none": 0, "multi": 0}
+    for ref in extra:
+        scene = scene_of(instances, ref["image_id"])
+        text = ref["sentences"][0]["sent"]
+        if ref["ann_id"] == [-1]:
+            kinds["none"] += 1  # worded like a one-object phrase, and it fits no object
+            expression = DEFAULT.read(text) or DEFAULT.read(text, reworded=True)
+            assert expression is not None and resolve(scene, expression) == [], text
+        else:
+            kinds["multi"] += 1
+            assert len(ref["ann_id"]) >= 2, text
+    assert kinds["none"] > 0 and kinds["multi"] > 0
+    assert {r["split"] for r in extra} >= {"train", "val", "reworded"}
+    stats = runner.invoke(app, ["data", "stats", "--data", "synthetic-gres", "--data-root",
+                                str(tmp_path / "gres"), "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.stdout)["splits"]["val"]["none-target sentences"] > 0
