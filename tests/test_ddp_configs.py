@@ -39,6 +39,14 @@ SWITCHES = [
     ["veg.select=calibrated"], ["decoder.kv=both", "decoder.hide_expression=true"],
     ["veg.straight_through=successive"], ["veg.word_pool=attention"],
 ]
+# The presence head (generalized sets) with the switches that decide the VEG's gradient.
+PRESENCE = [
+    ["presence=relevance"], ["presence=head"], ["presence=head", "loss.presence=0"],
+    ["presence=relevance", "loss.presence=0"],
+    ["presence=relevance", "loss.contrastive=0", "decoder.kv=language"],
+    ["presence=head", "loss.contrastive=0", "veg.retrieval=off"],
+    ["presence=relevance", "loss.presence=0", "loss.contrastive=0", "decoder.kv=language"],
+]
 UNUSED = [
     ["loss.contrastive=0", "decoder.kv=language"],
     ["loss.contrastive=0", "veg.retrieval=off"],
@@ -65,7 +73,8 @@ def params_without_gradient(overrides: list[str]) -> list[str] | None:
 
 def test_unused_parameters_names_every_config_that_leaves_parameters_out():
     wrong = []
-    for combo in [*([s] for s in SWITCHES), *itertools.combinations(SWITCHES, 2)]:
+    for combo in [*([s] for s in [*SWITCHES, *PRESENCE]),
+                  *itertools.combinations(SWITCHES, 2)]:
         overrides = [o for switch in combo for o in switch]
         missing = params_without_gradient(overrides)
         if missing is None:

@@ -224,7 +224,8 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("fusion.options.pwam=lavt",), ("decoder.prior=true", "decoder.pos_enc=true"),
               ("veg.special_tokens=drop",), ("veg.select=calibrated",),
               ("veg.word_pool=attention",), ("veg.straight_through=successive",),
-              ("decoder.kv=both", "decoder.hide_expression=true")]
+              ("decoder.kv=both", "decoder.hide_expression=true"), ("presence=relevance",),
+              ("presence=head",)]
 
 
 def test_dropping_special_tokens_exports_with_parity(tmp_path):

@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from vipa.checkpoint import load_model, save_checkpoint
+from vipa.config import ModelConfig, apply_overrides
 from vipa.data.refer import decode_segmentation, load_refs
 from vipa.data.synthetic import DEFAULT, generate_synthetic, resolve, scene_of
 from vipa.metrics import GRESMetrics
+from vipa.model import VipaLoss, build_model
 from vipa.training.trackers import scalars_of
 from vipa_cli import app
 
@@ -192,3 +196,57 @@ def test_the_gres_synthetic_set_adds_phrases_and_keeps_the_one_object_ones(tmp_p
                                 str(tmp_path / "gres"), "--json"])
     assert stats.exit_code == 0, stats.output
     assert json.loads(stats.stdout)["splits"]["val"]["none-target sentences"] > 0
+
+
+@pytest.mark.parametrize("mode", ["relevance", "head"])
+def test_the_presence_logit_trains_and_empties_the_mask_of_a_no_match(mode):
+    config = apply_overrides(ModelConfig(), ["encoder.name=tiny", "encoder.preset=micro",
+                                             "image_size=32", "veg.k=4", "decoder.dim=16",
+                                             f"presence={mode}"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.encoder.tokenizer.fit(["the red circle", "the green star"])
+    images, phrases = torch.rand(2, 3, 32, 32), ["the red circle", "the green star"]
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[0, :, 4:12, 4:12] = 1  # the second phrase matches nothing
+    output = model.train()(images, *model.tokenize(phrases))
+    assert output.presence.shape == (2,)
+    loss = VipaLoss(config.loss)(output, masks)
+    assert loss.parts["presence"] > 0
+    loss.total.backward()
+    assert all(p.grad is not None for p in model.presence.parameters())
+    last = model.presence.bias if mode == "relevance" else model.presence.mlp[-1].bias
+    with torch.no_grad():
+        last.fill_(-50.0)  # says "no match" for everything
+    assert not model.predict(images, phrases, threshold=1e-6).masks.any()
+    with torch.no_grad():
+        last.fill_(50.0)
+    assert torch.equal(model.predict(images, phrases).masks,
+                       model.eval()(images, *model.tokenize(phrases)).logits.sigmoid() >= 0.5)
+
+
+def test_eval_with_presence_says_no_match_as_an_empty_mask(grefcoco, tmp_path):
+    run = tmp_path / "run"
+    trained = runner.invoke(app, [
+        "train", "--encoder", "tiny", "--preset", "micro", "--fusion", "early", "--data",
+        "grefcoco", "--data-root", str(grefcoco), "--image-size", "32", "--batch-size", "4",
+        "--max-steps", "2", "--device", "cpu", "--output", str(run), "--no-progress",
+        "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "train.warmup_steps=0",
+        "--set", "train.val_every=100", "--set", "model.presence=relevance",
+        "--set", "train.log_every=1"])
+    assert trained.exit_code == 0, trained.output
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("presence" in record for record in logged)  # the loss term, logged
+    model, _ = load_model(run / "best.safetensors", "cpu")
+    with torch.no_grad():
+        model.presence.bias.fill_(-50.0)  # "no match" for every phrase
+    checkpoint = save_checkpoint(tmp_path / "none.safetensors", model)
+    evaluated = runner.invoke(app, [
+        "eval", "-c", str(checkpoint), "--data", "grefcoco", "--data-root", str(grefcoco),
+        "--split", "val", "--no-progress", "-o", str(tmp_path / "m.json"), "--save-predictions",
+        str(tmp_path / "png")])
+    assert evaluated.exit_code == 0, evaluated.output
+    gres = json.loads((tmp_path / "m.json").read_text())["gres"]
+    assert gres["N-acc"] == 1.0 and gres["T-acc"] == 0.0
+    assert gres["gIoU"] == pytest.approx(gres["kinds"]["none"]["samples"] / gres["samples"])
+    assert not any(np.asarray(Image.open(png)).any() for png in (tmp_path / "png").iterdir())

@@ -134,6 +134,9 @@ class LossConfig:
     # vipa's (0 in the paper): per-cell BCE of sigmoid(relevance / tau) against the share of
     # each VEG cell the referent covers, so relevance reads as "this cell is the referent".
     relevance_bce: float = 0.0
+    # Generalized sets: BCE of the presence logit (model.presence) against "the phrase
+    # refers to at least one object"; unused while model.presence is off.
+    presence: float = 1.0
 
 
 @dataclass
@@ -147,6 +150,9 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     image_size: int = 128
     max_text_len: int = 20
+    # Whether a phrase matches anything (vipa.model.presence): off (the paper: every phrase
+    # gets a mask), relevance (from the VEG relevance map's best cell) or head (a small MLP).
+    presence: Literal["off", "relevance", "head"] = "off"
 
 
 @dataclass

@@ -62,7 +62,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
         images = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = inner(images, ids.to(device), mask.to(device))
-        probs = probabilities_at_original_size(output.logits, batch["orig_size"])
+        probs = probabilities_at_original_size(output.answer(), batch["orig_size"])
         predictions = [p >= threshold for p in probs]
         targets = [m.numpy().astype(bool) for m in batch["orig_mask"]]
         ious = metrics.update(predictions, targets, batch.get("kind"), batch.get("targets"))

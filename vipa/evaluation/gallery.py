@@ -79,7 +79,7 @@ def write_gallery(model: torch.nn.Module, dataset, scored: list[Scored], out: Pa
             sample = dataset.items[member.position]
             pixels, truth = dataset.index.load(sample)
             ids, mask = model.tokenize([item["text"]])
-            logits = model(item["image"][None].to(device), ids.to(device), mask.to(device)).logits
+            logits = model(item["image"][None].to(device), ids.to(device), mask.to(device)).answer()
             prediction = masks_at_original_size(logits, item["orig_size"][None], threshold)[0]
             caption = f"IoU {member.iou:.2f}  {sample.where or sample.sent_id}"
             rows.append(_row(pixels, truth.astype(bool), prediction, item["text"], caption))

@@ -69,7 +69,7 @@ class Exportable(nn.Module):
     def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor,
                 image_index: Tensor) -> tuple[Tensor, Tensor]:
         out = self.model(images, token_ids, attention_mask, image_index)
-        return out.logits, out.relevance
+        return out.answer(), out.relevance
 
 
 def example_inputs(model: nn.Module, phrases: tuple[str, ...],

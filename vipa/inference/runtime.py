@@ -108,7 +108,7 @@ class TorchRuntime(Runtime):
 
     def forward(self, images, ids, mask, image_index):  # noqa: ANN001, ANN201 - torch tensors
         out = self.model(images, ids, mask, image_index)
-        return out.logits, out.relevance
+        return out.answer(), out.relevance
 
     def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
              image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -98,6 +98,11 @@ class VipaLoss(nn.Module):
         total = main
         for term in (*relevance, *aux):  # the order the sum has always had
             total = total + term
+        if output.presence is not None and self.config.presence:
+            present = masks.flatten(1).amax(1)
+            parts["presence"] = F.binary_cross_entropy_with_logits(output.presence.float(),
+                                                                   present)
+            total = total + self.config.presence * parts["presence"]
         parts = {**parts, **relevance_parts, "total": total}
         return LossOutput(total, {k: v.detach() for k, v in parts.items()})
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from vipa.config import ModelConfig
 from vipa.errors import PluginError, UsageError
 from vipa.model.decoder import VipaDecoder
+from vipa.model.presence import Presence
 from vipa.model.veg import VisualExpressionGenerator
 from vipa_plugins import legacy, registry
 from vipa_plugins.contracts import (
@@ -33,6 +34,9 @@ from vipa_plugins.versions import SECTION
 logger = logging.getLogger(__name__)
 
 
+NO_MATCH_LOGIT = -1e4  # sigmoid 0.0 in float32: below every threshold in (0, 1)
+
+
 class ModelOutput(NamedTuple):
     """``logits`` (B, 1, H, W) at input size; ``relevance`` (B, h, w) on the VEG token grid;
     ``aux``: deep-supervision logits at input size, ``decoder.prior``'s first (empty when
@@ -41,6 +45,19 @@ class ModelOutput(NamedTuple):
     logits: Tensor
     relevance: Tensor
     aux: list[Tensor]
+    presence: Tensor | None = None  # (B,) logits that the phrase matches anything
+
+    def absent(self) -> Tensor | None:
+        """(B,) True where the phrase matches nothing (``model.presence``); None when off."""
+        return None if self.presence is None else self.presence < 0
+
+    def answer(self) -> Tensor:
+        """The mask logits every surface thresholds: ``logits``, with the rows of phrases
+        that match nothing (:meth:`absent`) pushed far below any threshold (empty masks)."""
+        absent = self.absent()
+        if absent is None:
+            return self.logits
+        return self.logits.masked_fill(absent.view(-1, 1, 1, 1), NO_MATCH_LOGIT)
 
 
 class Prediction(NamedTuple):
@@ -105,6 +122,9 @@ class VipaModel(nn.Module):
         )
         self.decoder = VipaDecoder(self.encoder.out_channels, self.encoder.text_dim,
                                    config.decoder)
+        self.presence = (Presence(config.presence, self.encoder.text_dim,
+                                  self.encoder.out_channels[-1], config.loss.tau)
+                         if config.presence != "off" else None)
 
     def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor,
                 image_index: Tensor | None = None) -> ModelOutput:
@@ -124,7 +144,9 @@ class VipaModel(nn.Module):
         logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,
                                    (images.shape[-2], images.shape[-1]), veg.places,
                                    veg.relevance)
-        return ModelOutput(logits, veg.relevance, aux)
+        presence = (None if self.presence is None
+                    else self.presence(text.sentence, veg.relevance, features[-1]))
+        return ModelOutput(logits, veg.relevance, aux, presence)
 
     def features(self, images: Tensor, text: TextFeatures,
                  image_index: Tensor | None) -> list[Tensor]:
@@ -166,7 +188,7 @@ class VipaModel(nn.Module):
             output = self(images.to(device), ids.to(device), mask.to(device))
         finally:
             self.train(was_training)
-        probs = output.logits.float().sigmoid()
+        probs = output.answer().float().sigmoid()
         return Prediction(probs, probs >= threshold)
 
 
@@ -185,9 +207,11 @@ def unused_parameters(config: ModelConfig) -> str | None:
     loss, veg, decoder = config.loss, config.veg, config.decoder
     if decoder.deep_supervision and loss.aux == 0 and not decoder.prior:
         return "loss.aux=0 leaves the deep-supervision heads without a loss"
+    if config.presence != "off" and loss.presence == 0:
+        return "loss.presence=0 leaves the presence head (model.presence) without a loss"
     expression_free = decoder.kv == "language" or not veg.retrieval or veg.detach_expression
     if loss.contrastive == 0 and loss.relevance_bce == 0 and expression_free \
-            and not decoder.prior:
+            and not decoder.prior and config.presence == "off":
         return ("loss.contrastive=0 leaves the VEG's scoring without a loss (decoder.kv="
                 f"{decoder.kv}, veg.retrieval={veg.retrieval}, veg.detach_expression="
                 f"{veg.detach_expression})")

@@ -127,7 +127,7 @@ class Validator:
         self.model.eval()
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp,
                                                     enabled=self.amp is not None):
-            logits = self.model(images, ids.to(self.device), mask.to(self.device)).logits
+            logits = self.model(images, ids.to(self.device), mask.to(self.device)).answer()
         self.model.train(was_training)
         out = {}
         for i, sample in enumerate(samples):

@@ -1,0 +1,51 @@
+"""Whether a phrase matches anything in the image: the presence logit (``model.presence``).
+
+Generalized RIS (gRefCOCO, ``synthetic-gres``) has phrases that refer to no
+object. ``relevance``: the logit is an affine map of the VEG relevance map's
+highest cell, so "no cell is the referent" is read where VIPA already scores
+every cell against the phrase (two parameters). ``head``: a small MLP over the
+sentence feature, that relevance summary (max, mean, log-sum-exp) and the
+coarsest fused feature map max-pooled, for what the relevance map alone misses.
+``off`` (the paper's single-target setting): no logit, every phrase gets a mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+MODES = ("off", "relevance", "head")
+
+
+def relevance_summary(relevance: Tensor, tau: float) -> Tensor:
+    """(B, 3): the highest cell, the mean and the log-sum-exp of ``relevance / tau``."""
+    scores = relevance.flatten(1).float() / tau
+    return torch.stack((scores.amax(1), scores.mean(1), scores.logsumexp(1)), dim=1)
+
+
+class Presence(nn.Module):
+    """(B,) presence logits from the text, the relevance map and the coarsest feature map."""
+
+    def __init__(self, mode: str, text_dim: int, feature_dim: int, tau: float,
+                 hidden: int = 64) -> None:
+        super().__init__()
+        if mode not in MODES[1:]:
+            raise ValueError(f"presence mode must be one of {MODES[1:]}, not {mode!r}")
+        self.mode, self.tau = mode, tau
+        if mode == "relevance":
+            self.scale = nn.Parameter(torch.ones(()))
+            self.bias = nn.Parameter(torch.zeros(()))
+        else:
+            self.text_proj = nn.Linear(text_dim, hidden)
+            self.feature_proj = nn.Linear(feature_dim, hidden)
+            self.mlp = nn.Sequential(nn.Linear(2 * hidden + 3, hidden), nn.GELU(),
+                                     nn.Linear(hidden, 1))
+
+    def forward(self, sentence: Tensor, relevance: Tensor, coarsest: Tensor) -> Tensor:
+        summary = relevance_summary(relevance, self.tau)
+        if self.mode == "relevance":
+            return self.scale * summary[:, 0] + self.bias
+        pooled = coarsest.float().amax(dim=(-2, -1))
+        joined = torch.cat((self.text_proj(sentence.float()), self.feature_proj(pooled),
+                            summary), dim=1)
+        return self.mlp(joined).squeeze(1)
