@@ -75,6 +75,7 @@ def stats_command(
     """
     from vipa.data.build import dataset_root
     from vipa.data.index import open_dataset
+    from vipa.data.refer import TARGET_KINDS
 
     index = open_dataset(data, dataset_root(data, data_root), split_by)
     stats = index.stats()
@@ -83,12 +84,16 @@ def stats_command(
                                "splits": stats}, indent=2))
         return
     table = Table(title=f"{index.name} ({index.split_by})", title_justify="left")
-    for column in ("split", "images", "objects (refs)", "sentences"):
-        table.add_column(column, justify="left" if column == "split" else "right")
+    keys = {"images": "images", "refs": "objects (refs)", "sentences": "sentences"}
+    if any("none-target sentences" in row for row in stats.values()):  # a generalized set
+        keys.update({f"{kind}-target sentences": f"{kind} target" for kind in TARGET_KINDS})
+    table.add_column("split")
+    for column in keys.values():
+        table.add_column(column, justify="right")
     for split, row in stats.items():
-        table.add_row(split, str(row["images"]), str(row["refs"]), str(row["sentences"]))
-    table.add_row("[bold]total[/]", *(str(sum(r[k] for r in stats.values()))
-                                      for k in ("images", "refs", "sentences")))
+        table.add_row(split, *(str(row.get(key, 0)) for key in keys))
+    table.add_row("[bold]total[/]", *(str(sum(r.get(key, 0) for r in stats.values()))
+                                      for key in keys))
     console.print(table)
 
 
