@@ -107,6 +107,18 @@ def test_grefcoco_layout_loads_with_none_one_and_several_targets(grefcoco):
     assert checked.exit_code == 0, checked.output
 
 
+def train_tiny(root: Path, run: Path, steps: int, *sets: str) -> Path:
+    """A seconds-long `vipa train` of the tiny encoder on the gRefCOCO-format set."""
+    trained = runner.invoke(app, [
+        "train", "--encoder", "tiny", "--preset", "micro", "--fusion", "early", "--data",
+        "grefcoco", "--data-root", str(root), "--image-size", "32", "--batch-size", "4",
+        "--max-steps", str(steps), "--device", "cpu", "--output", str(run), "--no-progress",
+        *(arg for s in ("veg.k=4", "decoder.dim=16", "train.warmup_steps=0",
+                        "train.val_every=100", *sets) for arg in ("--set", s))])
+    assert trained.exit_code == 0, trained.output
+    return run
+
+
 def _recomputed(grefcoco: Path, predictions: Path) -> dict[str, float]:
     """gIoU, cIoU, N-acc and T-acc from the saved PNGs and the annotation files alone."""
     folder = grefcoco / "grefcoco"
@@ -140,14 +152,7 @@ def _recomputed(grefcoco: Path, predictions: Path) -> dict[str, float]:
 @pytest.mark.parametrize("threshold", ["0.5", "0.9"])
 def test_eval_gres_metrics_equal_a_computation_from_the_saved_pngs(grefcoco, tmp_path,
                                                                     threshold):
-    run = tmp_path / "run"
-    trained = runner.invoke(app, [
-        "train", "--encoder", "tiny", "--preset", "micro", "--fusion", "early", "--data",
-        "grefcoco", "--data-root", str(grefcoco), "--image-size", "32", "--batch-size", "4",
-        "--max-steps", "3", "--device", "cpu", "--output", str(run), "--no-progress",
-        "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "train.warmup_steps=0",
-        "--set", "train.val_every=100"])
-    assert trained.exit_code == 0, trained.output
+    run = train_tiny(grefcoco, tmp_path / "run", 3)
     evaluated = runner.invoke(app, [
         "eval", "-c", str(run / "best.safetensors"), "--data", "grefcoco", "--data-root",
         str(grefcoco), "--split", "val", "--threshold", threshold, "--save-predictions",
@@ -226,15 +231,8 @@ def test_the_presence_logit_trains_and_empties_the_mask_of_a_no_match(mode):
 
 
 def test_eval_with_presence_says_no_match_as_an_empty_mask(grefcoco, tmp_path):
-    run = tmp_path / "run"
-    trained = runner.invoke(app, [
-        "train", "--encoder", "tiny", "--preset", "micro", "--fusion", "early", "--data",
-        "grefcoco", "--data-root", str(grefcoco), "--image-size", "32", "--batch-size", "4",
-        "--max-steps", "2", "--device", "cpu", "--output", str(run), "--no-progress",
-        "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "train.warmup_steps=0",
-        "--set", "train.val_every=100", "--set", "model.presence=relevance",
-        "--set", "train.log_every=1"])
-    assert trained.exit_code == 0, trained.output
+    run = train_tiny(grefcoco, tmp_path / "run", 2, "model.presence=relevance",
+                     "train.log_every=1")
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("presence" in record for record in logged)  # the loss term, logged
     model, _ = load_model(run / "best.safetensors", "cpu")
