@@ -381,6 +381,26 @@ def test_relevance_prior_is_the_first_mask_and_trains_the_relevance(kv):
     assert model.veg.word_proj.weight.grad.abs().sum() > 0
 
 
+def test_the_prior_at_the_vegs_resolution_keeps_its_cells():
+    """decoder.prior_resolution=veg: the same weights give another mask, the levels coarser
+    than the VEG grid do not chain the prior (their aux logits are their own), and the
+    chain's first aux output is finer than the coarsest grid."""
+    base = _model("decoder.prior=true")
+    kept = build_model(_config("decoder.prior=true", "decoder.prior_resolution=veg"))
+    kept.load_state_dict(base.state_dict())
+    images, ids, mask, _ = _batch(base)
+    base.eval(), kept.eval()
+    with torch.no_grad():
+        assert not torch.allclose(base(images, ids, mask).logits,
+                                  kept(images, ids, mask).logits, atol=1e-6)
+    grid = base(images, ids, mask).relevance.shape[-2:]
+    decoder = kept.decoder
+    coarsest = (SIZE // max(kept.encoder.strides),) * 2
+    assert tuple(grid) > coarsest  # the VEG reads a finer grid than stride 32
+    assert not decoder.chains_prior(coarsest, grid) and decoder.chains_prior(grid, grid)
+    assert base.decoder.chains_prior(coarsest, grid)
+
+
 def test_special_tokens_drop_leaves_cls_and_sep_out_of_the_local_cues():
     """veg.special_tokens=drop: the BERT tower marks [CLS] and [SEP], the local cues leave
     them out (same weights, another relevance), and a tower without special tokens (tiny)

@@ -116,6 +116,10 @@ class DecoderConfig:
     # level-0 mask logits (supervised like the aux masks); every level takes the logits so
     # far as an input and adds residual logits (Mask2Former's masks refined level by level).
     prior: bool = False
+    # Where the prior's chain of logits starts: "coarsest" (the stride-32 level, the prior
+    # shrunk to it first) or "veg" (the level of the VEG's own grid, so its cells are kept;
+    # coarser levels take the prior as an input only).
+    prior_resolution: Literal["coarsest", "veg"] = "coarsest"
     # A measuring switch, not a recipe: the pixels see the words alone (kv=both), the
     # expression hidden from every sample, so `vipa eval --set decoder.hide_expression=true`
     # says how much the trained decoder uses its visual expression.

@@ -16,7 +16,10 @@ With ``prior`` (vipa's, off in the paper) the VEG relevance map, through a learn
 affine map, is the level-0 mask logits; each level adds the upsampled logits so far
 (through a 1x1 conv) to its pixel features and predicts residual logits on them, so
 every level refines the mask the retrieval proposed. The prior and each coarser
-level's logits are aux outputs (supervised like deep supervision's).
+level's logits are aux outputs (supervised like deep supervision's). With
+``prior_resolution=veg`` the chain starts at the level of the VEG's own grid
+(levels coarser than it take the prior as an input only), so the prior is never
+first shrunk to the stride-32 grid.
 """
 
 from __future__ import annotations
@@ -152,19 +155,28 @@ class VipaDecoder(nn.Module):
             projected = self.input_proj[level](feature)
             if x is not None:
                 projected = projected + _resize(x, projected.shape[-2:])
+            chained = False
             if prior is not None:
-                prior = _resize(prior, projected.shape[-2:]).to(projected.dtype)
-                projected = projected + self.prior_in[level](prior)
+                here = _resize(prior, projected.shape[-2:]).to(projected.dtype)
+                projected = projected + self.prior_in[level](here)
+                chained = self.chains_prior(projected.shape[-2:], prior.shape[-2:])
+                prior = here if chained else prior
             x = self.blocks[level](projected, memory, ignore, memory_pos, self.config.pos_enc)
             if level > 0 and self.aux_heads:
                 level_logits = self.aux_heads[len(features) - 1 - level](x)
-                if prior is not None:
+                if chained:
                     prior = level_logits = prior + level_logits
                 aux.append(_resize(level_logits, output_size))
         logits = self.mask_head(x)
         if prior is not None:
             logits = logits + prior
         return _resize(logits, output_size), aux
+
+    def chains_prior(self, grid: Sequence[int], prior_grid: Sequence[int]) -> bool:
+        """Whether a level of this ``grid`` refines the prior's logits (``prior_resolution``):
+        every level from the coarsest, or those at least as fine as the VEG's grid."""
+        return self.config.prior_resolution == "coarsest" or (
+            grid[0] >= prior_grid[0] and grid[1] >= prior_grid[1])
 
     def prior_logits(self, relevance: Tensor | None) -> Tensor | None:
         """``decoder.prior``'s level-0 mask logits (B, 1, h, w) from the relevance map."""
