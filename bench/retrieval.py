@@ -5,6 +5,7 @@ model's size, GT masks resized with them):
 
 - ``top1``: share of samples whose most relevant token lies on the target
   (the GT mask downsampled to the token grid, as the contrastive loss sees it);
+  ``top1_kinds`` (JSON): the same per expression kind, where the set names kinds;
 - ``topK precision``: share of the K retrieved tokens that lie on the target;
   the rest of the visual expression is distractors;
 - ``kept``: the tokens the decoder attends to (``veg.select`` / ``veg.mask`` drop the
@@ -61,6 +62,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
     sums = {"top1": 0.0, "precision": 0.0, "kept": 0.0, "kept_precision": 0.0, "cells": 0.0,
             "iou": 0.0, "swap_iou": 0.0, "hidden_iou": 0.0}
     count, grid, positions, hit_missed = 0, 0, 0, 0
+    top1_kinds: dict[str, list[bool]] = {}
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
         output = model(batch["image"], ids, mask)
@@ -73,7 +75,11 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         other = torch.roll(torch.arange(len(ids)), 1)
         swapped = model(batch["image"], ids[other], mask[other]).logits.sigmoid() > 0.5
         hit = target.gather(1, ranked[:, :1])[:, 0]
-        is_position = torch.tensor([k == "position" for k in batch.get("kind", [""] * len(ids))])
+        kinds = batch.get("kind", [""] * len(ids))
+        for kind, got in zip(kinds, hit.tolist(), strict=True):
+            if kind:
+                top1_kinds.setdefault(kind, []).append(got)
+        is_position = torch.tensor([k == "position" for k in kinds])
         positions += int(is_position.sum())
         hit_missed += int((is_position & hit & (_iou(predicted, gt) < 0.5)).sum())
         sums["top1"] += hit.float().sum().item()
@@ -93,6 +99,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
     if hidden is None:
         result["hidden_iou"] = float("nan")
     return {**result, "k": k, "grid_tokens": grid, "samples": count,
+            "top1_kinds": {kind: sum(v) / len(v) for kind, v in sorted(top1_kinds.items())},
             "position_samples": positions,
             "position_hit_missed": hit_missed / positions if positions else float("nan")}
 

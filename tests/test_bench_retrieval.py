@@ -43,6 +43,7 @@ def test_precision_of_retrieving_every_token_is_the_target_share(checkpoint):
     for key in ("top1", "iou", "swap_iou", "hidden_iou"):  # the preset decodes with kv=both
         assert 0.0 <= r[key] <= 1.0
     assert 0 < r["position_samples"] < 6  # the set's kinds are balanced
+    assert set(r["top1_kinds"]) == {"attribute", "position", "relation"}
     assert 0.0 <= r["position_hit_missed"] <= 1.0
 
 
