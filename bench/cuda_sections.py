@@ -27,6 +27,7 @@ from bench.models import preset_model_config
 from bench.speed import machine_info
 from vipa.config import resolve_config
 from vipa.data.build import build_dataset
+from vipa.model import outputs
 from vipa.training import train
 from vipa.training.distributed import DistInfo
 from vipa.training.session import Session
@@ -270,7 +271,7 @@ def onnx(ctx: Context) -> dict[str, Any]:
     runtime = load_exported(path, device="cuda")
     got = runtime.run(images.numpy(), ids.numpy(), mask.numpy(), index.numpy())
     diffs = [float((torch.from_numpy(g) - w.float().cpu()).abs().max())
-             for g, w in zip(got, (want.logits, want.relevance), strict=True)]
+             for g, w in zip(got, outputs(want), strict=True)]
     out["cuda_max_abs_diff"] = max(diffs)
     out["cuda_session_providers"] = getattr(runtime, "providers", None)
     return out

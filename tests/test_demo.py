@@ -55,7 +55,8 @@ def test_gradio_client_calls_segment_and_gets_the_predict_json(demo, scene_photo
     overlay, payload = client.predict(handle_file(str(scene_photo)), "the red square\nthe blue one",
                                       api_name="/segment")
     assert [r["text"] for r in payload["results"]] == ["the red square", "the blue one"]
-    assert set(payload["results"][0]) == {"text", "mask_rle", "bbox", "area", "score"}
+    assert set(payload["results"][0]) == {"text", "present", "mask_rle", "bbox", "area",
+                                          "score"}
     assert payload["results"][0]["mask_rle"]["size"] == [90, 150]
     assert Image.open(overlay).size == (150, 90)
 

@@ -139,8 +139,8 @@ def test_predict_runtime_on_the_device_matches_the_cpu(device, trained):
     images = np.random.default_rng(2).random((1, 3, size, size), dtype=np.float32)
     ids, mask = TorchRuntime(model, "cpu").tokenize(PHRASES[:2])
     index = np.zeros(2, np.int64)
-    want, _ = TorchRuntime(model_copy(model), "cpu").run(images, ids, mask, index)
-    got, _ = TorchRuntime(model_copy(model), device).run(images, ids, mask, index)
+    want, *_ = TorchRuntime(model_copy(model), "cpu").run(images, ids, mask, index)
+    got, *_ = TorchRuntime(model_copy(model), device).run(images, ids, mask, index)
     assert got.shape == want.shape
     assert relative_error(torch.from_numpy(got), torch.from_numpy(want)) < FP32_RTOL
 

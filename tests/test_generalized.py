@@ -248,3 +248,40 @@ def test_eval_with_presence_says_no_match_as_an_empty_mask(grefcoco, tmp_path):
     assert gres["N-acc"] == 1.0 and gres["T-acc"] == 0.0
     assert gres["gIoU"] == pytest.approx(gres["kinds"]["none"]["samples"] / gres["samples"])
     assert not any(np.asarray(Image.open(png)).any() for png in (tmp_path / "png").iterdir())
+
+
+def test_no_match_reaches_predict_onnx_and_the_python_api(tmp_path):
+    """A model whose presence says "no match": `vipa predict` prints it, its --json record
+    has "present": false and an empty mask, through the checkpoint and the ONNX export."""
+    from vipa.inference.predict import segment
+    from vipa.inference.runtime import TorchRuntime
+
+    config = apply_overrides(ModelConfig(), ["encoder.name=tiny", "encoder.preset=micro",
+                                             "image_size=32", "veg.k=4", "decoder.dim=16",
+                                             "presence=relevance"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.encoder.tokenizer.fit(["the red circle", "the green star"])
+    with torch.no_grad():
+        model.presence.bias.fill_(-50.0)
+    checkpoint = save_checkpoint(tmp_path / "m.safetensors", model)
+    image = tmp_path / "scene.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+                    ).save(image)
+    [found] = segment(TorchRuntime(model, "cpu"), np.asarray(Image.open(image)), ["the star"])
+    assert not found.present and found.area == 0 and found.score < 1e-6
+    assert "no match" in repr(found)
+    exported = runner.invoke(app, ["export", "-c", str(checkpoint), "-o",
+                                   str(tmp_path / "m.onnx")])
+    assert exported.exit_code == 0 and "verified" in exported.output, exported.output
+    sidecar = json.loads((tmp_path / "m.onnx.vipa.json").read_text())
+    assert sidecar["sidecar_version"] == 4 and sidecar["outputs"][-1] == "presence"
+    for source in (["-c", str(checkpoint)], ["--model", str(tmp_path / "m.onnx")]):
+        shown = runner.invoke(app, ["predict", str(image), "the green star", *source,
+                                    "--device", "cpu", "-o", str(tmp_path / "out")])
+        assert shown.exit_code == 0 and "'the green star': no match" in shown.output, \
+            shown.output
+        listed = runner.invoke(app, ["predict", str(image), "the green star", *source,
+                                     "--device", "cpu", "-o", str(tmp_path / "out"), "--json"])
+        record = json.loads(listed.stdout)
+        assert record["present"] is False and record["area"] == 0, record

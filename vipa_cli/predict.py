@@ -159,6 +159,10 @@ def _report(records: list[dict], as_json: bool) -> None:
             typer.echo(json.dumps(_elide_rle(record) if terminal else record))
         return
     for record in records:
+        if not record.get("present", True):  # the model's presence says nothing matches
+            console.print(f"{shorten(record['text'])!r}: no match (presence "
+                          f"{record['score']:.2f}) -> {record['overlay']}", highlight=False)
+            continue
         where = f"bbox xywh {record['bbox']}" if record["area"] else "no foreground"
         console.print(f"{shorten(record['text'])!r}: {record['area']} px, {where} -> "
                       f"{record['overlay']}", highlight=False)

@@ -33,6 +33,7 @@ from vipa.inference.sidecar import (
     sidecar_path,
     write_sidecar,
 )
+from vipa.model import outputs
 from vipa.quiet import quiet_transformers
 from vipa.version import __version__
 from vipa_plugins.registry import dump_tokenizer
@@ -60,16 +61,17 @@ class ExportResult:
 
 
 class Exportable(nn.Module):
-    """The model as a function of plain tensors returning a tuple (no NamedTuple, no aux)."""
+    """The model as a function of plain tensors returning a tuple (no NamedTuple, no aux):
+    the mask logits (:meth:`ModelOutput.answer`), the relevance map and the presence
+    probability (B,), 1 for a model without ``presence``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor,
-                image_index: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.model(images, token_ids, attention_mask, image_index)
-        return out.answer(), out.relevance
+                image_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return outputs(self.model(images, token_ids, attention_mask, image_index))
 
 
 def example_inputs(model: nn.Module, phrases: tuple[str, ...],
@@ -112,8 +114,8 @@ def _export_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_axes={"images": {0: "images"}, "token_ids": text_axes,
                           "attention_mask": text_axes, "image_index": {0: "batch"},
-                          "logits": {0: "batch"},
-                          "relevance": {0: "batch"}},
+                          "logits": {0: "batch"}, "relevance": {0: "batch"},
+                          "presence": {0: "batch"}},
         )
 
 

@@ -39,6 +39,7 @@ class PhraseResult:
     area: int
     bbox: list[int]  # COCO [x, y, width, height]; [0, 0, 0, 0] for an empty mask
     score: float
+    present: bool = True  # False: the model says the phrase matches nothing (empty mask)
     heatmap: str | None = None
     image: str = ""
     request: int | None = None  # line order in a --batch file (0-based)
@@ -63,8 +64,11 @@ class Segmentation:
 
     ``mask`` (bool) and ``probabilities`` (float32) are (H, W); ``relevance``
     is the VEG token grid; ``image`` the RGB pixels it was predicted on.
-    ``bbox`` is COCO ``[x, y, width, height]``, ``rle`` COCO compressed RLE,
-    ``score`` the mean foreground probability inside the mask.
+    ``bbox`` is COCO ``[x, y, width, height]``, ``rle`` COCO compressed RLE.
+    ``presence``: the probability that the phrase matches anything, from a model
+    with ``model.presence`` (None for one without). ``present`` is that probability
+    >= 0.5 (without it: a non-empty mask); ``score`` is that probability, or without
+    it the mean foreground probability inside the mask.
     """
 
     text: str
@@ -73,10 +77,14 @@ class Segmentation:
     relevance: np.ndarray  # (h, w) VEG token grid
     image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8
     file_name: str = ""  # the image's path, when it came from a file
+    presence: float | None = None  # P(the phrase matches anything); None: no presence head
 
     def __repr__(self) -> str:
         height, width = self.mask.shape
         where = f", file_name={self.file_name!r}" if self.file_name else ""
+        if not self.present:
+            return (f"Segmentation(text={self.text!r}, no match, score={self.score:.3f}, "
+                    f"size={width}x{height}{where})")
         return (f"Segmentation(text={self.text!r}, score={self.score:.3f}, area={self.area}, "
                 f"bbox={self.bbox}, size={width}x{height}{where})")
 
@@ -85,7 +93,14 @@ class Segmentation:
         return int(self.mask.sum())
 
     @property
+    def present(self) -> bool:
+        """Whether the phrase matches something in the image (see the class doc)."""
+        return self.presence >= 0.5 if self.presence is not None else self.area > 0
+
+    @property
     def score(self) -> float:
+        if self.presence is not None:
+            return float(self.presence)
         return float(self.probabilities[self.mask].mean()) if self.area else 0.0
 
     @property
@@ -147,13 +162,14 @@ def segment_many(runtime: Runtime, jobs: Sequence[tuple[np.ndarray, Sequence[str
     images = np.stack([preprocess(image, runtime.image_size) for image, _ in jobs])
     image_index = np.repeat(np.arange(len(jobs)), [len(texts) for _, texts in jobs])
     texts = [text for _, job_texts in jobs for text in job_texts]
-    logits, relevance = runtime.run(images, *runtime.tokenize(texts), image_index)
+    logits, relevance, presence = runtime.run(images, *runtime.tokenize(texts), image_index)
     out, start = [], 0
     for image, job_texts in jobs:
         stop = start + len(job_texts)
         probs = probabilities(logits[start:stop], image.shape[:2])
         out.append([Segmentation(text, probs[j], probs[j] >= threshold, relevance[start + j],
-                                 image)
+                                 image, presence=float(presence[start + j])
+                                 if runtime.has_presence else None)
                     for j, text in enumerate(job_texts)])
         start = stop
     return out
@@ -200,7 +216,7 @@ def predict_image(runtime: Runtime, image_path: Path | bytes, texts: Sequence[st
             save_png(picture, heatmap_path)
         results.append(PhraseResult(
             text=found.text, mask=str(mask_path), overlay=str(overlay_path), area=found.area,
-            bbox=found.bbox, score=found.score, segmentation=found.rle,
+            bbox=found.bbox, score=found.score, present=found.present, segmentation=found.rle,
             heatmap=str(heatmap_path) if heatmap_path else None, image=source,
             request=indices[j] if indices is not None else None))
     return results

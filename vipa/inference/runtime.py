@@ -2,9 +2,11 @@
 
 Every :class:`Runtime` takes numpy arrays ``(images in [0, 1] (N, 3, S, S),
 token_ids (B, L), attention_mask (B, L), image_index (B,) or None)`` and
-returns numpy ``(logits (B, 1, S, S), relevance (B, h, w))``: phrase b is on
-image ``image_index[b]`` (default: image b), and carries what it needs around that call:
-its tokenizer, input size and the number of retrieved VEG tokens. An
+returns numpy ``(logits (B, 1, S, S), relevance (B, h, w), presence (B,))``: phrase b
+is on image ``image_index[b]`` (default: image b); ``presence`` is the probability that
+the phrase matches anything (1 for a model without ``model.presence`` and for exports
+older than sidecar version 4). It carries what it needs around that call: its
+tokenizer, input size, the number of retrieved VEG tokens and ``has_presence``. An
 exported model is run from its sidecar alone: the PyTorch model is never built.
 torch, the checkpoint loader and the plugin registry are imported inside the
 runtimes that need them, so choosing the ONNX runtime costs no torch import.
@@ -27,12 +29,17 @@ from vipa_plugins.tokenizers import Tokenizer
 logger = logging.getLogger(__name__)
 
 
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 class Runtime(abc.ABC):
-    """A model that maps preprocessed images and token ids to ``(logits, relevance)``."""
+    """A model that maps preprocessed images and token ids to ``(logits, relevance,
+    presence)``."""
 
     image_size: int
     tokenizer: Tokenizer
     expression_size: int  # retrieved VEG tokens (0: retrieval off, nothing to draw)
+    has_presence: bool = False  # the model says "no match" (model.presence)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and mask for ``texts``, warning about every phrase the model cuts.
@@ -65,8 +72,9 @@ class Runtime(abc.ABC):
                 f"the mask is a guess")
 
     def run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
-            image_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (B, 1, S, S) and relevance (B, h, w), float32, for a preprocessed batch.
+            image_index: np.ndarray | None = None) -> Outputs:
+        """Logits (B, 1, S, S), relevance (B, h, w) and presence (B,), float32, for a
+        preprocessed batch.
 
         With a text-independent fusion each of the N images is encoded once,
         however many phrases point at it.
@@ -77,12 +85,15 @@ class Runtime(abc.ABC):
                                             <= image_index.max() < len(images)):
             raise UsageError(f"image_index must give each of the {len(ids)} phrases one of "
                              f"the {len(images)} images")
-        return self._run(images, ids, mask, np.asarray(image_index, dtype=np.int64))
+        found = self._run(images, ids, mask, np.asarray(image_index, dtype=np.int64))
+        if len(found) == 2:  # a graph from before sidecar version 4: every phrase present
+            found = (*found, np.ones(len(ids), dtype=np.float32))
+        return tuple(np.asarray(a, dtype=np.float32) for a in found)  # type: ignore[return-value]
 
     @abc.abstractmethod
     def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
-             image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`run` with a checked ``image_index``."""
+             image_index: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:meth:`run` with a checked ``image_index``: the graph's outputs."""
 
 
 class TorchRuntime(Runtime):
@@ -99,6 +110,7 @@ class TorchRuntime(Runtime):
         self.image_size = model.config.image_size
         self.tokenizer = model.encoder.tokenizer
         self.expression_size = model.expression_size
+        self.has_presence = model.config.presence != "off"
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path, device: str = "auto") -> TorchRuntime:
@@ -107,17 +119,17 @@ class TorchRuntime(Runtime):
         return cls(load_model(checkpoint)[0], device)
 
     def forward(self, images, ids, mask, image_index):  # noqa: ANN001, ANN201 - torch tensors
-        out = self.model(images, ids, mask, image_index)
-        return out.answer(), out.relevance
+        from vipa.model import outputs
+
+        return outputs(self.model(images, ids, mask, image_index))
 
     def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
-             image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+             image_index: np.ndarray) -> tuple[np.ndarray, ...]:
         torch = self.torch
         with torch.inference_mode():
             tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
                        for a in (images, ids, mask, image_index)]
-            logits, relevance = self.forward(*tensors)
-            return logits.float().cpu().numpy(), relevance.float().cpu().numpy()
+            return tuple(t.float().cpu().numpy() for t in self.forward(*tensors))
 
 
 class OnnxRuntime(Runtime):
@@ -132,6 +144,7 @@ class OnnxRuntime(Runtime):
 
         sidecar = read_sidecar(path)
         self.image_size, self.expression_size = sidecar.image_size, sidecar.expression_size
+        self.has_presence = sidecar.has_presence
         self.tokenizer = load_tokenizer(sidecar.tokenizer)
         if (device == "auto" or device.startswith("cuda")) \
                 and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -144,14 +157,13 @@ class OnnxRuntime(Runtime):
         self.inputs = sidecar.inputs
 
     def _run(self, images: np.ndarray, ids: np.ndarray, mask: np.ndarray,
-             image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+             image_index: np.ndarray) -> tuple[np.ndarray, ...]:
         if "image_index" not in self.inputs:  # a version-2 export: one image per phrase
             images = images[image_index]
         arrays = (images.astype(np.float32), ids.astype(np.int64), mask.astype(np.int64),
                   image_index)
         feeds = dict(zip(self.inputs, arrays[:len(self.inputs)], strict=True))
-        logits, relevance = self.session.run(None, feeds)
-        return logits, relevance
+        return tuple(self.session.run(None, feeds))
 
 
 class TorchScriptRuntime(TorchRuntime):
@@ -168,6 +180,7 @@ class TorchScriptRuntime(TorchRuntime):
         self.device = resolve_device(device)
         self.module = self.load_module(path)
         self.image_size, self.expression_size = sidecar.image_size, sidecar.expression_size
+        self.has_presence = sidecar.has_presence
         self.tokenizer = load_tokenizer(sidecar.tokenizer)
         self.inputs = sidecar.inputs
 

@@ -13,10 +13,12 @@ from vipa.errors import ConfigError, DataError, first_line
 SIDECAR_FORMAT = "vipa-export"
 # 2: the tokenizer is a registry record {"name": ..., "state": ...} (as in checkpoints).
 # 3: the graph takes ``image_index`` (phrase b is on image image_index[b]); 2 still runs.
-SIDECAR_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+# 4: the graph also returns ``presence`` (B,), the probability that the phrase matches
+#    anything (1 for a model without ``presence``); 2 and 3 still run.
+SIDECAR_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 INPUT_NAMES = ("images", "token_ids", "attention_mask", "image_index")
-OUTPUT_NAMES = ("logits", "relevance")
+OUTPUT_NAMES = ("logits", "relevance", "presence")
 
 
 @dataclass
@@ -43,6 +45,11 @@ class Sidecar:
 
     def config(self) -> ModelConfig:
         return from_dict(ModelConfig, self.model_config)
+
+    @property
+    def has_presence(self) -> bool:
+        """Whether the model says "no match" (``model.presence``), so its presence counts."""
+        return self.model_config.get("presence", "off") != "off"
 
 
 def sidecar_path(output: str | Path) -> Path:
@@ -81,7 +88,7 @@ def read_sidecar(model_path: str | Path) -> Sidecar:
                         f"{' or '.join(map(str, READABLE_VERSIONS))}); re-export "
                         "with `vipa export`")
     fields = {name: meta.get(name) for name in Sidecar.__dataclass_fields__}
-    fields["inputs"] = tuple(INPUT_NAMES if meta["sidecar_version"] == 3 else INPUT_NAMES[:3])
+    fields["inputs"] = tuple(INPUT_NAMES if meta["sidecar_version"] >= 3 else INPUT_NAMES[:3])
     try:
         sidecar = Sidecar(**fields)
         sidecar.config()

@@ -6,8 +6,9 @@ from vipa.model.vipa_model import (
     Prediction,
     VipaModel,
     build_model,
+    outputs,
     unused_parameters,
 )
 
 __all__ = ["LossOutput", "ModelOutput", "Prediction", "VipaLoss", "VipaModel", "build_model",
-           "unused_parameters"]
+           "outputs", "unused_parameters"]

@@ -59,6 +59,18 @@ class ModelOutput(NamedTuple):
             return self.logits
         return self.logits.masked_fill(absent.view(-1, 1, 1, 1), NO_MATCH_LOGIT)
 
+    def presence_probability(self) -> Tensor:
+        """(B,) float32 probability that the phrase matches anything; 1 without a head."""
+        if self.presence is None:
+            return self.logits.new_ones(self.logits.shape[0], dtype=torch.float32)
+        return self.presence.float().sigmoid()
+
+
+def outputs(output: ModelOutput) -> tuple[Tensor, Tensor, Tensor]:
+    """What every runtime and exported graph returns: the mask logits to threshold
+    (:meth:`ModelOutput.answer`), the relevance map and the presence probability."""
+    return output.answer(), output.relevance, output.presence_probability()
+
 
 class Prediction(NamedTuple):
     """``probs`` (B, 1, H, W) in [0, 1] and ``masks`` (B, 1, H, W) bool."""

@@ -21,8 +21,10 @@ def png_base64(mask: np.ndarray) -> str:
 
 
 def result_json(found: Segmentation, include_png: bool = False) -> dict[str, Any]:
-    """One phrase: ``text``, ``mask_rle``, ``bbox``, ``area``, ``score`` (+ ``mask_png``)."""
-    record: dict[str, Any] = {"text": found.text, "mask_rle": found.rle, "bbox": found.bbox,
+    """One phrase: ``text``, ``present``, ``mask_rle``, ``bbox``, ``area``, ``score``
+    (+ ``mask_png``); ``present`` false is "no match" (an empty mask)."""
+    record: dict[str, Any] = {"text": found.text, "present": found.present,
+                              "mask_rle": found.rle, "bbox": found.bbox,
                               "area": found.area, "score": round(found.score, 6)}
     if include_png:
         record["mask_png"] = png_base64(found.mask)

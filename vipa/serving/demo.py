@@ -62,7 +62,7 @@ def build_demo(runtime: Runtime, threshold: float = 0.5, example_rows: list | No
     def segment_api(image: np.ndarray | None, text: str) -> tuple[np.ndarray, dict]:
         found = run(image, text)
         overlay = draw_overlays(np.asarray(image)[..., :3], [f.mask for f in found],
-                                [f.text for f in found])
+                                [f.text if f.present else f"{f.text}: no match" for f in found])
         return np.asarray(overlay), {"results": [result_json(f) for f in found]}
 
     def heatmaps(image: np.ndarray | None, text: str, show: bool) -> list:
