@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_plugins import example_plugin  # noqa: F401 - the pip-installed example plugin
 from typer.testing import CliRunner
 
 from vipa.data.synthetic import generate_synthetic
