@@ -114,9 +114,11 @@ class RecordSinks:
 
 def open_loggers(names: list[str], run_dir: Path, config: dict[str, Any]
                  ) -> dict[str, TrainingLogger]:
-    """The loggers named on the command line; an unknown name fails in one line first."""
-    factories = {name: registry.get_logger(name).factory for name in names}
-    return {name: factory(run_dir=run_dir, config=config) for name, factory in factories.items()}
+    """The loggers named on the command line; an unknown name fails in one line first, a
+    factory that does not fit the logger contract in one line naming its plugin."""
+    found = {name: registry.get_logger(name) for name in names}
+    return {name: registry.build(registration, run_dir=run_dir, config=config)
+            for name, registration in found.items()}
 
 
 class TensorBoardLogger(TrainingLogger):
