@@ -327,3 +327,17 @@ def test_eval_gallery_draws_the_worst_and_best_per_kind(tmp_path):
     index = (gallery / "index.html").read_text()
     assert index.count("<tr><td>") == 12 and "position worst" in index
     assert "gallery of the worst and best samples" in result.output
+
+
+def test_the_carved_minival_does_not_depend_on_where_the_data_lives(tmp_path):
+    """A manifest names its images by path; the images a minival takes stay the same when
+    the folder is written elsewhere (it once followed the folder's name)."""
+    from vipa.data.splits import MINIVAL, split_samples
+
+    held = []
+    for folder in ("a", "b", "somewhere/else/entirely", "x1", "photos-2", "deep/er"):
+        root = write_photo_manifest(tmp_path / folder)
+        index = open_dataset("jsonl", root)
+        held.append(sorted(Path(s.file_name).name
+                           for s in split_samples(index, MINIVAL)))
+    assert held[0] and all(names == held[0] for names in held)

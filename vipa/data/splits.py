@@ -11,6 +11,7 @@ A run that chooses on a carved minival leaves those images out of training.
 from __future__ import annotations
 
 import zlib
+from pathlib import PurePath
 from typing import Protocol
 
 from vipa.data.refer import Sample
@@ -34,7 +35,9 @@ class SplitIndex(Protocol):
 
 
 def _image_hash(sample: Sample) -> int:
-    return zlib.crc32(f"{sample.image_id}:{sample.file_name}".encode())
+    # The file's own name, not its folder: a manifest names images by absolute path, and
+    # the images a minival takes must not change when the dataset folder moves.
+    return zlib.crc32(f"{sample.image_id}:{PurePath(sample.file_name).name}".encode())
 
 
 def minival_images(train: list[Sample]) -> set[int]:
