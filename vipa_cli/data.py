@@ -74,8 +74,8 @@ def stats_command(
     [bold]Example[/bold]: [cyan]vipa data stats --data refcoco --data-root data/[/cyan]
     """
     from vipa.data.build import dataset_root
+    from vipa.data.generalized import TARGET_KINDS
     from vipa.data.index import open_dataset
-    from vipa.data.refer import TARGET_KINDS
 
     index = open_dataset(data, dataset_root(data, data_root), split_by)
     stats = index.stats()

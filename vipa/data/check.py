@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vipa.data.generalized import refs_file
 from vipa.data.images import read_image
 from vipa.data.index import MANIFEST, open_dataset
 from vipa.data.manifest import ManifestIndex, record_mask
 from vipa.data.refer import check_dataset as refer_split_by
-from vipa.data.refer import find_image_dir, refs_file
+from vipa.data.refer import find_image_dir
 from vipa.data.splits import VIEWS
 from vipa.errors import DataError
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vipa.data.generalized import TARGET_KINDS, generalize, refs_file, target_kind
 from vipa.data.images import read_image
 from vipa.data.safe_pickle import load_plain_pickle
 from vipa.errors import ConfigError, DataError, did_you_mean
@@ -66,14 +67,6 @@ class Sample:
     def target_count(self) -> int:
         """How many objects the phrase refers to (1 for a classic sample)."""
         return 1 if self.targets is None else len(self.targets)
-
-
-TARGET_KINDS = ("single", "multi", "none")
-
-
-def target_kind(count: int) -> str:
-    """gRefCOCO's sample kinds: ``none``, ``single`` or ``multi`` target."""
-    return "none" if count == 0 else "single" if count == 1 else "multi"
 
 
 def check_dataset(dataset: str, split_by: str | None = None) -> str:
@@ -257,7 +250,7 @@ def load_refs(root: str | Path, dataset: str, split_by: str | None = None) -> Re
         for ref in refs:
             ref["split"] = _as_text(ref["split"])
             if isinstance(ref["ann_id"], list):  # gRefCOCO: [-1] is "no target"
-                _generalized(ref)
+                generalize(ref)
             for key in ("ref_id", "ann_id", "image_id", "category_id"):
                 ref[key] = int(ref[key])
             targets = ref.get("targets", (ref["ann_id"],))
@@ -271,26 +264,6 @@ def load_refs(root: str | Path, dataset: str, split_by: str | None = None) -> Re
     return ReferIndex(root=root, dataset=dataset, split_by=split_by, refs=refs,
                       images=images, annotations=annotations, categories=categories,
                       refs_path=refs_path, instances_path=instances_path, name=dataset)
-
-
-def refs_file(folder: Path, dataset: str, split_by: str) -> Path:
-    """``refs(<splitBy>).p``; gRefCOCO's ``grefs(<splitBy>).json``, or its pickle."""
-    if dataset != "grefcoco":
-        return folder / f"refs({split_by}).p"
-    path = folder / f"grefs({split_by}).json"
-    return path if path.is_file() or not (folder / f"grefs({split_by}).p").is_file() \
-        else folder / f"grefs({split_by}).p"
-
-
-def _generalized(ref: dict[str, Any]) -> None:
-    """A gRefCOCO ref in place: ``targets`` the annotation ids (none for ``[-1]``),
-    ``ann_id`` / ``category_id`` the first of each (-1 when there is none)."""
-    ref["targets"] = tuple(int(a) for a in ref["ann_id"] if int(a) != -1)
-    ref["ann_id"] = ref["targets"][0] if ref["targets"] else -1
-    categories = ref.get("category_id", -1)
-    if isinstance(categories, list):
-        categories = next((c for c in categories if int(c) != -1), -1)
-    ref["category_id"] = categories
 
 
 def find_image_dir(root: str | Path, dataset: str, image_dir: str | Path | None = None) -> Path:

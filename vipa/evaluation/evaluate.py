@@ -16,8 +16,8 @@ from vipa.checkpoint import load_model
 from vipa.config import DataConfig, RunConfig
 from vipa.data.build import build_dataset, dataset_root, evenly_spaced
 from vipa.data.dataset import collate
+from vipa.data.generalized import TARGET_KINDS, target_kind
 from vipa.data.index import open_dataset
-from vipa.data.refer import TARGET_KINDS, target_kind
 from vipa.device import resolve_device
 from vipa.errors import UsageError
 from vipa.evaluation.gallery import Scored, write_gallery
