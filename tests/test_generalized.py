@@ -107,6 +107,59 @@ def test_grefcoco_layout_loads_with_none_one_and_several_targets(grefcoco):
     assert checked.exit_code == 0, checked.output
 
 
+def test_convert_carries_none_and_several_referents_both_ways(grefcoco, tmp_path):
+    """gRefCOCO -> a manifest with "masks" lists -> the refer layout with ann_id lists."""
+    manifest = tmp_path / "manifest"
+    result = runner.invoke(app, ["data", "convert", "--data", "grefcoco", "--data-root",
+                                 str(grefcoco), "--image-dir", str(grefcoco / "grefcoco" /
+                                                                   "images"), "--out",
+                                 str(manifest)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (manifest / "val.jsonl").read_text().splitlines()]
+    assert {len(r["masks"]) for r in records if "masks" in r} == {0, 1, 2}
+    back = tmp_path / "back"
+    result = runner.invoke(app, ["data", "convert", "--data", "jsonl", "--data-root",
+                                 str(manifest), "--out", str(back)])
+    assert result.exit_code == 0, result.output
+    source = load_refs(grefcoco, "grefcoco")
+    source.image_dir = grefcoco / "grefcoco" / "images"
+    converted = load_refs(back, "refer")
+    converted.image_dir = back / "refer" / "images"
+    for split in ("train", "val"):
+        before, after = source.samples(split), converted.samples(split)
+        assert [(s.text, s.target_count) for s in before] == \
+            [(s.text, s.target_count) for s in after]
+        for old, new in zip(before, after, strict=True):
+            assert np.array_equal(source.load(old)[1], converted.load(new)[1]), old.text
+    for data, root in (("jsonl", manifest), ("refer", back)):
+        stats = runner.invoke(app, ["data", "stats", "--data", data, "--data-root", str(root),
+                                    "--json"])
+        assert stats.exit_code == 0, stats.output
+        assert json.loads(stats.stdout)["splits"]["val"]["none-target sentences"] > 0
+        checked = runner.invoke(app, ["data", "check", "--data", data, "--data-root",
+                                      str(root)])
+        assert checked.exit_code == 0, checked.output
+
+
+def test_a_manifest_masks_list_is_checked_per_object(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "empty.png")
+    square = [[1, 1, 5, 1, 5, 5, 1, 5]]
+    lines = [{"image": "a.png", "text": "both", "masks": [{"polygon": square},
+                                                          {"mask": "empty.png"}]},
+             {"image": "a.png", "text": "nothing here", "masks": []},
+             {"image": "a.png", "text": "two kinds", "masks": [], "polygon": square},
+             {"image": "a.png", "text": "no key", "masks": [{"box": [1, 2]}]}]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    checked = runner.invoke(app, ["data", "check", "--data", "jsonl", "--data-root",
+                                  str(tmp_path)])
+    assert checked.exit_code != 0
+    assert "train.jsonl:1: masks[1] is empty" in checked.output
+    assert "train.jsonl:2" not in checked.output  # no referent is a valid phrase
+    assert 'train.jsonl:3: give "masks" (a list) or one of' in checked.output
+    assert 'train.jsonl:4 masks[0]: needs exactly one of "mask"' in checked.output
+
+
 def train_tiny(root: Path, run: Path, steps: int, *sets: str) -> Path:
     """A seconds-long `vipa train` of the tiny encoder on the gRefCOCO-format set."""
     trained = runner.invoke(app, [
@@ -201,6 +254,29 @@ def test_the_gres_synthetic_set_adds_phrases_and_keeps_the_one_object_ones(tmp_p
                                 str(tmp_path / "gres"), "--json"])
     assert stats.exit_code == 0, stats.output
     assert json.loads(stats.stdout)["splits"]["val"]["none-target sentences"] > 0
+
+
+def test_a_heldout_set_in_grefcocos_layout_reads_as_grefcoco(tmp_path):
+    """`vipa data synth --style heldout --layout grefcoco`: gRefCOCO's files, other words."""
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path), "--style", "heldout",
+                                 "--generalized", "0.3", "--layout", "grefcoco", "--seed", "3",
+                                 "--n-train", "40", "--n-val", "20", "--n-test", "6",
+                                 "--image-size", "64"])
+    assert result.exit_code == 0, result.output
+    assert "--data grefcoco" in result.output
+    refs = json.loads((tmp_path / "grefcoco" / "grefs(unc).json").read_text())
+    assert all(isinstance(r["ann_id"], list) and isinstance(r["category_id"], list)
+               for r in refs)
+    assert len(list((tmp_path / "images" / "train2014").glob("*.jpg"))) > 0
+    index = load_refs(tmp_path, "grefcoco")
+    assert {min(len(r["targets"]), 2) for r in index.refs} == {0, 1, 2}
+    default_words = ("all the", "every", "both", "the two", " and the ")
+    groups = [s["sent"] for r in refs if len(r["ann_id"]) > 1 for s in r["sentences"]]
+    assert groups and not any(w in g for g in groups for w in default_words), groups
+    assert not any(shape in s["sent"] for r in refs for s in r["sentences"]
+                   for shape in DEFAULT.shapes)
+    bad = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x"), "--layout", "coco"])
+    assert bad.exit_code != 0 and "unknown --layout 'coco'" in bad.output
 
 
 @pytest.mark.parametrize("mode", ["relevance", "head"])

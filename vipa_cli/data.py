@@ -37,28 +37,45 @@ def synth_command(
     n_test: int = typer.Option(500, "--n-test", min=0, help="Expressions in each of testA/testB."),
     image_size: int = typer.Option(128, "--image-size", min=32, help="Image side in pixels."),
     style: str = typer.Option("default", "--style",
-                              help="default (the built-in set) or heldout (other shapes, "
-                                   "palette and wording; --data synthetic-heldout)."),
+                              help="default (the built-in set), heldout (other shapes, "
+                                   "palette and wording; --data synthetic-heldout) or gres "
+                                   "(the built-in set with phrases for several objects or "
+                                   "none; --data synthetic-gres)."),
+    generalized: float | None = typer.Option(
+        None, "--generalized", min=0.0, max=0.95,
+        help="Share of phrases that match several objects or none (default: the style's, "
+             "0.25 for gres, else 0)."),
+    layout: str = typer.Option("refer", "--layout",
+                               help="refer (refs(vipa).p) or grefcoco (gRefCOCO's "
+                                    "grefs(unc).json and images/train2014; --data grefcoco)."),
 ) -> None:
-    """Generate the synthetic RIS dataset in the RefCOCO format.
+    """Generate the synthetic RIS dataset in the RefCOCO (or gRefCOCO) format.
 
-    [bold]Example[/bold]: [cyan]vipa data synth --out data/ --n-train 2000[/cyan], then
+    [bold]Examples[/bold]: [cyan]vipa data synth --out data/ --n-train 2000[/cyan], then
     [cyan]vipa data stats --data synthetic --data-root data/[/cyan]
+
+    [cyan]vipa data synth --out gres/ --style heldout --generalized 0.25 --layout grefcoco
+    [/cyan] (a generalized set apart from the built-in one), then [cyan]vipa train --data
+    grefcoco --data-root gres/ --set model.presence=head[/cyan]
     """
-    from vipa.data.synthetic import STYLES, generate_synthetic
+    from vipa.data.synthetic import LAYOUTS, STYLES, generate_synthetic
     from vipa.errors import did_you_mean
     from vipa.progress import ProgressBar
 
     if style not in STYLES:
         raise UsageError(f"unknown --style {style!r}{did_you_mean(style, STYLES)}; "
                          f"known: {', '.join(STYLES)}")
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown --layout {layout!r}{did_you_mean(layout, LAYOUTS)}; "
+                         f"known: {', '.join(LAYOUTS)}")
     total = n_train + n_val + 2 * n_test
     with ProgressBar(total, "expressions", transient=True) as bar:
         root = generate_synthetic(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
-                                  image_size=image_size, style=style,
+                                  image_size=image_size, style=style, generalized=generalized,
+                                  layout=layout,
                                   progress=lambda done, _: bar.update(completed=done))
-    dataset = STYLES[style].dataset
-    console.print(f"wrote {total} expressions to {root / dataset}; "
+    dataset = "grefcoco" if layout == "grefcoco" else STYLES[style].dataset
+    console.print(f"wrote {total} one-object expressions to {root / dataset}; "
                   f"use --data {dataset} --data-root {root}", highlight=False)
 
 

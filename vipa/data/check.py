@@ -16,7 +16,7 @@ from pathlib import Path
 from vipa.data.generalized import refs_file
 from vipa.data.images import read_image
 from vipa.data.index import MANIFEST, open_dataset
-from vipa.data.manifest import ManifestIndex, record_mask
+from vipa.data.manifest import ManifestIndex, object_masks
 from vipa.data.refer import check_dataset as refer_split_by
 from vipa.data.refer import find_image_dir
 from vipa.data.splits import VIEWS
@@ -89,9 +89,12 @@ def _check_manifest(index: ManifestIndex, report: CheckReport,
             if isinstance(size, str):
                 report.problems.append(f"{record.where}: {size}")
             else:
-                try:
-                    if not record_mask(record, *size, index.root).any():
-                        report.problems.append(f"{record.where}: the mask is empty")
+                try:  # a generalized record may refer to none, but each object has pixels
+                    masks = object_masks(record, *size, index.root)
+                    report.problems += [
+                        f"{record.where}: " + (f"masks[{i}] is empty" if record.generalized
+                                               else "the mask is empty")
+                        for i, mask in enumerate(masks) if not mask.any()]
                 except DataError as error:
                     report.problems.append(str(error) if str(error).startswith(record.where)
                                            else f"{record.where}: {error}")

@@ -2,9 +2,11 @@
 
 Refer -> manifest writes one record per object and expression kind, with its
 phrases and the annotation's own polygon or RLE, images referenced where
-they are. Manifest -> refer writes ``<out>/refer/refs(custom).p``,
+they are; a gRefCOCO ref (none or several referents) becomes a record with
+``masks``. Manifest -> refer writes ``<out>/refer/refs(custom).p``,
 ``instances.json`` and the images under ``images/`` (dataset ``refer``,
-split ``custom``), masks as polygons or COCO RLE.
+split ``custom``), masks as polygons or COCO RLE; a ``masks`` record becomes a
+ref whose ``ann_id`` is a list (``[-1]`` for none), as gRefCOCO writes them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from vipa.data.images import read_image
 from vipa.data.index import MANIFEST, open_dataset
-from vipa.data.manifest import ManifestIndex, Record, record_mask
+from vipa.data.manifest import ManifestIndex, Record, object_masks
 from vipa.errors import DataError, UsageError
 
 CUSTOM_NAME, CUSTOM_SPLIT_BY = "refer", "custom"
@@ -34,9 +36,6 @@ def convert(name: str, root: Path, out: Path, *, split_by: str | None = None,
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} is not empty; convert into a new folder")
     index = open_dataset(name, root, split_by, image_dir)
-    if any("targets" in ref for ref in getattr(index, "refs", ())):
-        raise UsageError(f"{name} refers to none or several objects per phrase; convert writes "
-                         "one object per phrase and does not take such a set yet")
     tick = on_item or (lambda total: None)
     if name == MANIFEST:
         return _manifest_to_refer(index, out, tick)
@@ -48,9 +47,9 @@ def _refer_to_manifest(index, out: Path, tick: Callable[[int], None]) -> Path:  
     lines: dict[str, list[str]] = {split: [] for split in index.splits}
     for ref in index.refs:
         image = index.image_dir / str(index.images[ref["image_id"]]["file_name"])
-        segmentation = index.annotations[ref["ann_id"]]["segmentation"]
-        mask = {"polygon": segmentation} if isinstance(segmentation, list) else \
-            {"rle": _plain_rle(segmentation)}
+        masks = [_mask_entry(index.annotations[ann_id]["segmentation"])
+                 for ann_id in ref.get("targets", (ref["ann_id"],))]
+        mask = {"masks": masks} if "targets" in ref else masks[0]  # gRefCOCO: none or several
         by_kind: dict[str, list[str]] = {}
         for sentence in ref["sentences"]:
             text = str(sentence.get("sent", sentence.get("raw", ""))).strip()
@@ -67,10 +66,13 @@ def _refer_to_manifest(index, out: Path, tick: Callable[[int], None]) -> Path:  
     return out
 
 
-def _plain_rle(segmentation: dict[str, Any]) -> dict[str, Any]:
+def _mask_entry(segmentation: Any) -> dict[str, Any]:
+    """An annotation's segmentation as a manifest mask: its polygon, or its RLE as JSON."""
+    if isinstance(segmentation, list):
+        return {"polygon": segmentation}
     counts = segmentation["counts"]
-    return {"size": list(segmentation["size"]),
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {"rle": {"size": list(segmentation["size"]),
+                    "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}}
 
 
 def _manifest_to_refer(index: ManifestIndex, out: Path, tick: Callable[[int], None]) -> Path:
@@ -84,17 +86,23 @@ def _manifest_to_refer(index: ManifestIndex, out: Path, tick: Callable[[int], No
         for record in index.records[split]:
             info = images.get(record.image) or _copy_image(record, folder, len(images) + 1)
             images[record.image] = info
-            annotations.append({"id": len(annotations) + 1, "image_id": info["id"],
-                                "category_id": 1, "iscrowd": 0,
-                                "segmentation": _segmentation(record, info, index.root)})
+            ann_ids = []
+            for entry in record.masks:
+                ann_ids.append(len(annotations) + 1)
+                annotations.append({"id": ann_ids[-1], "image_id": info["id"],
+                                    "category_id": 1, "iscrowd": 0, "segmentation":
+                                    _segmentation(record.where, entry, info, index.root)})
             sentences = []
             for text in record.texts:
                 sent_id += 1
                 sentences.append({"tokens": text.split(), "raw": text, "sent": text,
                                   "sent_id": sent_id, **({"kind": record.kind}
                                                          if record.kind else {})})
-            refs.append({"ref_id": len(refs) + 1, "ann_id": annotations[-1]["id"],
-                         "image_id": info["id"], "split": split, "category_id": 1,
+            # gRefCOCO's convention for none or several referents: lists, [-1] for none
+            listed = (ann_ids or [-1]) if record.generalized else None
+            refs.append({"ref_id": len(refs) + 1, "ann_id": listed or ann_ids[0],
+                         "image_id": info["id"], "split": split,
+                         "category_id": [1 if a != -1 else -1 for a in listed] if listed else 1,
                          "sentences": sentences, "sent_ids": [s["sent_id"] for s in sentences],
                          "file_name": info["file_name"]})
             tick(total)
@@ -113,17 +121,16 @@ def _copy_image(record: Record, folder: Path, image_id: int) -> dict[str, Any]:
     return {"id": image_id, "file_name": file_name, "height": height, "width": width}
 
 
-def _segmentation(record: Record, info: dict[str, Any], root: Path) -> Any:
-    """The record's mask as COCO segmentation: its polygon, its RLE, or a PNG encoded as RLE."""
-    (key, value), = record.mask.items()
-    if key == "polygon":
-        return value
-    if key == "rle":
+def _segmentation(where: str, entry: dict[str, Any], info: dict[str, Any], root: Path) -> Any:
+    """A manifest mask as COCO segmentation: its polygon, its RLE, or a PNG encoded as RLE."""
+    (key, value), = entry.items()
+    if key in ("polygon", "rle"):
         return value
     from pycocotools import mask as mask_utils
 
-    mask = record_mask(record, info["height"], info["width"], root)
+    mask = object_masks(Record(where, Path(), [], [entry], ""), info["height"], info["width"],
+                        root)[0]
     if not mask.any():
-        raise DataError(f"{record.where}: the mask is empty")
+        raise DataError(f"{where}: the mask is empty")
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}

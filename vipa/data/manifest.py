@@ -8,10 +8,16 @@
      "polygon": [[x1, y1, x2, y2, ...], ...], "id": "cat-1"}
     {"image": "a.jpg", "text": "the cup", "rle": {"size": [h, w], "counts": "..."}}
 
+    {"image": "b.jpg", "text": "all the cups", "masks": [{"mask": "m/1.png"}, {"rle": ...}]}
+    {"image": "b.jpg", "text": "the green cup", "masks": []}
+
 Relative paths resolve against ``<root>``. The mask is exactly one of
 ``mask`` (a PNG, 0 = background, anything else = object), ``polygon`` (COCO
-polygons in pixels) or ``rle`` (COCO RLE, compressed or not). ``kind``
-(optional) groups the evaluation's breakdown. One sample per (object, text).
+polygons in pixels) or ``rle`` (COCO RLE, compressed or not); or ``masks``, a
+list of such objects, one per object the phrase refers to, empty when it
+refers to none (generalized RIS, as gRefCOCO: the sample's mask is their
+union). ``kind`` (optional) groups the evaluation's breakdown. One sample per
+(record, text).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vipa.data.generalized import TARGET_KINDS, target_kind
 from vipa.data.images import read_image
 from vipa.data.refer import SPLITS, Sample, decode_segmentation
 from vipa.errors import DataError
@@ -37,9 +44,15 @@ class Record:
     where: str  # "train.jsonl:12"
     image: Path
     texts: list[str]
-    mask: dict[str, Any]  # exactly one of MASK_KEYS
+    masks: list[dict[str, Any]]  # each exactly one of MASK_KEYS; one per referent
     record_id: str
     kind: str = ""
+    generalized: bool = False  # given as "masks": none, one or several referents
+
+    @property
+    def targets(self) -> tuple[int, ...] | None:
+        """:attr:`Sample.targets`: the referents' positions in ``masks``; None when classic."""
+        return tuple(range(len(self.masks))) if self.generalized else None
 
 
 def parse_record(data: Any, root: Path, where: str) -> Record:
@@ -54,38 +67,71 @@ def parse_record(data: Any, root: Path, where: str) -> Record:
         raise DataError(f'{where}: needs "text" (a phrase) or "texts" (a list of phrases)')
     if any(not isinstance(t, str) or not t.strip() for t in texts):
         raise DataError(f"{where}: a phrase is empty; every text needs words")
-    masks = [key for key in MASK_KEYS if key in data]
-    if len(masks) != 1:
-        raise DataError(f'{where}: needs exactly one of "mask" (a PNG), "polygon" or "rle", '
-                        f"found {', '.join(masks) or 'none'}")
+    generalized = "masks" in data
+    if generalized:
+        if any(key in data for key in MASK_KEYS):
+            raise DataError(f'{where}: give "masks" (a list) or one of "mask", "polygon", '
+                            '"rle", not both')
+        if not isinstance(data["masks"], list):
+            raise DataError(f'{where}: "masks" must be a list, one entry per object '
+                            "([] when the phrase refers to none)")
+        masks = [_one_mask(entry, f"{where} masks[{i}]") for i, entry in
+                 enumerate(data["masks"])]
+    else:
+        masks = [_one_mask(data, where, ' (or "masks", a list)')]
     path = Path(image).expanduser()
     record_id = data.get("id", "")
     return Record(where, path if path.is_absolute() else root / path,
-                  [" ".join(t.split()) for t in texts], {masks[0]: data[masks[0]]},
-                  str(record_id) if record_id != "" else "", str(data.get("kind", "")))
+                  [" ".join(t.split()) for t in texts], masks,
+                  str(record_id) if record_id != "" else "", str(data.get("kind", "")),
+                  generalized)
+
+
+def _one_mask(data: Any, where: str, also: str = "") -> dict[str, Any]:
+    """The one of MASK_KEYS ``data`` holds, as ``{key: value}``; DataError for none or two."""
+    keys = [key for key in MASK_KEYS if key in data] if isinstance(data, dict) else []
+    if len(keys) != 1:
+        raise DataError(f'{where}: needs exactly one of "mask" (a PNG), "polygon" or "rle"'
+                        f"{also}, found {', '.join(keys) or 'none'}")
+    return {keys[0]: data[keys[0]]}
 
 
 def record_mask(record: Record, height: int, width: int, root: Path) -> np.ndarray:
-    """The record's mask, uint8 (H, W) 0/1 at the image's size; DataError when it cannot be."""
-    (key, value), = record.mask.items()
+    """The record's mask (the union of its objects'), uint8 (H, W) 0/1 at the image's size;
+    DataError when it cannot be."""
+    union = np.zeros((height, width), dtype=np.uint8)
+    for mask in object_masks(record, height, width, root):
+        union |= mask
+    return union
+
+
+def object_masks(record: Record, height: int, width: int, root: Path) -> list[np.ndarray]:
+    """Each referent's mask, uint8 (H, W) 0/1; DataError naming the line when one cannot be."""
+    return [_decode(f"{record.where} masks[{i}]" if record.generalized else record.where,
+                    entry, height, width, root) for i, entry in enumerate(record.masks)]
+
+
+def _decode(where: str, entry: dict[str, Any], height: int, width: int,
+            root: Path) -> np.ndarray:
+    (key, value), = entry.items()
     if key == "mask":
         if not isinstance(value, str):
-            raise DataError(f'{record.where}: "mask" must be the path of a PNG')
+            raise DataError(f'{where}: "mask" must be the path of a PNG')
         path = Path(value).expanduser()
         mask = read_image(path if path.is_absolute() else root / path)[..., 0] > 0
     elif key == "polygon":
         if not isinstance(value, list) or not all(isinstance(p, list) for p in value):
-            raise DataError(f'{record.where}: "polygon" must be a list of [x1, y1, x2, y2, ...]')
+            raise DataError(f'{where}: "polygon" must be a list of [x1, y1, x2, y2, ...]')
         mask = decode_segmentation(value, height, width) > 0
     else:
         if not isinstance(value, dict) or "size" not in value or "counts" not in value:
-            raise DataError(f'{record.where}: "rle" must be {{"size": [h, w], "counts": ...}}')
+            raise DataError(f'{where}: "rle" must be {{"size": [h, w], "counts": ...}}')
         if list(value["size"]) != [height, width]:
-            raise DataError(f"{record.where}: the RLE is {value['size'][1]}x{value['size'][0]} "
+            raise DataError(f"{where}: the RLE is {value['size'][1]}x{value['size'][0]} "
                             f"but the image is {width}x{height}")
         mask = decode_segmentation(value, height, width) > 0
     if mask.shape != (height, width):
-        raise DataError(f"{record.where}: the mask is {mask.shape[1]}x{mask.shape[0]} but the "
+        raise DataError(f"{where}: the mask is {mask.shape[1]}x{mask.shape[0]} but the "
                         f"image is {width}x{height}")
     return mask.astype(np.uint8)
 
@@ -122,7 +168,7 @@ class ManifestIndex:
                     sent_id=first + len(out) + 1, ref_id=number, ann_id=number,
                     image_id=images[record.image], text=text, file_name=str(record.image),
                     category_id=0, split=split, kind=record.kind, where=record.where,
-                    record_id=record.record_id))
+                    record_id=record.record_id, targets=record.targets))
         return out
 
     def record(self, sample: Sample) -> Record:
@@ -135,9 +181,16 @@ class ManifestIndex:
         return pixels, record_mask(record, *pixels.shape[:2], self.root)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {split: {"images": len({r.image for r in records}), "refs": len(records),
-                        "sentences": sum(len(r.texts) for r in records)}
-                for split, records in ((s, self.records[s]) for s in self.splits)}
+        out = {}
+        for split in self.splits:
+            records = self.records[split]
+            out[split] = {"images": len({r.image for r in records}), "refs": len(records),
+                          "sentences": sum(len(r.texts) for r in records)}
+            if any(r.generalized for r in records):  # as ReferIndex.stats counts them
+                for kind in TARGET_KINDS:
+                    out[split][f"{kind}-target sentences"] = sum(
+                        len(r.texts) for r in records if target_kind(len(r.masks)) == kind)
+        return out
 
 
 def load_manifest(root: str | Path, strict: bool = True) -> ManifestIndex:

@@ -51,10 +51,17 @@ from vipa.data.synthetic.style import (
     parse_expression,
 )
 from vipa.data.synthetic.wording import Wording
-from vipa.data.synthetic.writer import SPLIT_BY, SYNTHETIC_VERSION, generate_synthetic, scene_of
+from vipa.data.synthetic.writer import (
+    LAYOUTS,
+    SPLIT_BY,
+    SYNTHETIC_VERSION,
+    generate_synthetic,
+    scene_of,
+)
 
 __all__ = [
-    "BY_DATASET", "COLOURS", "DEFAULT", "GRAMMAR", "HELDOUT", "KINDS", "MARGIN", "OBJECT_COUNTS",
+    "BY_DATASET", "COLOURS", "DEFAULT", "GRAMMAR", "HELDOUT", "KINDS", "LAYOUTS", "MARGIN",
+    "OBJECT_COUNTS",
     "POSITIONS", "RADIUS", "RELATIONS", "REWORDED", "SHAPES", "SIZES", "SPLIT_BY", "STYLES",
     "SYNTHETIC_VERSION", "TEXTURES", "Expression", "Obj", "Phrase", "Scene", "Style", "Wording",
     "default_cache_dir", "describe", "ensure_synthetic", "generate_synthetic", "has_lookalike",

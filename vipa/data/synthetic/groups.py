@@ -6,7 +6,8 @@
 set's one-object phrases that fits no object, the hard way first: a colour and
 a shape that are both in the scene but never together ("the green star" beside
 a green circle and a red star), else a shape the scene lacks. Each is said in
-the style's words and, for the ``reworded`` split, in other constructions.
+the style's words and templates (:class:`~vipa.data.synthetic.wording.Wording`'s
+``several``, ``two``, ``pair``) and, for the ``reworded`` split, in its reworded ones.
 """
 
 from __future__ import annotations
@@ -19,14 +20,6 @@ from vipa.data.synthetic.language import Expression, Phrase, resolve, shortest_u
 from vipa.data.synthetic.scene import Scene
 from vipa.data.synthetic.style import Style
 from vipa.data.synthetic.wording import Wording, pick
-
-# Templates for groups; {things}: the plural noun phrase, {thing}: the singular.
-SEVERAL = ("all the {things}", "every {thing}", "all {things}", "the {things}")
-TWO = ("both {things}", "the two {things}")
-PAIR = ("the {a} and the {b}", "the {a} and {b}")
-REWORDED_SEVERAL = ("each {thing}", "all of the {things}")
-REWORDED_TWO = ("the pair of {things}",)
-REWORDED_PAIR = ("both the {a} and the {b}",)
 
 
 @dataclass(frozen=True)
@@ -50,9 +43,8 @@ class Group:
         if self.kind == "pair":
             assert self.pair is not None
             a, b = (wording.phrase(p, rng) for p in self.pair)
-            return pick(REWORDED_PAIR if reworded else PAIR, rng).format(a=a, b=b)
-        templates = ((REWORDED_TWO if reworded else TWO) if count == 2
-                     else (REWORDED_SEVERAL if reworded else SEVERAL))
+            return pick(wording.pair, rng).format(a=a, b=b)
+        templates = wording.two if count == 2 else wording.several
         thing = self._noun(wording, rng)
         return pick(templates, rng).format(thing=thing, things=plural(thing))
 

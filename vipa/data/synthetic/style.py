@@ -102,6 +102,8 @@ REWORDED = Wording(
                "below": ("the {phrase} beneath the {anchor}",
                          "the {phrase} lower than the {anchor}")},
     colour_first=True,
+    several=("each {thing}", "all of the {things}"), two=("the pair of {things}",),
+    pair=("both the {a} and the {b}",),
 )
 
 DEFAULT = Style(name="default", dataset="synthetic", shapes=SHAPES, colours=COLOURS,
@@ -120,7 +122,9 @@ HELDOUT = Style(
         relations={"left of": ("the {phrase} to the left of the {anchor}",),
                    "right of": ("the {phrase} to the right of the {anchor}",),
                    "above": ("the {phrase} over the {anchor}",),
-                   "below": ("the {phrase} under the {anchor}",)}),
+                   "below": ("the {phrase} under the {anchor}",)},
+        several=("each and every {thing}", "the {things} together"), two=("the {thing} pair",),
+        pair=("the {a} plus the {b}",)),
 )
 
 # The default set plus phrases that match several objects or none (a quarter of all), in

@@ -46,6 +46,13 @@ class Wording:
     shape_words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # else the name
     colour_first: bool = False  # "the red small circle" instead of "the small red circle"
     bare: float = 0.0  # share of sentences without their leading "the"
+    # Phrases for several objects (vipa.data.synthetic.groups): {things} the plural noun
+    # phrase, {thing} the singular; ``two`` when the group has two, ``pair`` names two
+    # objects each on its own ({a}, {b}).
+    several: tuple[str, ...] = ("all the {things}", "every {thing}", "all {things}",
+                                "the {things}")
+    two: tuple[str, ...] = ("both {things}", "the two {things}")
+    pair: tuple[str, ...] = ("the {a} and the {b}", "the {a} and {b}")
 
     def phrase(self, phrase: Phrase, rng: np.random.Generator) -> str:
         size = None if phrase.size is None else pick(self.size_words[phrase.size], rng)

@@ -33,19 +33,28 @@ log = logging.getLogger(__name__)
 # Bump when the generator's output changes, so caches are regenerated.
 SYNTHETIC_VERSION = 3
 SPLIT_BY = "vipa"
+GREFCOCO_SPLIT_BY = "unc"
+LAYOUTS = ("refer", "grefcoco")
+
+
+def _listed(value: int | list[int]) -> list[int]:
+    return value if isinstance(value, list) else [value]
 
 
 class _CocoWriter:
     """Accumulates images, annotations and refs with running ids; writes the files at the end."""
 
     def __init__(self, folder: Path, image_size: int, style: Style,
-                 words: np.random.Generator) -> None:
+                 words: np.random.Generator, grefcoco: bool = False) -> None:
         from pycocotools import mask as mask_utils
 
         self.mask_utils = mask_utils
         self.folder, self.image_size, self.style = folder, image_size, style
         self.words = words  # draws the wording, apart from the scenes' stream
-        (folder / "images").mkdir(parents=True, exist_ok=True)
+        self.grefcoco = grefcoco  # gRefCOCO's files: grefs(unc).json, images/train2014
+        self.image_dir = folder.parent / "images" / "train2014" if grefcoco else folder / "images"
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         self.refs: list[dict[str, Any]] = []
@@ -59,7 +68,7 @@ class _CocoWriter:
         file_name = f"synthetic_{image_id:06d}.jpg"
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
-        (self.folder / "images" / file_name).write_bytes(buffer.getvalue())
+        (self.image_dir / file_name).write_bytes(buffer.getvalue())
         self.images.append({"id": image_id, "file_name": file_name, "height": self.image_size,
                             "width": self.image_size, "split": split})
         return image_id
@@ -126,8 +135,14 @@ class _CocoWriter:
                            for i, s in enumerate(self.style.shapes)],
         }
         (self.folder / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
-        with (self.folder / f"refs({SPLIT_BY}).p").open("wb") as handle:
-            pickle.dump(self.refs, handle, protocol=2)
+        if self.grefcoco:  # every ref's ann_id and category_id a list, as gRefCOCO writes them
+            refs = [{**ref, "ann_id": _listed(ref["ann_id"]),
+                     "category_id": _listed(ref["category_id"])} for ref in self.refs]
+            (self.folder / f"grefs({GREFCOCO_SPLIT_BY}).json").write_text(
+                json.dumps(refs), encoding="utf-8")
+        else:
+            with (self.folder / f"refs({SPLIT_BY}).p").open("wb") as handle:
+                pickle.dump(self.refs, handle, protocol=2)
         log.info("wrote %d images, %d refs, %d expressions to %s", len(self.images),
                  len(self.refs), self.ids["sent"], self.folder)
 
@@ -214,7 +229,8 @@ def _write_split(writer: _CocoWriter, split: str, wanted: int, rng: np.random.Ge
 def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
                        n_val: int = 500, n_test: int = 500, image_size: int = 128,
                        progress: Callable[[int, int], None] | None = None,
-                       style: str = "default", generalized: float | None = None) -> Path:
+                       style: str = "default", generalized: float | None = None,
+                       layout: str = "refer") -> Path:
     """Write the synthetic set under ``out_dir`` and return it (the ``root`` for RISDataset).
 
     ``n_*`` count expressions (samples); ``n_test`` is for each of testA and
@@ -223,7 +239,10 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
     wording; the set is written to ``<out_dir>/<style's dataset name>``.
     ``generalized`` (default: the style's; 0.25 for ``gres``) is the share of phrases
     that match several objects or none, written beside the ``n_*`` one-object
-    phrases (which stay those of the set without them).
+    phrases (which stay those of the set without them). ``layout="grefcoco"``
+    writes gRefCOCO's files instead (``<out_dir>/grefcoco/grefs(unc).json`` with
+    every ``ann_id`` a list, images in ``<out_dir>/images/train2014``; ``--data
+    grefcoco`` reads it), the scenes, masks and phrases the same.
     """
     if image_size < 32:
         raise DataError(f"image_size must be at least 32, got {image_size}")
@@ -235,8 +254,11 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
         if not 0.0 <= generalized < 1.0:
             raise DataError(f"generalized must be in [0, 1), got {generalized}")
         chosen = replace(chosen, generalized=generalized)
-    writer = _CocoWriter(root / chosen.dataset, image_size, chosen,
-                         np.random.default_rng([seed, 1]))
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    folder = root / ("grefcoco" if layout == "grefcoco" else chosen.dataset)
+    writer = _CocoWriter(folder, image_size, chosen, np.random.default_rng([seed, 1]),
+                         grefcoco=layout == "grefcoco")
     rng = np.random.default_rng(seed)
     targets = {"train": n_train, "val": n_val, "testA": n_test, "testB": n_test}
     total, done = sum(targets.values()) + (n_val if chosen.reworded else 0), [0]
