@@ -17,6 +17,10 @@ model's size, GT masks resized with them):
 - ``position: hit, missed``: among position phrases (where the set names kinds),
   the share whose top-1 token lies on the target but whose mask IoU is below 0.5:
   retrieval found the referent and the decoder did not follow it;
+- ``top1_misses`` (JSON; refer-layout sets): per kind, where a top-1 token that
+  missed the target lies: on a ``lookalike`` (another object of the target's
+  category, for the built-in set its shape), on an ``other`` object, or on the
+  ``background``, as shares of the misses;
 - ``hidden mIoU``: mIoU with the visual expression hidden from the decoder
   (``decoder.hide_expression``; ``kv=both`` only): next to ``mIoU``, how much the
   decoder uses its expression.
@@ -38,12 +42,50 @@ from vipa.checkpoint import load_model
 from vipa.config import DataConfig, RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
 from vipa.data.dataset import collate
+from vipa.data.transforms import resize_mask
 from vipa.model.losses import target_grid
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.flatten(1), b.flatten(1)
     return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
+
+
+MISS_PLACES = ("lookalike", "other", "background")
+
+
+def _miss_finder(index):  # noqa: ANN001, ANN202 - a ReferIndex, or a manifest's index
+    """``places(batch, top1, hit, grid)``: per sample, where a missed top-1 cell lies
+    (:data:`MISS_PLACES`); "" for a hit, for a phrase with none or several targets, and
+    for datasets without a refer-layout index (manifests)."""
+    refs = {ref["ref_id"]: ref for ref in getattr(index, "refs", ())}
+    objects: dict[int, list[dict]] = {}
+    for ann in getattr(index, "annotations", {}).values():
+        objects.setdefault(ann["image_id"], []).append(ann)
+
+    def place(ref: dict, cell: tuple[int, int], size: int, grid: tuple[int, int]) -> str:
+        found = "background"
+        for ann in objects[ref["image_id"]]:
+            if ann["id"] == ref["ann_id"]:
+                continue
+            mask = resize_mask(torch.from_numpy(index.mask(ann["id"]))[None].float(), size)
+            if target_grid(mask[None], grid)[0][cell]:
+                if ann["category_id"] == ref["category_id"]:
+                    return "lookalike"
+                found = "other"
+        return found
+
+    def places(batch: dict, top1: torch.Tensor, hit: torch.Tensor,
+               grid: tuple[int, int]) -> list[str]:
+        out = []
+        for i, ref_id in enumerate(batch["ref_id"].tolist()):
+            ref = refs.get(ref_id)
+            skip = ref is None or bool(hit[i]) or "targets" in ref
+            out.append("" if skip else place(ref, divmod(int(top1[i]), grid[1]),
+                                             batch["image"].shape[-1], grid))
+        return out
+
+    return places
 
 
 @torch.no_grad()
@@ -63,6 +105,8 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
             "iou": 0.0, "swap_iou": 0.0, "hidden_iou": 0.0}
     count, grid, positions, hit_missed = 0, 0, 0, 0
     top1_kinds: dict[str, list[bool]] = {}
+    misses: dict[str, list[str]] = {}
+    miss_places = _miss_finder(getattr(getattr(dataset, "dataset", dataset), "index", None))
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
         output = model(batch["image"], ids, mask)
@@ -79,6 +123,11 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         for kind, got in zip(kinds, hit.tolist(), strict=True):
             if kind:
                 top1_kinds.setdefault(kind, []).append(got)
+        for kind, place in zip(kinds, miss_places(batch, ranked[:, 0], hit,
+                                                  tuple(output.relevance.shape[-2:])),
+                               strict=True):
+            if place:
+                misses.setdefault(kind or "all", []).append(place)
         is_position = torch.tensor([k == "position" for k in kinds])
         positions += int(is_position.sum())
         hit_missed += int((is_position & hit & (_iou(predicted, gt) < 0.5)).sum())
@@ -100,6 +149,8 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         result["hidden_iou"] = float("nan")
     return {**result, "k": k, "grid_tokens": grid, "samples": count,
             "top1_kinds": {kind: sum(v) / len(v) for kind, v in sorted(top1_kinds.items())},
+            "top1_misses": {kind: {place: v.count(place) / len(v) for place in MISS_PLACES}
+                            for kind, v in sorted(misses.items())},
             "position_samples": positions,
             "position_hit_missed": hit_missed / positions if positions else float("nan")}
 

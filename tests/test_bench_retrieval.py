@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import retrieval
 from vipa.config import DataConfig, resolve_config
+from vipa.data.refer import load_refs
 from vipa.data.synthetic import generate_synthetic
+from vipa.data.transforms import resize_mask
+from vipa.model.losses import target_grid
 from vipa.training import train
 
 
@@ -45,6 +49,32 @@ def test_precision_of_retrieving_every_token_is_the_target_share(checkpoint):
     assert 0 < r["position_samples"] < 6  # the set's kinds are balanced
     assert set(r["top1_kinds"]) == {"attribute", "position", "relation"}
     assert 0.0 <= r["position_hit_missed"] <= 1.0
+    for shares in r["top1_misses"].values():
+        assert set(shares) == set(retrieval.MISS_PLACES)
+        assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_a_missed_top1_is_placed_on_a_lookalike_or_the_background(checkpoint):
+    _, root = checkpoint
+    index = load_refs(root, "synthetic")
+    size, grid = 64, (8, 8)
+
+    def cells(ann_id: int) -> torch.Tensor:
+        mask = resize_mask(torch.from_numpy(index.mask(ann_id))[None].float(), size)
+        return target_grid(mask[None], grid)[0].flatten()
+
+    ref, twin = next((r, a) for r in index.refs for a in index.annotations.values()
+                     if a["image_id"] == r["image_id"] and a["id"] != r["ann_id"]
+                     and a["category_id"] == r["category_id"])
+    covered = torch.stack([cells(a["id"]) for a in index.annotations.values()
+                           if a["image_id"] == ref["image_id"]]).any(0)
+    on_twin = int(cells(twin["id"]).nonzero()[0])
+    empty = int((~covered).nonzero()[0])
+    places = retrieval._miss_finder(index)
+    batch = {"ref_id": torch.tensor([ref["ref_id"]] * 3), "image": torch.zeros(3, 3, size, size)}
+    found = places(batch, torch.tensor([on_twin, empty, empty]),
+                   torch.tensor([False, False, True]), grid)
+    assert found == ["lookalike", "background", ""]
 
 
 def test_cli_prints_one_table_row_per_checkpoint(checkpoint, capsys):
