@@ -2,7 +2,9 @@
 
 The paper preset's model (random weights) with the VIPA decoder and the classic
 decoder, forward passes on device tensors: eager fp32, eager bf16 autocast,
-and a ``torch.compile``d copy in bf16, per batch size, timed round-robin
+and a ``torch.compile``d copy in bf16, per batch size, timed round-robin; the VIPA
+model again with Swin's window attention through ``scaled_dot_product_attention``
+(``encoder.options.attention=sdpa``) beside timm's at the best batches
 (:func:`bench.components.median_ms`, which synchronizes the device). MFU is
 the FLOPs of one image (torch's FLOP counter: matrix products and
 convolutions) times images/s over the card's dense bf16 peak. Where the time
@@ -40,10 +42,12 @@ def inference(ctx: Context) -> dict[str, Any]:
     best = {kv: max((r for r in rows if r["kv"] == kv and r["mode"] == "eager bf16"),
                     key=lambda r: r["images_per_s"])["batch"] for kv in models}
     rows += bf16_weight_rows(ctx, models, size, sorted({1, *best.values()}))
+    attention = attention_rows(ctx, sorted({1, best["visual"]}))
     out = {"image_size": size, "flops_per_image": flops,
            "gflops_per_image": {kv: round(f / 1e9, 1) for kv, f in flops.items()},
            "peak_tflops": _peak_tflops(ctx), "best_batch": best}
-    return {**out, "rows": with_mfu(rows, out), "ratios": ratios(rows),
+    return {**out, "rows": with_mfu(rows + attention, out), "ratios": ratios(rows),
+            "sdpa_over_timm": attention_ratios(attention),
             "profile": profile(ctx, models["visual"], size, best["visual"])}
 
 
@@ -143,6 +147,41 @@ def bf16_weight_rows(ctx: Context, models: dict[str, torch.nn.Module], size: int
                             "error": one_line(error)} for kv in cast]
         rows += [_row(kv, "bf16 weights", batch, ms[kv]) for kv in cast]
     return rows
+
+
+def attention_rows(ctx: Context, batches: list[int]) -> list[dict[str, Any]]:
+    """The paper's VIPA model in eager bf16 with timm's window attention and with ``sdpa``
+    (the same weights), round-robin per batch; rows ``eager bf16 timm-attention`` / ``...
+    sdpa-attention`` (the dry run: Swin micro at 64 px)."""
+    configs = [preset_model_config("paper", ["encoder.weights=random", *ctx.sizes.swin_overrides,
+                                             "decoder.kv=visual",
+                                             f"encoder.options.attention={name}"])
+               for name in ("timm", "sdpa")]
+    model, twin = (build(config, ctx.device) for config in configs)
+    twin.load_state_dict(model.state_dict())
+    size = configs[0].image_size
+    rows = []
+    for batch in batches:
+        inputs = model_inputs(model, size, batch, ctx.device)
+        calls = {name: forward_call(m, inputs, torch.bfloat16, ctx.device)
+                 for name, m in (("timm-attention", model), ("sdpa-attention", twin))}
+        try:
+            ms = components.median_ms(calls, ctx.device, 2, ctx.sizes.infer_runs)
+        except Exception as error:  # a failing fast path is a finding, not the end
+            return rows + [{"kv": "visual", "mode": "eager bf16 sdpa-attention",
+                            "batch": batch, "error": one_line(error)}]
+        rows += [_row("visual", f"eager bf16 {name}", batch, ms[name]) for name in calls]
+    return rows
+
+
+def attention_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """sdpa / timm window attention images/s per batch (:func:`attention_rows`)."""
+    rate = {(r["mode"], r["batch"]): r.get("images_per_s") for r in rows}
+    return [{"batch": batch, "sdpa_over_timm": round(rate[("eager bf16 sdpa-attention",
+                                                           batch)] / timm, 3)}
+            for (mode, batch), timm in rate.items()
+            if mode == "eager bf16 timm-attention" and timm
+            and rate.get(("eager bf16 sdpa-attention", batch))]
 
 
 def compiled_rows(ctx: Context, models: dict[str, torch.nn.Module], size: int,

@@ -25,6 +25,7 @@ BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, 
 
 TINY_MODEL = ("encoder.name=tiny", "encoder.preset=micro", "image_size=32", "veg.k=4",
               "decoder.dim=16")
+TINY_SWIN = ("encoder.preset=micro", "image_size=64", "veg.k=4", "decoder.dim=16")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Sizes:
     tests_timeout_s: int = 150
     # model overrides of every section's preset (the dry run's tiny model)
     model_overrides: tuple[str, ...] = ()
+    # the Swin model whose window attention is timed both ways (the dry run's: micro)
+    swin_overrides: tuple[str, ...] = ()
     recipe_steps: int = 300
     recipe_precisions: tuple[str, ...] = ("off", "bf16")
     recipe_overrides: tuple[str, ...] = ()
@@ -56,7 +59,8 @@ class Sizes:
 
 GPU = Sizes()
 DRY = Sizes(device="cpu", budget_s=600.0, matmul_n=256, tests_timeout_s=120,
-            model_overrides=TINY_MODEL, recipe_steps=4, recipe_precisions=("off",),
+            model_overrides=TINY_MODEL, swin_overrides=TINY_SWIN, recipe_steps=4,
+            recipe_precisions=("off",),
             recipe_overrides=("train.batch_size=2",), paper_steps=4,
             paper_warmup=1, batch_ladder=(4,), infer_batches=(1, 2), infer_runs=2,
             compile_backend="eager", compile_min_s=0.0, profile_steps=1,

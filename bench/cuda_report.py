@@ -104,6 +104,10 @@ def _inference(i: dict[str, Any], report: dict[str, Any]) -> list[str]:
         lines.append(f"| {mode} | {batch} | {_cell(v)} | {_cell(c)} | {_num(ratio, 3)} | "
                      f"{_num(v.get('mfu_pct'), 1)} | {_num(c.get('mfu_pct'), 1)} | "
                      f"{_num(v.get('first_call_s'), 1)} |")
+    attention = "; ".join(f"batch {r['batch']}: {r['sdpa_over_timm']}x"
+                          for r in i.get("sdpa_over_timm", []))
+    if attention:  # eager bf16 VIPA, Swin window attention through SDPA over timm's
+        lines += ["", f"- window attention through SDPA over timm's (eager bf16): {attention}"]
     return lines + ["", *_profile(i["profile"])]
 
 

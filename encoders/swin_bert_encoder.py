@@ -30,7 +30,7 @@ from vipa_encoders.bert_text import (
     random_bert,
 )
 from vipa_encoders.swin_bert import DEFAULT_PRESET, PRESETS, SwinBertPreset
-from vipa_encoders.swin_windows import WindowMasks, run_stage
+from vipa_encoders.swin_windows import ATTENTION, WindowMasks, run_stage
 from vipa_encoders.wordpiece import DEFAULT_VOCAB_CAP, WordPieceTokenizer
 from vipa_plugins.contracts import IMAGENET_MEAN, IMAGENET_STD, VisionLanguageEncoder
 
@@ -56,7 +56,7 @@ class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
     """
 
     def __init__(self, vision: nn.Module, text: BertTextEncoder, tokenizer: WordPieceTokenizer,
-                 *, image_size: int, pretrained: bool) -> None:
+                 *, image_size: int, pretrained: bool, attention: str = "timm") -> None:
         super().__init__()
         self.vision = vision
         self.text = text
@@ -68,7 +68,7 @@ class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
         self.image_mean = IMAGENET_MEAN
         self.image_std = IMAGENET_STD
         self.pretrained = pretrained
-        self.window_masks = WindowMasks()
+        self.window_masks = WindowMasks(attention)
 
     def stem(self, images: Tensor) -> Tensor:
         return self.vision.patch_embed(self.normalize(images)).permute(0, 3, 1, 2).contiguous()
@@ -152,7 +152,8 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
                     text_weights: str | None = None, text: str = "bert",
                     freeze_text: bool = False, max_text_len: int = 20,
                     vocab_size: int = DEFAULT_VOCAB_CAP,
-                    drop_path_rate: float = 0.1, window: int | None = None) -> SwinBertEncoder:
+                    drop_path_rate: float = 0.1, window: int | None = None,
+                    attention: str = "timm") -> SwinBertEncoder:
     """Build ``swin-bert``.
 
     ``weights``: ``random`` (nothing is read or downloaded), ``pretrained``
@@ -170,9 +171,13 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
     vision weights only): one that tiles every stage's grid leaves no pad tokens,
     which the unshifted windows would otherwise attend to as keys (the ``micro``
     preset's window 4 pads the 6 x 6 stride-16 grid at 96 px to 8 x 8; window 3
-    tiles 24 / 12 / 6 / 3 exactly).
+    tiles 24 / 12 / 6 / 3 exactly). ``attention``: ``timm`` (timm's window attention)
+    or ``sdpa`` (``scaled_dot_product_attention`` with the bias and shift mask cached
+    in the compute dtype; the same function, :mod:`vipa_encoders.swin_windows`).
     """
     name = preset or DEFAULT_PRESET
+    if attention not in ATTENTION:
+        raise ConfigError(f"swin-bert attention={attention!r}; known: {', '.join(ATTENTION)}")
     if name not in PRESETS:
         raise ConfigError(f"unknown swin-bert preset {name!r}; known: {', '.join(PRESETS)}")
     spec = PRESETS[name]
@@ -204,7 +209,8 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
         freeze_text = False
     text.requires_grad_(not freeze_text)
     encoder = SwinBertEncoder(vision, text, tokenizer, image_size=image_size,
-                              pretrained=vision_file is not None or text_source is not None)
+                              pretrained=vision_file is not None or text_source is not None,
+                              attention=attention)
     if local_state:
         load_encoder_state(encoder, weights, WHAT)
         encoder.pretrained = True

@@ -24,7 +24,9 @@ def test_dry_run_runs_every_section_and_writes_the_report(tmp_path):
     paper = sections["paper_train"]
     assert paper["steps"] == 4 and 0 <= paper["data_wait_pct"] <= 100
     modes = {row["mode"] for row in sections["inference"]["rows"]}
-    assert modes == {"eager fp32", "eager bf16", "bf16 weights"}
+    assert modes == {"eager fp32", "eager bf16", "bf16 weights", "eager bf16 timm-attention",
+                     "eager bf16 sdpa-attention"}
+    assert [r["batch"] for r in sections["inference"]["sdpa_over_timm"]] == [1, 2]
     compiled = sections["compile"]["rows"]
     assert compiled and all(row["mode"] == "compiled bf16" and row["images_per_s"] > 0
                             for row in compiled)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vipa.errors import ConfigError
 from vipa_encoders.swin_bert import PRESETS
-from vipa_encoders.swin_bert_encoder import _build_vision
+from vipa_encoders.swin_bert_encoder import _build_vision, build_swin_bert
 from vipa_encoders.swin_windows import WindowMasks, run_stage
 
 
@@ -67,3 +68,60 @@ def test_masks_are_built_once_per_grid(paper_last_stage):
         run_stage(layer, x[:1], masks)
     assert list(masks.masks) == list(built)
     assert all(masks.masks[key] is mask for key, mask in built.items())
+
+
+def _stages(model: torch.nn.Module, inputs: list[torch.Tensor], masks: WindowMasks):
+    return [run_stage(layer, x, masks) for layer, x in zip(model.layers, inputs, strict=True)]
+
+
+def test_the_sdpa_path_matches_timms_forward_and_backward_in_fp32():
+    """micro at 96 px: stage 3's 6 x 6 grid pads to 8 x 8, so masks, pads and shifts all
+    take part; outputs and every gradient agree with timm's window attention."""
+    model = vision("micro", 96).train()
+    inputs = stage_inputs(model, 96)
+    grads = {}
+    for attention in ("timm", "sdpa"):
+        model.zero_grad()
+        torch.manual_seed(1)  # drop_path is 0: nothing random, but keep the draws equal
+        outputs = _stages(model, inputs, WindowMasks(attention))
+        sum(o.square().mean() for o in outputs).backward()
+        grads[attention] = ([o.detach() for o in outputs],
+                            {n: p.grad.clone() for n, p in model.named_parameters()
+                             if p.grad is not None})
+    (timm_out, timm_grads), (sdpa_out, sdpa_grads) = grads["timm"], grads["sdpa"]
+    for ours, theirs in zip(sdpa_out, timm_out, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert timm_grads.keys() == sdpa_grads.keys()
+    assert any("relative_position_bias_table" in name for name in sdpa_grads)
+    for name, grad in timm_grads.items():
+        torch.testing.assert_close(sdpa_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_sdpa_bias_cache_follows_the_bias_table():
+    model = vision("micro", 96)
+    inputs = stage_inputs(model, 96)
+    masks = WindowMasks("sdpa")
+    with torch.no_grad():
+        first = _stages(model, inputs, masks)
+        cached = len(masks.biases)
+        assert cached == sum(len(layer.blocks) for layer in model.layers)
+        torch.testing.assert_close(_stages(model, inputs, masks), first)
+        assert len(masks.biases) == cached  # reused, not rebuilt
+        for layer in model.layers:  # an optimizer step changes the tables in place
+            for block in layer.blocks:
+                block.attn.relative_position_bias_table.add_(0.5 * torch.randn_like(
+                    block.attn.relative_position_bias_table))
+        changed = _stages(model, inputs, masks)
+        torch.testing.assert_close(changed, _stages(model, inputs, WindowMasks("timm")),
+                                   rtol=1e-5, atol=1e-5)
+        assert len(masks.biases) == cached  # the stale versions were dropped
+    assert not torch.allclose(changed[0], first[0])
+    with pytest.raises(ValueError, match="attention must be one of"):
+        WindowMasks("flash")
+
+
+def test_swin_bert_takes_the_attention_option():
+    encoder = build_swin_bert("micro", image_size=64, attention="sdpa")
+    assert encoder.window_masks.attention == "sdpa"
+    with pytest.raises(ConfigError, match="attention='flash'"):
+        build_swin_bert("micro", image_size=64, attention="flash")
