@@ -134,7 +134,8 @@ class VipaDecoder(nn.Module):
                 expression_mask: Tensor | None, output_size: tuple[int, int],
                 places: Tensor | None = None,
                 relevance: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
-        """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first).
+        """Features (finest first) -> (logits (B, 1, H, W), aux logits at (H, W), coarse first;
+        in training only: evaluation computes no head it does not use).
 
         ``expression`` is the VEG's visual expression; the model builds its VEG
         with one exactly when ``kv`` is ``visual`` or ``both``. ``places``: the VEG's
@@ -146,7 +147,7 @@ class VipaDecoder(nn.Module):
         x: Tensor | None = None
         aux: list[Tensor] = []
         prior = self.prior_logits(relevance)
-        if prior is not None:
+        if prior is not None and self.training:  # aux outputs feed the loss alone
             aux.append(_resize(prior, output_size))
         for level in reversed(range(len(features))):
             feature = features[level]
@@ -162,11 +163,12 @@ class VipaDecoder(nn.Module):
                 chained = self.chains_prior(projected.shape[-2:], prior.shape[-2:])
                 prior = here if chained else prior
             x = self.blocks[level](projected, memory, ignore, memory_pos, self.config.pos_enc)
-            if level > 0 and self.aux_heads:
+            if level > 0 and self.aux_heads and (self.training or chained):
                 level_logits = self.aux_heads[len(features) - 1 - level](x)
                 if chained:
                     prior = level_logits = prior + level_logits
-                aux.append(_resize(level_logits, output_size))
+                if self.training:
+                    aux.append(_resize(level_logits, output_size))
         logits = self.mask_head(x)
         if prior is not None:
             logits = logits + prior
