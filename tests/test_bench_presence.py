@@ -1,0 +1,52 @@
+"""bench.presence: presence answers per target kind and per kind of no-match phrase."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import presence
+from vipa.config import DataConfig, resolve_config
+from vipa.data.synthetic import Obj, Scene, generate_synthetic
+from vipa.errors import UsageError
+from vipa.training import train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(single_thread):
+    """These tests train; see ``single_thread`` in conftest."""
+
+
+def _trained(root, run, *sets: str):
+    options = {"encoder": "tiny", "preset": "micro", "fusion": "early", "data": "synthetic-gres",
+               "data_root": root, "image_size": 32, "batch_size": 4, "max_steps": 1,
+               "device": "cpu", "output": run}
+    cfg = resolve_config("cpu", options, ["veg.k=4", "decoder.dim=16", "train.warmup_steps=0",
+                                          "train.val_every=100", "data.max_val_samples=2",
+                                          *sets])
+    return train(cfg, progress=False).run_dir / "last.safetensors"
+
+
+def test_every_sample_is_counted_once_per_group(tmp_path):
+    root = generate_synthetic(tmp_path / "data", seed=2, n_train=12, n_val=40, n_test=2,
+                              image_size=48, style="gres")
+    checkpoint = _trained(root, tmp_path / "run", "model.presence=head")
+    r = presence.diagnose(checkpoint, DataConfig(name="synthetic-gres", root=str(root)),
+                          "val", samples=1000)
+    assert r["none"]["samples"] > 0 and r["single"]["samples"] > 0
+    assert r["none"]["samples"] == sum(v["samples"] for k, v in r.items()
+                                       if k.count("/") == 1)
+    assert {k for k in r if k.count("/") == 1} <= {"none/bound", "none/lacking"}
+    for value in r.values():
+        assert 0 <= value["present"] <= 1 and 0 < value["mean_probability"] < 1
+    without = _trained(root, tmp_path / "off")
+    with pytest.raises(UsageError, match="no presence head"):
+        presence.diagnose(without, DataConfig(name="synthetic-gres", root=str(root)), "val", 4)
+
+
+def test_a_phrase_is_bound_when_the_scene_has_its_colour_and_its_shape():
+    scene = Scene((Obj("circle", "green", "big", "plain", 30, 30, 12),
+                   Obj("star", "red", "big", "plain", 90, 90, 12)), 128)
+    assert presence.none_kind("the green star", scene) == ("bound", "attribute")
+    assert presence.none_kind("the leftmost green star", scene) == ("bound", "position")
+    assert presence.none_kind("the square", scene) == ("lacking", "attribute")
+    assert presence.none_kind("the blue circle", scene) == ("lacking", "attribute")
