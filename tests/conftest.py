@@ -18,6 +18,7 @@ from PIL import Image
 
 from vipa.config import resolve_config
 from vipa.data.synthetic import generate_synthetic
+from vipa.inference.onnx_export import EXPORTER_VARIABLE
 from vipa.training import train
 from vipa_plugins import manager as plugin_manager
 
@@ -31,6 +32,9 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cache = tmp_path_factory.mktemp("vipa-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIPA_CACHE", str(cache))
+        # The suite's many small ONNX exports go through the legacy exporter (5x faster to
+        # export); tests/test_export.py runs the default (dynamo) path by name.
+        patch.setenv(EXPORTER_VARIABLE, "legacy")
         yield cache
 
 

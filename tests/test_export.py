@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
@@ -25,6 +26,7 @@ from vipa.inference.export import (
     export_model,
     verify_export,
 )
+from vipa.inference.onnx_export import EXPORTER_VARIABLE, OPSET, choose_exporter
 from vipa.inference.runtime import load_exported
 from vipa.inference.sidecar import read_sidecar
 from vipa.model import build_model
@@ -122,14 +124,20 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-dynamo", "pt2", "torchscript"])
 def test_predict_with_exported_model_matches_checkpoint(trained, tmp_path, monkeypatch, fmt):
+    """onnx: the suite's legacy exporter ($VIPA_ONNX_EXPORTER, conftest); onnx-dynamo: the
+    default users get, through torch.export."""
     checkpoint, root = trained
+    fmt, _, exporter = fmt.partition("-")
     output = tmp_path / DEFAULT_NAMES[fmt]
     exported = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--format", fmt,
-                                   "--output", str(output)], catch_exceptions=False)
+                                   "--output", str(output),
+                                   *(["--onnx-exporter", exporter] if exporter else [])],
+                             catch_exceptions=False)
     assert exported.exit_code == 0, exported.output
     assert "verified: max abs difference" in exported.output
+    assert "Skipping constant folding" not in exported.output  # no library noise
     dataset = RISDataset(root, "synthetic", "train")
     image = dataset.image_dir / dataset.items[0].file_name
     phrases = [dataset.items[0].text, "the big blue thing on the right"]
@@ -165,8 +173,35 @@ def test_predictor_reads_only_the_sidecar(trained, tmp_path):
         load_exported(output, "cpu")
 
 
-def test_export_cli_errors(trained, tmp_path):
+def test_the_default_onnx_exporter_is_dynamo_with_int8_and_parity(monkeypatch, tmp_path):
+    """The README's encoder through torch.export: parity at another batch and text length
+    (verify_export), and int8 quantisation of that graph, checked on its masks."""
+    monkeypatch.delenv(EXPORTER_VARIABLE)
+    assert choose_exporter() == "dynamo"
+    model = small_model("swin-bert", "early")
+    result = export_model(model, tmp_path / "model.onnx", "onnx")
+    assert result.max_abs_diff <= 1e-4
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    assert graph.opset_import[0].version == OPSET  # the dynamo exporter's opset, not 17
+    quantized = export_model(model, tmp_path / "int8.onnx", "onnx", quantize="int8")
+    assert quantized.mask_agreement >= 0.9
+
+
+def test_export_cli_errors(trained, tmp_path, monkeypatch):
     checkpoint, _ = trained
+    wrong = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--onnx-exporter",
+                                "torchscript", "--output", str(tmp_path / "m.onnx")])
+    assert wrong.exit_code != 0
+    assert "--onnx-exporter='torchscript': the ONNX exporter is one of dynamo, legacy" \
+        in wrong.output
+    other = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--format", "pt2",
+                                "--onnx-exporter", "dynamo", "--output", str(tmp_path / "m")])
+    assert other.exit_code != 0 and "--onnx-exporter is for --format onnx" in other.output
+    monkeypatch.setenv(EXPORTER_VARIABLE, "fast")
+    variable = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--output",
+                                   str(tmp_path / "m.onnx")])
+    assert variable.exit_code != 0 and "$VIPA_ONNX_EXPORTER='fast'" in variable.output
+    monkeypatch.setenv(EXPORTER_VARIABLE, "legacy")
     bad = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--format", "tflite",
                               "--output", str(tmp_path / "m")])
     assert bad.exit_code == 2 and "unknown export format 'tflite'" in bad.output

@@ -53,6 +53,25 @@ def without_log_records(source: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def without_log_message(logger: str, message: str) -> Iterator[None]:
+    """Drop records of the logger named ``logger`` whose message starts with ``message``
+    inside the block (a filter on that logger, so it holds with no handler configured)."""
+    if verbose():
+        yield
+        return
+    target = logging.getLogger(logger)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(message)
+
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
+
+
+@contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' load report, config notes and progress bars off inside the block.
 

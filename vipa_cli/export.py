@@ -26,6 +26,11 @@ def export_command(
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Run the exported model and compare with PyTorch "
                                      "(max abs diff <= 1e-3)."),
+    onnx_exporter: str = typer.Option(None, "--onnx-exporter",
+                                      help="dynamo (torch.export, the default) or legacy "
+                                           "(the TorchScript-based exporter PyTorch "
+                                           "deprecated: several times faster to export); "
+                                           "default $VIPA_ONNX_EXPORTER, else dynamo."),
 ) -> None:
     """Export the whole model (images, token ids, mask -> logits, relevance).
 
@@ -38,13 +43,16 @@ def export_command(
 
       [cyan]vipa export -c runs/x/best.safetensors --format pt2 -o model.pt2[/cyan]
     """
+    from vipa.errors import UsageError
     from vipa.inference.export import DEFAULT_NAMES, export_checkpoint
     from vipa.training.runs import default_checkpoint
 
     checkpoint = checkpoint or default_checkpoint()
     output = output or checkpoint.parent / DEFAULT_NAMES.get(fmt, "model.onnx")
+    if onnx_exporter is not None and fmt != "onnx":
+        raise UsageError(f"--onnx-exporter is for --format onnx, not {fmt}")
     result = export_checkpoint(checkpoint, output, fmt, verify=verify, threshold=threshold,
-                               quantize=quantize)
+                               quantize=quantize, onnx_exporter=onnx_exporter)
     console.print(f"exported {result.format} model to {result.output}", highlight=False)
     console.print(f"sidecar (tokenizer, preprocessing) written to {result.sidecar}",
                   highlight=False)

@@ -12,7 +12,6 @@ the file through the same :class:`~vipa.inference.runtime.Runtime` that
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from dataclasses import dataclass
@@ -25,9 +24,14 @@ from torch import Tensor, nn
 from vipa.checkpoint import load_model
 from vipa.config import to_dict
 from vipa.errors import DataError, ExportError, UsageError, first_line
+from vipa.inference.onnx_export import (
+    choose_exporter,
+    dynamic_shapes,
+    export_onnx,
+    unpack_attention,
+)
 from vipa.inference.runtime import load_exported
 from vipa.inference.sidecar import (
-    INPUT_NAMES,
     OUTPUT_NAMES,
     Sidecar,
     sidecar_path,
@@ -85,40 +89,6 @@ def example_inputs(model: nn.Module, phrases: tuple[str, ...],
     return images, ids, mask, image_index
 
 
-def _unpack_attention(module: nn.Module) -> nn.Module:
-    """A copy whose nn.MultiheadAttention layers use separate q/k/v weights (same values).
-
-    With a packed ``in_proj_weight`` and ``key is value``, PyTorch's packed
-    projection traces ``unflatten`` with the example's text length frozen into a
-    Reshape, so the ONNX graph fails on any other phrase length. The separate
-    projection path has no such reshape; verification proves the values match.
-    """
-    module = copy.deepcopy(module)
-    for layer in module.modules():
-        if isinstance(layer, nn.MultiheadAttention) and layer._qkv_same_embed_dim:
-            q, k, v = layer.in_proj_weight.detach().chunk(3)
-            layer.q_proj_weight = nn.Parameter(q.clone())
-            layer.k_proj_weight = nn.Parameter(k.clone())
-            layer.v_proj_weight = nn.Parameter(v.clone())
-            layer.in_proj_weight = None
-            layer._qkv_same_embed_dim = False
-    return module.eval()
-
-
-def _export_onnx(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -> None:
-    text_axes = {0: "batch", 1: "text_length"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about python values; verified below
-        torch.onnx.export(
-            _unpack_attention(wrapper), inputs, str(output), dynamo=False, opset_version=17,
-            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            dynamic_axes={"images": {0: "images"}, "token_ids": text_axes,
-                          "attention_mask": text_axes, "image_index": {0: "batch"},
-                          "logits": {0: "batch"}, "relevance": {0: "batch"},
-                          "presence": {0: "batch"}},
-        )
-
-
 def _export_torchscript(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -> None:
     # The tracer reads every attribute of every module: transformers' models log a note
     # about their unused loss_function when it does.
@@ -131,19 +101,15 @@ def _export_torchscript(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: 
 def _export_pt2(wrapper: nn.Module, inputs: tuple[Tensor, ...], output: Path) -> None:
     """A ``torch.export`` program (``torch.export.save``), dynamic in images, batch and
     text length; no TorchScript involved."""
-    max_len = wrapper.model.encoder.tokenizer.max_len
-    images = torch.export.Dim("images", min=1, max=1024)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    text = torch.export.Dim("text_length", min=2, max=max(max_len, 3))
-    shapes = ({0: images}, {0: batch, 1: text}, {0: batch, 1: text}, {0: batch})
+    shapes = dynamic_shapes(wrapper.model.encoder.tokenizer.max_len)
     with warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")
-        program = torch.export.export(_unpack_attention(wrapper), inputs,
+        program = torch.export.export(unpack_attention(wrapper), inputs,
                                       dynamic_shapes=shapes, strict=False)
     torch.export.save(program, str(output))
 
 
-EXPORTERS = {"onnx": _export_onnx, "pt2": _export_pt2, "torchscript": _export_torchscript}
+EXPORTERS = {"pt2": _export_pt2, "torchscript": _export_torchscript}  # onnx: .onnx_export
 FORMAT_NAMES = {"onnx": "ONNX", "pt2": "torch.export", "torchscript": "TorchScript"}
 # Default file name of each format beside the checkpoint.
 DEFAULT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.pt"}
@@ -179,18 +145,22 @@ def verify_export(wrapper: nn.Module, path: Path, tolerance: float = TOLERANCE) 
 def export_model(model: nn.Module, output: str | Path, fmt: str = "onnx", *,
                  verify: bool = True, threshold: float = 0.5,
                  checkpoint: str | Path | None = None,
-                 quantize: str | None = None) -> ExportResult:
+                 quantize: str | None = None,
+                 onnx_exporter: str | None = None) -> ExportResult:
     """Export ``model`` (a VipaModel) to ``output`` and write its sidecar.
 
     The model ends up on the CPU (export and verification run there) in the
     train/eval mode it came in. ``quantize="int8"`` (ONNX only) writes the
     dynamically quantised graph, checked by mask agreement (:mod:`.quantize`).
+    ``onnx_exporter``: ``dynamo`` or ``legacy`` (:mod:`.onnx_export`; default
+    ``$VIPA_ONNX_EXPORTER``, else ``dynamo``).
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     if quantize not in (None, "int8") or (quantize and fmt != "onnx"):
         raise UsageError(f"--quantize takes int8, with --format onnx (got {quantize!r} "
                          f"for {fmt})")
+    exporter = choose_exporter(onnx_exporter) if fmt == "onnx" else None
     output = Path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -200,22 +170,22 @@ def export_model(model: nn.Module, output: str | Path, fmt: str = "onnx", *,
     try:
         if quantize:
             return _export_int8(model.to("cpu"), output, verify=verify, threshold=threshold,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, exporter=exporter)
         return _export(model.to("cpu"), output, fmt, verify=verify, threshold=threshold,
-                       checkpoint=checkpoint)
+                       checkpoint=checkpoint, exporter=exporter)
     finally:
         model.train(was_training)
 
 
 def _export_int8(model: nn.Module, output: Path, *, verify: bool, threshold: float,
-                 checkpoint: str | Path | None) -> ExportResult:
+                 checkpoint: str | Path | None, exporter: str | None) -> ExportResult:
     """fp32 ONNX (verified as usual) -> int8 at ``output``, checked on its masks."""
     from vipa.inference.quantize import MASK_AGREEMENT, mask_agreement, quantize_int8
 
     fp32 = output.with_name(f".{output.name}.fp32.onnx")
     try:
         first = _export(model, fp32, "onnx", verify=verify, threshold=threshold,
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint, exporter=exporter)
         quantize_int8(fp32, output)
     finally:
         for leftover in (fp32, sidecar_path(fp32)):
@@ -232,13 +202,17 @@ def _export_int8(model: nn.Module, output: Path, *, verify: bool, threshold: flo
 
 
 def _export(model: nn.Module, output: Path, fmt: str, *, verify: bool, threshold: float,
-            checkpoint: str | Path | None) -> ExportResult:
+            checkpoint: str | Path | None, exporter: str | None) -> ExportResult:
     # Export keeps each module's own mode: eval() on the wrapper sets every submodule.
     wrapper = Exportable(model).eval()
     try:
         # Traced with autograd on: under no_grad, eval-mode nn.MultiheadAttention takes a fused
         # fast path (aten::_native_multi_head_attention) that ONNX cannot express.
-        EXPORTERS[fmt](wrapper, example_inputs(model, TRACE_PHRASES), output)
+        inputs = example_inputs(model, TRACE_PHRASES)
+        if fmt == "onnx":
+            export_onnx(wrapper, inputs, output, exporter or choose_exporter())
+        else:
+            EXPORTERS[fmt](wrapper, inputs, output)
     except Exception as error:  # the exporters raise many unrelated types
         raise ExportError(f"{FORMAT_NAMES[fmt]} export failed: {first_line(error)}") from error
     side = write_sidecar(_sidecar(model, fmt, threshold, checkpoint), output)
@@ -261,8 +235,9 @@ def _sidecar(model: nn.Module, fmt: str, threshold: float,
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str = "onnx", *,
                       verify: bool = True, threshold: float = 0.5,
-                      quantize: str | None = None) -> ExportResult:
+                      quantize: str | None = None,
+                      onnx_exporter: str | None = None) -> ExportResult:
     """Load a checkpoint on CPU and :func:`export_model` it."""
     model, _ = load_model(checkpoint, "cpu")
     return export_model(model, output, fmt, verify=verify, threshold=threshold,
-                        checkpoint=checkpoint, quantize=quantize)
+                        checkpoint=checkpoint, quantize=quantize, onnx_exporter=onnx_exporter)
