@@ -6,7 +6,9 @@
   feeds the next stage. At initialisation the gate is 0, so ``early`` equals
   ``none`` exactly. ``pwam="lavt"`` builds LAVT's PWAM instead: an
   instance-normalised pixel query, an input-dependent Linear-ReLU-Linear-Tanh
-  gate on the fused map, and a LayerNorm on every stage output the decoder sees.
+  gate on the fused map, and, as LAVT's ``MMBasicLayer`` returns them, the
+  decoder sees the LayerNorm of the PWAM output itself while the next stage
+  takes the gated residual.
 - ``late``: the encoder runs unimodally; then per level pixels cross-attend to
   words and are FiLM-modulated by the sentence feature (residual).
 - ``none``: raw unimodal features.
@@ -105,9 +107,10 @@ class LavtPixelWordAttention(nn.Module):
     the gate is Linear-ReLU-Linear-Tanh of that product, per pixel and channel.
     """
 
-    def __init__(self, channels: int, text_dim: int, heads: int = 1) -> None:
+    def __init__(self, channels: int, text_dim: int, heads: int = 1, last: bool = False) -> None:
         super().__init__()
         self.heads = fit_heads(channels, heads)
+        self.last = last  # the last stage: no next stage takes the gated residual, so no gate
         self.query = nn.Linear(channels, channels)
         self.query_norm = TokenInstanceNorm(channels)
         self.key, self.value = nn.Linear(text_dim, channels), nn.Linear(text_dim, channels)
@@ -115,10 +118,12 @@ class LavtPixelWordAttention(nn.Module):
         self.out_norm = TokenInstanceNorm(channels)
         self.pixel_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
         self.mm_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
-        self.gate = nn.Sequential(nn.Linear(channels, channels, bias=False), nn.ReLU(),
-                                  nn.Linear(channels, channels, bias=False), nn.Tanh())
+        self.gate = None if last else nn.Sequential(
+            nn.Linear(channels, channels, bias=False), nn.ReLU(),
+            nn.Linear(channels, channels, bias=False), nn.Tanh())
 
-    def forward(self, x: Tensor, text: TextFeatures) -> Tensor:
+    def forward(self, x: Tensor, text: TextFeatures) -> tuple[Tensor, Tensor]:
+        """(the next stage's input ``x + gate(fused) * fused``, the PWAM output ``fused``)."""
         batch, channels, height, width = x.shape
         pixels = x.flatten(2).transpose(1, 2)
         words = text.words.to(pixels.dtype)
@@ -130,8 +135,9 @@ class LavtPixelWordAttention(nn.Module):
         attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=valid)
         language = self.out_norm(self.out(attended.transpose(1, 2).reshape(batch, -1, channels)))
         fused = self.mm_proj(self.pixel_proj(pixels) * language)
-        out = pixels + self.gate(fused) * fused
-        return out.transpose(1, 2).reshape(batch, channels, height, width)
+        out = pixels if self.gate is None else pixels + self.gate(fused) * fused
+        return tuple(t.transpose(1, 2).reshape(batch, channels, height, width)
+                     for t in (out, fused))
 
 
 PWAMS = {"scalar": PixelWordAttention, "lavt": LavtPixelWordAttention}
@@ -148,8 +154,9 @@ class EarlyFusion(Fusion):
     """PWAM-style gated pixel-word attention between encoder stages.
 
     ``pwam``: ``scalar`` (a zero-initialised scalar gate per channel; ``early``
-    starts equal to ``none``) or ``lavt`` (LAVT's PWAM and language gate, and a
-    LayerNorm on each stage output the decoder sees, as LAVT normalises them).
+    starts equal to ``none``; the decoder sees what the next stage takes) or
+    ``lavt`` (LAVT's PWAM and language gate; the decoder sees the LayerNorm of the
+    PWAM output, the next stage the gated residual, as in LAVT's ``lib/backbone.py``).
     """
 
     def __init__(self, out_channels: Sequence[int], text_dim: int, heads: int = 1,
@@ -159,7 +166,10 @@ class EarlyFusion(Fusion):
             raise ConfigError(f"unknown early-fusion pwam {pwam!r}; known: {', '.join(PWAMS)}")
         self.out_channels = tuple(out_channels)
         self.text_dim = text_dim
-        self.blocks = nn.ModuleList(PWAMS[pwam](c, text_dim, heads) for c in out_channels)
+        last = len(out_channels) - 1
+        self.blocks = nn.ModuleList(
+            LavtPixelWordAttention(c, text_dim, heads, last=i == last) if pwam == "lavt"
+            else PixelWordAttention(c, text_dim, heads) for i, c in enumerate(out_channels))
         self.norms = nn.ModuleList(ChannelLayerNorm(c) if pwam == "lavt" else nn.Identity()
                                    for c in out_channels)
 
@@ -169,7 +179,8 @@ class EarlyFusion(Fusion):
         features = []
         for index, (block, norm) in enumerate(zip(self.blocks, self.norms, strict=True)):
             x = block(encoder.forward_stage(index, x), text)
-            features.append(norm(x))  # the next stage takes x itself
+            x, seen = x if isinstance(x, tuple) else (x, x)  # lavt: the PWAM output
+            features.append(norm(seen))
         return features
 
 

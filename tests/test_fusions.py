@@ -127,21 +127,34 @@ def test_early_fusion_lavt_pwam_uses_text_ignores_padding_and_normalises_outputs
     for feature in features:  # LayerNorm over each pixel's channels (affine at init: 1, 0)
         torch.testing.assert_close(feature.mean(1), torch.zeros_like(feature.mean(1)),
                                    atol=1e-4, rtol=0)
-    features[-1].square().mean().backward()
-    assert all(block.gate[0].weight.grad.abs().sum() > 0 for block in lavt.blocks)
+    # At 64 px every stage has more than one pixel (instance norm over a single pixel is
+    # constant); a squared LayerNorm output is constant too: weigh it by random numbers.
+    larger = torch.rand(2, 3, 64, 64)
+    out = lavt(encoder, larger, text)[-1]
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    # every gate feeds a next stage; the last stage's output has none to feed (no gate)
+    assert all(block.gate[0].weight.grad.abs().sum() > 0 for block in lavt.blocks[:-1])
+    assert lavt.blocks[-1].gate is None
     encoder.zero_grad()
     lavt.eval()
     with torch.no_grad():
-        base = lavt(encoder, images, text)[-1]
+        base = lavt(encoder, larger, text)[-1]
         words = text.words.clone()
         words[~text.mask] = 100.0
-        padded = lavt(encoder, images, type(text)(words, text.mask, text.sentence))[-1]
-        other = lavt(encoder, images, _inputs(encoder, ("a green triangle", "star"))[1])[-1]
-        plain = _fusion("none", encoder)(encoder, images, text)[-1]
+        padded = lavt(encoder, larger, type(text)(words, text.mask, text.sentence))[-1]
+        other = lavt(encoder, larger, _inputs(encoder, ("a green triangle", "star"))[1])[-1]
+        plain = _fusion("none", encoder)(encoder, larger, text)[-1]
     assert torch.allclose(base, padded, atol=1e-5)
     assert not torch.allclose(base, other, atol=1e-4)
     assert not torch.allclose(base, torch.nn.functional.layer_norm(
         plain.permute(0, 2, 3, 1), plain.shape[1:2]).permute(0, 3, 1, 2), atol=1e-4)
+    with torch.no_grad():  # as LAVT: the decoder sees LN(PWAM output), the stage x + g * F
+        stage = encoder.forward_stage(0, encoder.stem(images))
+        following, fused = lavt.blocks[0](stage, text)
+        torch.testing.assert_close(lavt(encoder, images, text)[0], lavt.norms[0](fused))
+        gate = lavt.blocks[0].gate(fused.flatten(2).transpose(1, 2))
+        torch.testing.assert_close(following, stage + gate.transpose(1, 2).reshape(
+            stage.shape) * fused)
     scalar = _fusion("early", encoder)
     assert not any("norms" in key for key in scalar.state_dict())  # old checkpoints still load
     with pytest.raises(ConfigError, match="unknown early-fusion pwam 'x'; known: scalar, lavt"):
