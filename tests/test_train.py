@@ -255,6 +255,27 @@ def test_encoder_lr_scale_defaults_by_weights_and_applies_when_set(pretrained, s
     assert lrs["encoder"] == pytest.approx(expected)
 
 
+def test_the_fused_adamw_steps_as_the_default_one():
+    """CUDA weights get AdamW's fused kernel; on the CPU (where the recipe trains) it is
+    off by default, and forced on it gives the same weights as the default kernel."""
+    cfg = resolve_config("cpu", {"encoder": "tiny", "preset": "micro"}, ["decoder.dim=16"])
+    weights = {}
+    for fused in (None, True):
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        optimizer = build_optimizer(model, cfg, fused=fused)
+        assert bool(optimizer.defaults["fused"]) is bool(fused)
+        for step in range(3):
+            torch.manual_seed(step)
+            loss = sum((p * torch.randn_like(p)).sum() for p in model.parameters())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        weights[fused] = [p.detach().clone() for p in model.parameters()]
+    for default, fused in zip(weights[None], weights[True], strict=True):
+        torch.testing.assert_close(fused, default, rtol=1e-5, atol=1e-6)
+
+
 def test_time_budget_parsing_and_schedule():
     from vipa.config.validate import parse_duration
     from vipa.errors import ConfigError

@@ -12,11 +12,14 @@ PRETRAINED_ENCODER_LR_SCALE = 0.1
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: RunConfig,
+                    fused: bool | None = None) -> torch.optim.Optimizer:
     """AdamW; the encoder learns at ``lr * encoder_lr_scale``, the new modules at ``lr``.
 
     Unset, the scale is 0.1 for pretrained encoders (keep what they know) and
-    1.0 for random ones.
+    1.0 for random ones. ``fused`` (default: when the weights are on CUDA) runs
+    AdamW's fused kernel, one launch per step instead of one per tensor group; the
+    CPU recipe keeps the default implementation, so its runs repeat bit for bit.
     """
     t = cfg.train
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
@@ -27,7 +30,10 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optim
         scale = PRETRAINED_ENCODER_LR_SCALE if model.encoder.pretrained else 1.0
     groups = [{"params": other, "lr": t.lr, "name": "decoder"},
               {"params": encoder_params, "lr": t.lr * scale, "name": "encoder"}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=t.weight_decay)
+    if fused is None:
+        fused = all(p.is_cuda for p in other + encoder_params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=t.weight_decay,
+                             fused=fused or None)
 
 
 def poly_schedule(total_steps: int, power: float, warmup: int) -> Callable[[int], float]:
