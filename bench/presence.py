@@ -10,9 +10,12 @@ probability, and the no-target phrases split by what the scene holds:
   to the shape tells it apart;
 - ``lacking``: a shape or colour the picture does not have at all.
 
-Each also per expression kind (attribute or position phrase). A presence that
-reads "is there green, is there a star" and not "is there a green star" fails
-the ``bound`` phrases and passes the ``lacking`` ones.
+Each also per expression kind (attribute or position phrase), with the ROC AUC
+of the presence probability against the phrases that have a referent: a low
+share answered right with a high AUC is a threshold (calibration) problem, a
+low AUC one of what the model can tell apart. A presence that reads "is there
+green, is there a star" and not "is there a green star" fails the ``bound``
+phrases and passes the ``lacking`` ones.
 
     python -m bench.presence runs/gres/best.safetensors --samples 600
 """
@@ -76,9 +79,22 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
                 names += [f"none/{hardness}", f"none/{hardness}/{expression}"]
             for name in names:
                 groups.setdefault(name, []).append(p)
-    return {name: {"samples": len(ps), "present": sum(p >= 0.5 for p in ps) / len(ps),
-                   "mean_probability": sum(ps) / len(ps)}
-            for name, ps in sorted(groups.items())}
+    result = {name: {"samples": len(ps), "present": sum(p >= 0.5 for p in ps) / len(ps),
+                     "mean_probability": sum(ps) / len(ps)}
+              for name, ps in sorted(groups.items())}
+    positives = groups.get("single", []) + groups.get("multi", [])
+    for name in [n for n in result if n.startswith("none")]:
+        result[name]["auc"] = auc(positives, groups[name])
+    return result
+
+
+def auc(positives: list[float], negatives: list[float]) -> float | None:
+    """ROC AUC: the chance that a phrase with a referent scores above one without (ties
+    half); 1.0 means some threshold separates them, 0.5 that nothing does."""
+    if not positives or not negatives:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
 
 
 def main(argv: list[str] | None = None) -> int:

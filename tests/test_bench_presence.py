@@ -38,6 +38,9 @@ def test_every_sample_is_counted_once_per_group(tmp_path):
     assert {k for k in r if k.count("/") == 1} <= {"none/bound", "none/lacking"}
     for value in r.values():
         assert 0 <= value["present"] <= 1 and 0 < value["mean_probability"] < 1
+    assert 0 <= r["none"]["auc"] <= 1 and "auc" not in r["single"]
+    assert presence.auc([0.9, 0.8], [0.1, 0.85]) == 0.75
+    assert presence.auc([0.5], [0.5]) == 0.5 and presence.auc([], [0.2]) is None
     without = _trained(root, tmp_path / "off")
     with pytest.raises(UsageError, match="no presence head"):
         presence.diagnose(without, DataConfig(name="synthetic-gres", root=str(root)), "val", 4)
