@@ -24,6 +24,7 @@ from vipa.data.refer import decode_segmentation, load_refs
 from vipa.data.synthetic import DEFAULT, generate_synthetic, resolve, scene_of
 from vipa.metrics import GRESMetrics
 from vipa.model import VipaLoss, build_model
+from vipa.model.losses import presence_loss
 from vipa.training.trackers import scalars_of
 from vipa_cli import app
 
@@ -304,6 +305,20 @@ def test_the_presence_logit_trains_and_empties_the_mask_of_a_no_match(mode):
         last.fill_(50.0)
     assert torch.equal(model.predict(images, phrases).masks,
                        model.eval()(images, *model.tokenize(phrases)).logits.sigmoid() >= 0.5)
+
+
+def test_the_balanced_presence_loss_weighs_both_kinds_of_phrase_alike():
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    masks = torch.zeros(4, 1, 4, 4)
+    masks[[0, 2, 3], :, 1, 1] = 1  # three phrases with a referent, one without
+    each = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.tensor([1.0, 0.0, 1.0, 1.0]), reduction="none")
+    plain, balanced = presence_loss(logits, masks), presence_loss(logits, masks, balance=True)
+    torch.testing.assert_close(plain, each.mean())
+    torch.testing.assert_close(balanced, (each[[0, 2, 3]].mean() + each[1]) / 2)
+    one_kind = torch.ones(4, 1, 4, 4)  # every phrase has a referent: the plain mean
+    torch.testing.assert_close(presence_loss(logits, one_kind, balance=True),
+                               presence_loss(logits, one_kind))
 
 
 def test_eval_with_presence_says_no_match_as_an_empty_mask(grefcoco, tmp_path):

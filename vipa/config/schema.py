@@ -141,6 +141,9 @@ class LossConfig:
     # Generalized sets: BCE of the presence logit (model.presence) against "the phrase
     # refers to at least one object"; unused while model.presence is off.
     presence: float = 1.0
+    # Weigh the phrases with and without a referent equally in each batch's presence loss
+    # (about 1 in 8 built-in phrases has none, so the plain loss learns "present" first).
+    presence_balance: bool = False
 
 
 @dataclass

@@ -84,6 +84,21 @@ def pixel_contrastive_loss(relevance: Tensor, masks: Tensor, tau: float) -> Tens
     return per_sample.sum() / valid.sum().clamp(min=1)
 
 
+def presence_loss(logits: Tensor, masks: Tensor, balance: bool = False) -> Tensor:
+    """BCE of the presence logits (B,) against "the mask is not empty"; ``balance``: the
+    samples with and without a referent weigh half the loss each (when both are there)."""
+    present = masks.flatten(1).amax(1)
+    if not balance:
+        return F.binary_cross_entropy_with_logits(logits.float(), present)
+    count, total = present.sum(), present.numel()
+    weights = torch.where(present > 0, 0.5 / count.clamp(min=1),
+                          0.5 / (total - count).clamp(min=1))
+    one_class = (count == 0) | (count == total)  # then a plain mean (no host sync)
+    weights = weights * torch.where(one_class, 2.0, 1.0)
+    return F.binary_cross_entropy_with_logits(logits.float(), present, weight=weights,
+                                              reduction="sum")
+
+
 class VipaLoss(nn.Module):
     """Weighted sum of the VIPA losses; weights from :class:`LossConfig`."""
 
@@ -99,9 +114,8 @@ class VipaLoss(nn.Module):
         for term in (*relevance, *aux):  # the order the sum has always had
             total = total + term
         if output.presence is not None and self.config.presence:
-            present = masks.flatten(1).amax(1)
-            parts["presence"] = F.binary_cross_entropy_with_logits(output.presence.float(),
-                                                                   present)
+            parts["presence"] = presence_loss(output.presence, masks,
+                                              self.config.presence_balance)
             total = total + self.config.presence * parts["presence"]
         parts = {**parts, **relevance_parts, "total": total}
         return LossOutput(total, {k: v.detach() for k, v in parts.items()})
