@@ -260,7 +260,8 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("veg.special_tokens=drop",), ("veg.select=calibrated",),
               ("veg.word_pool=attention",), ("veg.straight_through=successive",),
               ("decoder.kv=both", "decoder.hide_expression=true"), ("presence=relevance",),
-              ("presence=head",), ("decoder.prior=true", "decoder.prior_resolution=veg")]
+              ("presence=head",), ("decoder.prior=true", "decoder.prior_resolution=veg"),
+              ("veg.position_cue=true",)]
 
 
 def test_dropping_special_tokens_exports_with_parity(tmp_path):

@@ -513,3 +513,23 @@ def test_successive_straight_through_reaches_every_cell_with_the_same_forward():
     torch.testing.assert_close(picked_st, picked)  # forward: exactly the hard picks
     assert not torch.allclose(grad_st, grad)
     assert (grad_st.abs() > 1e-9).all()  # every cell's score hears from the loss
+
+
+def test_the_position_cue_orders_the_cells_by_the_direction_the_sentence_gives():
+    """veg.position_cue: zero at the start (the relevance without it), then each cell's
+    relevance moves by its place along the sentence's direction; the losses train it."""
+    plain, cued = _model(), _model("veg.position_cue=true")
+    images, ids, mask, masks = _batch(cued)
+    cued.eval()
+    with torch.no_grad():
+        base = plain.eval()(images, ids, mask).relevance
+        torch.testing.assert_close(cued(images, ids, mask).relevance, base)
+        cued.veg.position_proj.bias.copy_(torch.tensor([-0.5, 0.0]))  # "towards the left"
+        moved = cued(images, ids, mask).relevance - base
+    width = moved.shape[-1]
+    xs = (torch.arange(width) + 0.5) / width * 2 - 1
+    torch.testing.assert_close(moved, (-0.5 * xs).expand_as(moved))
+    cued.train()
+    loss = VipaLoss(cued.config.loss)(cued(images, ids, mask), masks)
+    loss.total.backward()
+    assert cued.veg.position_proj.weight.grad.abs().sum() > 0

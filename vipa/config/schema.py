@@ -89,6 +89,12 @@ class VEGConfig:
     # relation's anchor noun fires as strongly as the referent's); "attention": a weighting
     # of the words computed from the sentence, the same for every token.
     word_pool: Literal["max", "attention"] = "max"
+    # vipa's (off in the paper): add to each cell's relevance the dot product of its place
+    # (x, y) with a direction read from the sentence (a linear map, zero at the start), so
+    # "the leftmost circle" can score the circles by how far left they lie; a cosine between
+    # a cell's token and the words has no such order (missed position phrases land on the
+    # referent's lookalike, docs/results.md).
+    position_cue: bool = False
 
 
 @dataclass

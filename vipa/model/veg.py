@@ -134,6 +134,10 @@ class VisualExpressionGenerator(nn.Module):
                                      for _ in range(config.context_layers))
         self.context_words = nn.Linear(text_dim, dim) if config.context_layers else None
         self.fallback_proj = nn.Linear(text_dim, dim) if expression and config.fallback else None
+        self.position_proj = nn.Linear(text_dim, 2) if config.position_cue else None
+        if self.position_proj is not None:  # starts as the relevance without the cue
+            nn.init.zeros_(self.position_proj.weight)
+            nn.init.zeros_(self.position_proj.bias)
 
     def relevance(self, tokens: Tensor, text: TextFeatures) -> Tensor:
         """(B, N) relevance of each token from word and/or sentence cues, in [-1, 1]."""
@@ -152,6 +156,13 @@ class VisualExpressionGenerator(nn.Module):
         else:
             weight = torch.tensor(float(self.config.mix), device=tokens.device)
         return weight * scores[0] + (1 - weight) * scores[1]
+
+    def position_cue(self, text: TextFeatures, height: int, width: int) -> Tensor:
+        """(B, N) ``veg.position_cue``: each cell's centre, from -1 to 1 across the image,
+        dotted with a direction the sentence gives (the same map for every cell)."""
+        places = grid_places(height, width, device=text.sentence.device) * 2 - 1  # (N, 2)
+        direction = self.position_proj(text.sentence.float())  # (B, 2)
+        return direction @ places.T
 
     def pool_words(self, sims: Tensor, text: TextFeatures, words: Tensor) -> Tensor:
         """(B, N) local cue from the token-word cosines (B, N, L): the best word's
@@ -238,6 +249,8 @@ class VisualExpressionGenerator(nn.Module):
             for layer in self.context:
                 tokens = layer(tokens, words, ignore_words)
         relevance = self.relevance(tokens, text)
+        if self.position_proj is not None:
+            relevance = relevance + self.position_cue(text, height, width)
         relevance_map = relevance.view(batch, height, width)
         if not self.expression:
             return VEGOutput(None, None, relevance_map)
