@@ -110,7 +110,6 @@ class LavtPixelWordAttention(nn.Module):
     def __init__(self, channels: int, text_dim: int, heads: int = 1, last: bool = False) -> None:
         super().__init__()
         self.heads = fit_heads(channels, heads)
-        self.last = last  # the last stage: no next stage takes the gated residual, so no gate
         self.query = nn.Linear(channels, channels)
         self.query_norm = TokenInstanceNorm(channels)
         self.key, self.value = nn.Linear(text_dim, channels), nn.Linear(text_dim, channels)
@@ -118,6 +117,7 @@ class LavtPixelWordAttention(nn.Module):
         self.out_norm = TokenInstanceNorm(channels)
         self.pixel_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
         self.mm_proj = nn.Sequential(nn.Linear(channels, channels), nn.GELU())
+        # The last stage (``last``): no next stage takes the gated residual, so no gate.
         self.gate = None if last else nn.Sequential(
             nn.Linear(channels, channels, bias=False), nn.ReLU(),
             nn.Linear(channels, channels, bias=False), nn.Tanh())
