@@ -75,7 +75,9 @@ def synth_command(
                                   layout=layout,
                                   progress=lambda done, _: bar.update(completed=done))
     dataset = "grefcoco" if layout == "grefcoco" else STYLES[style].dataset
-    console.print(f"wrote {total} one-object expressions to {root / dataset}; "
+    share = STYLES[style].generalized if generalized is None else generalized
+    extra = " (and the phrases for several objects or none beside them)" if share else ""
+    console.print(f"wrote {total} expressions{extra} to {root / dataset}; "
                   f"use --data {dataset} --data-root {root}", highlight=False)
 
 
