@@ -20,6 +20,7 @@ from vipa.data.synthetic import generate_synthetic
 from vipa.errors import ExportError
 from vipa.inference.export import (
     DEFAULT_NAMES,
+    TOLERANCE,
     TRACE_PHRASES,
     Exportable,
     export_checkpoint,
@@ -298,7 +299,11 @@ def test_vipa_options_round_trip_through_config_checkpoint_and_onnx(overrides, t
         torch.testing.assert_close(loaded(images, ids, mask, index).logits,
                                    model(images, ids, mask, index).logits)
     result = export_checkpoint(checkpoint, tmp_path / "model.onnx", "onnx")
-    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    # pwam=lavt hands the decoder LN(PWAM output), which carries float reordering further
+    # (2.7e-4 measured here, since the decoder saw LN(V + S * F) instead); the export's own
+    # tolerance (1e-3) holds.
+    tolerance = TOLERANCE if "fusion.options.pwam=lavt" in overrides else 1e-4
+    assert result.max_abs_diff is not None and result.max_abs_diff <= tolerance
 
 
 def test_a_swin_window_that_tiles_the_grid_round_trips_with_parity(tmp_path):
