@@ -23,7 +23,7 @@ import numpy as np
 
 from vipa.data.images import read_image
 from vipa.data.index import MANIFEST, open_dataset
-from vipa.data.manifest import ManifestIndex, Record, object_masks
+from vipa.data.manifest import ManifestIndex, Record, decode_entry
 from vipa.errors import DataError, UsageError
 
 CUSTOM_NAME, CUSTOM_SPLIT_BY = "refer", "custom"
@@ -128,8 +128,7 @@ def _segmentation(where: str, entry: dict[str, Any], info: dict[str, Any], root:
         return value
     from pycocotools import mask as mask_utils
 
-    mask = object_masks(Record(where, Path(), [], [entry], ""), info["height"], info["width"],
-                        root)[0]
+    mask = decode_entry(where, entry, info["height"], info["width"], root)
     if not mask.any():
         raise DataError(f"{where}: the mask is empty")
     rle = mask_utils.encode(np.asfortranarray(mask))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,14 @@ TARGET_KINDS = ("single", "multi", "none")
 def target_kind(count: int) -> str:
     """gRefCOCO's sample kinds: ``none``, ``single`` or ``multi`` target."""
     return "none" if count == 0 else "single" if count == 1 else "multi"
+
+
+def sentences_per_kind(items: Iterable[tuple[int, int]]) -> dict[str, int]:
+    """``{"<kind>-target sentences": n}`` from (referent count, sentence count) pairs."""
+    counts = dict.fromkeys(TARGET_KINDS, 0)
+    for targets, sentences in items:
+        counts[target_kind(targets)] += sentences
+    return {f"{kind}-target sentences": n for kind, n in counts.items()}
 
 
 def refs_file(folder: Path, dataset: str, split_by: str) -> Path:

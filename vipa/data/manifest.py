@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from vipa.data.generalized import TARGET_KINDS, target_kind
+from vipa.data.generalized import sentences_per_kind
 from vipa.data.images import read_image
 from vipa.data.refer import SPLITS, Sample, decode_segmentation
 from vipa.errors import DataError
@@ -107,12 +107,14 @@ def record_mask(record: Record, height: int, width: int, root: Path) -> np.ndarr
 
 def object_masks(record: Record, height: int, width: int, root: Path) -> list[np.ndarray]:
     """Each referent's mask, uint8 (H, W) 0/1; DataError naming the line when one cannot be."""
-    return [_decode(f"{record.where} masks[{i}]" if record.generalized else record.where,
+    return [decode_entry(f"{record.where} masks[{i}]" if record.generalized else record.where,
                     entry, height, width, root) for i, entry in enumerate(record.masks)]
 
 
-def _decode(where: str, entry: dict[str, Any], height: int, width: int,
-            root: Path) -> np.ndarray:
+def decode_entry(where: str, entry: dict[str, Any], height: int, width: int,
+                 root: Path) -> np.ndarray:
+    """One mask entry (``{"mask"|"polygon"|"rle": ...}``) as uint8 (H, W) 0/1; DataError
+    naming ``where`` when it cannot be."""
     (key, value), = entry.items()
     if key == "mask":
         if not isinstance(value, str):
@@ -186,10 +188,9 @@ class ManifestIndex:
             records = self.records[split]
             out[split] = {"images": len({r.image for r in records}), "refs": len(records),
                           "sentences": sum(len(r.texts) for r in records)}
-            if any(r.generalized for r in records):  # as ReferIndex.stats counts them
-                for kind in TARGET_KINDS:
-                    out[split][f"{kind}-target sentences"] = sum(
-                        len(r.texts) for r in records if target_kind(len(r.masks)) == kind)
+            if any(r.generalized for r in records):
+                out[split].update(sentences_per_kind((len(r.masks), len(r.texts))
+                                                     for r in records))
         return out
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vipa.data.generalized import TARGET_KINDS, generalize, refs_file, target_kind
+from vipa.data.generalized import generalize, refs_file, sentences_per_kind
 from vipa.data.images import read_image
 from vipa.data.safe_pickle import load_plain_pickle
 from vipa.errors import ConfigError, DataError, did_you_mean
@@ -195,10 +195,9 @@ class ReferIndex:
                 "sentences": sum(len(ref["sentences"]) for ref in refs),
             }
             if any("targets" in ref for ref in refs):  # generalized: sentences per kind
-                for kind in TARGET_KINDS:
-                    out[split][f"{kind}-target sentences"] = sum(
-                        len(ref["sentences"]) for ref in refs
-                        if target_kind(len(ref.get("targets", (ref["ann_id"],)))) == kind)
+                out[split].update(sentences_per_kind(
+                    (len(ref.get("targets", (ref["ann_id"],))), len(ref["sentences"]))
+                    for ref in refs))
         return out
 
 
