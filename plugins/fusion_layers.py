@@ -70,13 +70,15 @@ class PixelWordAttention(_PixelsToWords):
         self.out_proj = nn.Conv2d(channels, channels, 1)
         self.gate = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: Tensor, text: TextFeatures) -> Tensor:
+    def forward(self, x: Tensor, text: TextFeatures) -> tuple[Tensor, Tensor]:
+        """(the next stage's input, the level's output): both the gated residual."""
         batch, channels, height, width = x.shape
         attended = self.attend(x.flatten(2).transpose(1, 2), text)
         language = self.language_proj(attended).transpose(1, 2).reshape(
             batch, channels, height, width)
         fused = self.out_proj(self.pixel_proj(x) * language)
-        return x + torch.tanh(self.gate).view(1, -1, 1, 1) * fused
+        out = x + torch.tanh(self.gate).view(1, -1, 1, 1) * fused
+        return out, out
 
 
 class TokenInstanceNorm(nn.Module):
@@ -178,8 +180,7 @@ class EarlyFusion(Fusion):
         x = encoder.stem(images)
         features = []
         for index, (block, norm) in enumerate(zip(self.blocks, self.norms, strict=True)):
-            x = block(encoder.forward_stage(index, x), text)
-            x, seen = x if isinstance(x, tuple) else (x, x)  # lavt: the PWAM output
+            x, seen = block(encoder.forward_stage(index, x), text)  # next input, level output
             features.append(norm(seen))
         return features
 
