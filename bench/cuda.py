@@ -5,6 +5,8 @@ matrix ceiling), ``tests`` (tests/test_device.py on the device), ``recipe``
 (the ``cpu`` recipe for 300 steps in fp32 and bf16, loss curves beside the CPU
 reference), ``paper_train`` (the paper preset, random weights, 30 bf16 steps at
 batch 8: step time, data wait, peak memory; the largest batch that fits),
+``fast_train`` (the paper preset's step today, with static text shapes and
+compiled, at batch 8 and 32: images/s, training MFU, LAVT-epoch minutes),
 ``inference`` (eager fp32 / bf16 / compiled bf16, VIPA vs classic, MFU,
 profile), ``onnx`` (export, parity on onnxruntime's CUDA provider where there
 is one), ``ddp`` (``torchrun --nproc-per-node 1``, NCCL) and ``data`` (the
@@ -37,7 +39,7 @@ from typing import Any
 
 import torch
 
-from bench import cuda_sections
+from bench import cuda_sections, cuda_training
 from bench.cuda_inference import compiled, inference
 from bench.cuda_plan import DRY, GPU, SECTIONS, Context, Sizes, one_line
 from bench.cuda_report import markdown, plot_curves
@@ -45,7 +47,8 @@ from bench.report import emit
 from vipa.data.synthetic import generate_synthetic
 
 RUNNERS = {"machine": cuda_sections.machine, "tests": cuda_sections.tests,
-           "recipe": cuda_sections.recipe, "paper_train": cuda_sections.paper_train,
+           "recipe": cuda_sections.recipe, "paper_train": cuda_training.paper_train,
+           "fast_train": cuda_training.fast_train,
            "data": cuda_sections.data, "onnx": cuda_sections.onnx, "ddp": cuda_sections.ddp,
            "inference": inference, "compile": compiled}
 REFERENCE = Path(__file__).parent / "results" / "cuda-recipe-cpu.json"

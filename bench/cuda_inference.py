@@ -45,7 +45,7 @@ def inference(ctx: Context) -> dict[str, Any]:
     attention = attention_rows(ctx, sorted({1, best["visual"]}))
     out = {"image_size": size, "flops_per_image": flops,
            "gflops_per_image": {kv: round(f / 1e9, 1) for kv, f in flops.items()},
-           "peak_tflops": _peak_tflops(ctx), "best_batch": best}
+           "peak_tflops": peak_tflops(ctx), "best_batch": best}
     return {**out, "rows": with_mfu(rows + attention, out), "ratios": ratios(rows),
             "sdpa_over_timm": attention_ratios(attention),
             "profile": profile(ctx, models["visual"], size, best["visual"])}
@@ -81,7 +81,8 @@ def with_mfu(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[dict[str,
     return rows
 
 
-def _peak_tflops(ctx: Context) -> float | None:
+def peak_tflops(ctx: Context) -> float | None:
+    """The card's datasheet bf16 peak (else the measured matmul ceiling) from ``machine``."""
     machine = ctx.results.get("machine", {})
     return machine.get("bf16_peak_tflops_datasheet") or machine.get("bf16_matmul_tflops_measured")
 

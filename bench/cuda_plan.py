@@ -8,6 +8,7 @@ deadline every section checks before it starts more work.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,14 @@ import torch
 
 # In run order; compiling goes last: it takes what time is left.
 SECTIONS = ("machine", "tests", "recipe", "paper_train", "data", "onnx", "ddp", "inference",
-            "compile")
+            "compile", "fast_train")
 
 # Dense bf16 tensor-core peak by card name (the vendors' datasheets, no sparsity).
-BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
-                    "L4": 121.0}
+BF16_PEAK_TFLOPS = (
+    (r"H100.*PCIe", 756.5), (r"H100 NVL", 835.5), (r"H200 NVL", 835.5),
+    (r"H100", 989.4), (r"H200", 989.4), (r"GH200", 989.4),  # SXM: "NVIDIA H100 80GB HBM3"
+    (r"A100", 312.0), (r"L40S", 362.0), (r"A10\b", 125.0), (r"L4\b", 121.0),
+)
 
 TINY_MODEL = ("encoder.name=tiny", "encoder.preset=micro", "image_size=32", "veg.k=4",
               "decoder.dim=16")
@@ -51,6 +55,9 @@ class Sizes:
     compile_backend: str = "inductor"
     compile_min_s: float = 90.0  # no compile is started with less time left
     profile_steps: int = 5
+    fast_batches: tuple[int, ...] = (8, 32)
+    fast_steps: int = 20
+    fast_warmup: int = 3
     loader_workers: tuple[int, ...] = (0, 4, 8, 16)
     loader_batches: int = 30
     ddp_timeout_s: int = 150
@@ -64,6 +71,7 @@ DRY = Sizes(device="cpu", budget_s=600.0, matmul_n=256, tests_timeout_s=120,
             recipe_overrides=("train.batch_size=2",), paper_steps=4,
             paper_warmup=1, batch_ladder=(4,), infer_batches=(1, 2), infer_runs=2,
             compile_backend="eager", compile_min_s=0.0, profile_steps=1,
+            fast_batches=(2,), fast_steps=2, fast_warmup=1,
             loader_workers=(0, 1), loader_batches=2,
             ddp_timeout_s=120, tiny_data=True)
 
@@ -114,7 +122,7 @@ def is_oom(error: BaseException) -> bool:
 
 def bf16_peak_tflops(card: str) -> float | None:
     """The datasheet's dense bf16 peak of a card, by name; None for a card not listed."""
-    for name, peak in BF16_PEAK_TFLOPS.items():
-        if name in card:
+    for pattern, peak in BF16_PEAK_TFLOPS:
+        if re.search(rf"\b{pattern}", card):
             return peak
     return None

@@ -16,7 +16,7 @@ def markdown(report: dict[str, Any]) -> str:
              f", {report['wall_s']:.0f} s in all.", ""]
     renderers = {"machine": _machine, "tests": _tests, "recipe": _recipe,
                  "paper_train": _paper_train, "inference": _inference, "onnx": _onnx,
-                 "ddp": _ddp, "data": _data, "compile": _compile}
+                 "ddp": _ddp, "data": _data, "compile": _compile, "fast_train": _fast_train}
     for name, render in renderers.items():
         if name not in s:
             continue
@@ -84,6 +84,24 @@ def _paper_train(p: dict[str, Any], _: dict) -> list[str]:
                                         or row.get("skipped", "")) for row in p["ladder"]),
              f"- largest batch that fitted: {p['largest_batch']}"]
     return lines
+
+
+def _fast_train(f: dict[str, Any], _: dict) -> list[str]:
+    """Today's step beside the fast path: one table row per batch size and arm."""
+    lines = [f"- paper preset, bf16, one sync per timed loop; forward "
+             f"{f['forward_gflops_per_image']} GFLOPs per image, training MFU (3x forward) "
+             f"against {f['peak_tflops']} TFLOP/s", "",
+             "| batch | arm | warm-up s | ms / step | images/s | training MFU % | LAVT epoch min |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in f["rows"]:
+        if "images_per_s" not in row:
+            reason = row.get("error") or row.get("skipped")
+            lines.append(f"| {row['batch']} | {row['arm']} | {reason} | | | | |")
+            continue
+        lines.append(f"| {row['batch']} | {row['arm']} | {row['warmup_s']} | {row['step_ms']} | "
+                     f"{row['images_per_s']} | {row.get('train_mfu_pct', '')} | "
+                     f"{row['lavt_epoch_min']} |")
+    return [*lines, ""]
 
 
 def _inference(i: dict[str, Any], report: dict[str, Any]) -> list[str]:

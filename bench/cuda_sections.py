@@ -3,7 +3,8 @@
 Every section takes the :class:`~bench.cuda_plan.Context` and returns a JSON-able
 dict; :mod:`bench.cuda` runs them in order, catches what they raise and writes
 the report after each, so a run cut short still leaves what it measured.
-The inference timings are in :mod:`bench.cuda_inference`.
+The training timings are in :mod:`bench.cuda_training`, the inference ones in
+:mod:`bench.cuda_inference`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bench.cuda_plan import Context, bf16_peak_tflops, is_oom, one_line
+from bench.cuda_plan import Context, bf16_peak_tflops
 from bench.data import loader_rates
 from bench.models import preset_model_config
 from bench.speed import machine_info
@@ -29,8 +30,6 @@ from vipa.config import resolve_config
 from vipa.data.build import build_dataset
 from vipa.model import outputs
 from vipa.training import train
-from vipa.training.distributed import DistInfo
-from vipa.training.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "torchvision", "timm", "transformers", "tokenizers", "onnxruntime",
@@ -147,99 +146,6 @@ def recipe_run(ctx: Context, amp: str) -> dict[str, Any]:
             "samples_per_s": round(statistics.median(r["samples_per_s"] for r in steps), 1)
             if steps else None,
             "final_val_oIoU": round(val[-1]["oIoU"], 4) if val else None}
-
-
-# ---------------------------------------------------------------------------- paper training
-
-
-def paper_train(ctx: Context) -> dict[str, Any]:
-    """The paper preset (random weights) for N steps in bf16 at batch 8: step time, data wait,
-    peak memory; then the largest batch that fits, from a ladder of batch sizes."""
-    options = {**ctx.data_options(), "device": str(ctx.device),
-               "max_steps": ctx.sizes.paper_steps, "output": str(ctx.scratch / "paper")}
-    cfg = resolve_config("paper", options, ctx.overrides("train.amp=bf16",
-                                                         "data.max_val_samples=8"))
-    start = time.perf_counter()
-    session = Session(cfg, DistInfo(), ctx.scratch / "paper", resume=False)
-    setup_s = time.perf_counter() - start
-    batches = session.batches(lambda: None)
-    result = {"batch_size": cfg.train.batch_size, "image_size": cfg.model.image_size,
-              "num_workers": cfg.data.num_workers, "amp": cfg.train.amp,
-              "setup_s": round(setup_s, 1),
-              "params_m": round(sum(p.numel() for p in session.model.parameters()) / 1e6, 1),
-              **timed_steps(ctx, session, batches)}
-    result["ladder"] = batch_ladder(ctx, session, next(batches)[0])
-    fits = [row["batch"] for row in result["ladder"] if "step_ms" in row]
-    result["largest_batch"] = max([cfg.train.batch_size, *fits])
-    return result
-
-
-def timed_steps(ctx: Context, session: Session, batches) -> dict[str, Any]:  # noqa: ANN001
-    """Per step: seconds waiting for the loader, seconds of the step; after the warm-up."""
-    if ctx.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(ctx.device)
-    waits, steps = [], []
-    for _ in range(ctx.sizes.paper_steps):
-        start = time.perf_counter()
-        group = next(batches)
-        ready = time.perf_counter()
-        session.step(group)
-        ctx.sync()
-        waits.append(ready - start)
-        steps.append(time.perf_counter() - ready)
-    warm = ctx.sizes.paper_warmup
-    wait, step = sum(waits[warm:]), sum(steps[warm:])
-    measured = len(steps) - warm
-    out = {"steps": len(steps), "warmup_steps": warm,
-           "first_step_s": round(waits[0] + steps[0], 2),
-           "step_ms_median": round(1000 * statistics.median(steps[warm:]), 1),
-           "step_ms_mean": round(1000 * step / measured, 1),
-           "data_wait_ms_mean": round(1000 * wait / measured, 2),
-           "data_wait_pct": round(100 * wait / (wait + step), 2),
-           "images_per_s": round(session.cfg.train.batch_size * measured / (wait + step), 1)}
-    if ctx.device.type == "cuda":
-        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
-    return out
-
-
-def batch_ladder(ctx: Context, session: Session, batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """Two steps per batch size (the loader's batch repeated); stop at the first OOM."""
-    rows = []
-    for size in ctx.sizes.batch_ladder:
-        if ctx.remaining() < 60:
-            rows.append({"batch": size, "skipped": "time budget"})
-            break
-        big = grown(batch, size)
-        try:
-            if ctx.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(ctx.device)
-            session.step([big])
-            ctx.sync()
-            start = time.perf_counter()
-            session.step([big])
-            ctx.sync()
-        except Exception as error:  # OOM ends the ladder; anything else is a finding too
-            session.parts.optimizer.zero_grad(set_to_none=True)
-            rows.append({"batch": size, "error": "out of memory" if is_oom(error)
-                         else one_line(error)})
-            if ctx.device.type == "cuda":
-                torch.cuda.empty_cache()
-            break
-        ms = 1000 * (time.perf_counter() - start)
-        row = {"batch": size, "step_ms": round(ms, 1), "images_per_s": round(size / ms * 1000, 1)}
-        if ctx.device.type == "cuda":
-            row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
-        rows.append(row)
-    return rows
-
-
-def grown(batch: dict[str, Any], size: int) -> dict[str, Any]:
-    """``batch`` repeated up to ``size`` samples (tensors and lists alike)."""
-    have = len(batch["text"])
-    index = [i % have for i in range(size)]
-    return {key: value[index] if isinstance(value, torch.Tensor)
-            else [value[i] for i in index] if isinstance(value, list) and len(value) == have
-            else value for key, value in batch.items()}
 
 
 # ---------------------------------------------------------------------------- ONNX

@@ -61,12 +61,14 @@ class Tokenizer(abc.ABC):
         """
         return [], len(text.split())
 
-    def arrays(self, texts: Sequence[str]):  # noqa: ANN201 - numpy is imported lazily
-        """int64 numpy ``(token_ids, attention_mask)``, (B, L) padded to the longest phrase."""
+    def arrays(self, texts: Sequence[str], fixed: bool = False):  # noqa: ANN201 - numpy lazily
+        """int64 numpy ``(token_ids, attention_mask)``, (B, L) padded to the longest phrase,
+        or with ``fixed`` to ``max_len`` (the same shape every batch: torch.compile, CUDA
+        graphs)."""
         import numpy as np
 
         rows = self.encode([str(t) for t in texts])
-        length = max((len(row) for row in rows), default=1)
+        length = self.max_len if fixed else max((len(row) for row in rows), default=1)
         ids = np.full((len(rows), length), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), length), dtype=np.int64)
         for i, row in enumerate(rows):
@@ -74,9 +76,9 @@ class Tokenizer(abc.ABC):
             mask[i, : len(row)] = 1
         return ids, mask
 
-    def __call__(self, texts: Sequence[str]):  # noqa: ANN204 - torch is imported lazily
+    def __call__(self, texts: Sequence[str], fixed: bool = False):  # noqa: ANN204 - torch lazily
         """int64 torch ``(token_ids, attention_mask)``: :meth:`arrays` as tensors."""
         import torch
 
-        ids, mask = self.arrays(texts)
+        ids, mask = self.arrays(texts, fixed)
         return torch.from_numpy(ids), torch.from_numpy(mask)

@@ -34,6 +34,10 @@ def test_dry_run_runs_every_section_and_writes_the_report(tmp_path):
     assert sections["onnx"]["cpu_max_abs_diff"] <= 1e-4
     assert sections["ddp"]["backend"] == "gloo" and sections["ddp"]["ranks_agree"]
     assert all(row["images_per_s"] > 0 for row in sections["data"]["rows"])
+    fast = sections["fast_train"]["rows"]
+    assert [(r["arm"], r["batch"]) for r in fast] == [("eager", 2), ("static", 2),
+                                                      ("compiled", 2)]
+    assert all(r["images_per_s"] > 0 and r["lavt_epoch_min"] > 0 for r in fast), fast
     text = paths["md"].read_text()
     assert all(f"**{name}**" in text for name in SECTIONS)
     assert paths["png"].stat().st_size > 0
@@ -45,3 +49,15 @@ def test_unknown_sections_and_a_missing_gpu_stop_in_one_line(capsys):
     if not cuda.torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             cuda.main(["--only", "machine"])
+
+
+@pytest.mark.parametrize(("card", "peak"), [
+    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.5), ("NVIDIA H100 NVL", 835.5),
+    ("NVIDIA H200", 989.4), ("NVIDIA H200 NVL", 835.5), ("NVIDIA A100-SXM4-80GB", 312.0),
+    ("NVIDIA L40S", 362.0), ("NVIDIA A10", 125.0), ("NVIDIA L4", 121.0), ("NVIDIA A40", None),
+])
+def test_the_bf16_peak_is_looked_up_by_the_exact_card(card, peak):
+    """An H100 PCIe or NVL is not an SXM card; an A10 is not an A100, an L4 not an L40S."""
+    from bench.cuda_plan import bf16_peak_tflops
+
+    assert bf16_peak_tflops(card) == peak

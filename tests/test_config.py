@@ -149,3 +149,11 @@ def test_on_off_words_keep_their_meaning_in_word_and_boolean_fields():
     assert cfg.train.amp == "off"
     assert (cfg.model.veg.retrieval, cfg.model.veg.refine, cfg.model.decoder.coords) == (
         False, True, False)
+
+
+def test_an_unknown_compile_backend_is_one_line_before_training():
+    from vipa.config import resolve_config
+
+    with pytest.raises(ConfigError, match="train.compile_backend: 'inductr' .* inductor"):
+        resolve_config("cpu", {"compile": True}, ["train.compile_backend=inductr"])
+    assert resolve_config("cpu", {}, ["train.compile_backend=inductr"])  # unused: not checked

@@ -371,3 +371,26 @@ def test_eval_writes_coco_results_that_match_its_png_masks(checkpoint, data_root
         assert record["area"] == int(written.sum()) and len(record["bbox"]) == 4
     bad = invoke(*args, str(tmp_path / "x"), "--format", "xml")
     assert bad.exit_code == 2 and "unknown prediction format" in bad.stderr
+
+
+def test_compile_gives_the_eager_masks_and_refuses_an_export(checkpoint, photo, tmp_path):
+    """A compiled runtime (aot_eager here: inductor's code generation takes minutes on 2
+    cores) pads phrases to max_len and gives the eager masks; --compile with an exported
+    model is refused in one line."""
+    texts = ["the astronaut", "the red flag on the left"]
+    results = {}
+    for compile_with in (False, "aot_eager"):
+        runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu", compile=compile_with)
+        results[compile_with] = predict_image(runtime, photo, texts,
+                                              tmp_path / str(compile_with))
+    ids, _ = runtime.tokenize(["flag"])
+    assert ids.shape == (1, runtime.tokenizer.max_len)
+    for eager, compiled in zip(results[False], results["aot_eager"], strict=True):
+        assert np.array_equal(np.asarray(Image.open(eager.mask)),
+                              np.asarray(Image.open(compiled.mask)))
+        assert abs(eager.score - compiled.score) < 1e-4
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"")  # refused before it is read
+    result = runner.invoke(app, ["predict", str(photo), "flag", "--model", str(onnx),
+                                 "--compile", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "--compile runs a checkpoint" in result.output

@@ -484,8 +484,8 @@ def test_interrupted_resume_points_never_lose_the_state_of_the_weights(world, tm
     assert [p.name for p in run.glob("last.state-*.pt")] == [f"last.state-{loaded.step + 3}.pt"]
 
 
-def test_a_nan_loss_stops_before_the_update_and_keeps_the_checkpoint(world, tmp_path,
-                                                                    monkeypatch):
+def test_a_nan_loss_stops_before_its_weights_are_saved_and_keeps_the_checkpoint(
+        world, tmp_path, monkeypatch):
     import torch
 
     import vipa.training.session as session
@@ -509,6 +509,7 @@ def test_a_nan_loss_stops_before_the_update_and_keeps_the_checkpoint(world, tmp_
                                          "--batch-size", "4"),
                                  "--set", "veg.k=4", "--set", "decoder.dim=16",
                                  "--set", "train.checkpoint_every=2"])
-    _expect_one_line(result, 1, "loss became nan at step 3; stopped before updating the weights")
+    _expect_one_line(result, 1,
+                     "loss became nan at step 3; stopped before saving the weights it updated")
     saved = read_checkpoint(run / "last.safetensors")
     assert saved.step == 2 and all(torch.isfinite(t).all() for t in saved.tensors.values())

@@ -422,3 +422,49 @@ def test_eval_reports_val_testa_and_testb_by_default(data_root, tmp_path):
     typo = runner.invoke(app, ["eval", "--checkpoint", str(result.best), "--data-root",
                                str(data_root), "--split", "testb", "--no-progress"])
     assert typo.exit_code == 2 and "did you mean 'testB'?" in typo.output
+
+
+@pytest.mark.parametrize("encoder", ["tiny", "swin-bert"])
+def test_phrases_padded_to_max_text_len_give_the_same_outputs(encoder):
+    """train.text_padding=max (static shapes for torch.compile) changes no prediction."""
+    cfg = resolve_config("cpu", {"encoder": encoder, "preset": "micro", "image_size": 64},
+                         ["decoder.dim=16", "veg.k=4"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    texts = ["the red circle", "the small blue square on the left", "cross"]
+    model.encoder.tokenizer.fit(texts)
+    images = torch.rand(3, 3, 64, 64)
+    outputs = {}
+    for fixed in (False, True):
+        ids, mask = model.encoder.tokenizer(texts, fixed)
+        assert ids.shape[1] == (cfg.model.max_text_len if fixed else int(mask.sum(1).max()))
+        with torch.no_grad():
+            outputs[fixed] = model(images, ids, mask).logits
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-4, atol=1e-4)
+
+
+def test_the_loader_tokenizes_and_a_compiled_step_trains(data_root, tmp_path):
+    """train.compile: the loader pads every batch to max_text_len, the step runs through
+    torch.compile (aot_eager: dynamo and AOT autograd trace forward and backward; inductor's
+    code generation takes minutes on 2 cores, bench.cuda runs it on a GPU), and the weights
+    keep the model's own parameter names."""
+    from vipa.training.distributed import DistInfo
+    from vipa.training.session import Session
+
+    cfg = tiny_config(data_root, tmp_path / "run", 1, "train.compile=true",
+                      "train.compile_backend=aot_eager")
+    session = Session(cfg, DistInfo(), tmp_path / "run", resume=False)
+    group = [next(iter(session.loader))]
+    ids, mask = session.model.encoder.tokenizer(group[0]["text"], True)
+    assert group[0]["token_ids"].shape == (4, cfg.model.max_text_len)
+    assert torch.equal(group[0]["token_ids"], ids)
+    assert torch.equal(group[0]["attention_mask"], mask)
+    before = {k: v.clone() for k, v in session.model.state_dict().items()}
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    losses = session.step(group)
+    session.confirm_finite()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames  # it compiled
+    assert torch.isfinite(losses["loss"])
+    after = session.model.state_dict()
+    assert after.keys() == before.keys()  # no "_orig_mod." prefix in checkpoints
+    assert any(not torch.equal(before[k], after[k]) for k in before)

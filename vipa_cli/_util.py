@@ -136,6 +136,14 @@ def device_option() -> typer.models.OptionInfo:
     return typer.Option("auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
+def compile_option() -> typer.models.OptionInfo:
+    """``--compile`` of the commands that run a checkpoint (predict, serve)."""
+    return typer.Option(False, "--compile",
+                        help="Run the checkpoint through torch.compile: the first call of "
+                             "each batch size compiles (minutes), later ones are faster on "
+                             "a GPU.")
+
+
 class ConsoleLines(logging.Handler):
     """A log record as one line on the stderr console (``warning: ...``), never wrapped.
 

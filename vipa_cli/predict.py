@@ -12,6 +12,7 @@ from vipa_cli._util import (
     EXIT_USAGE_ERROR,
     app,
     checkpoint_option,
+    compile_option,
     console,
     device_option,
     err_console,
@@ -47,6 +48,7 @@ def predict_command(
                                  help="Print one JSON record per phrase; with many images, "
                                       "write them as one COCO-style results.json in --out."),
     device: str = device_option(),
+    compile_model: bool = compile_option(),
     progress: bool = typer.Option(True, help="Progress bar for many images or --batch."),
 ) -> None:
     """Segment what each phrase refers to; write masks and overlays at the image's size.
@@ -91,7 +93,7 @@ def predict_command(
         from vipa.inference.batch import run_batch
 
         records = run_batch(batch, out, checkpoint=checkpoint, model=model, device=device,
-                            threshold=threshold, heatmap=heatmap,
+                            compile=compile_model, threshold=threshold, heatmap=heatmap,
                             progress=progress and not as_json)
         if records is None:  # a torchrun rank other than 0: rank 0 reports
             return
@@ -101,12 +103,13 @@ def predict_command(
 
         fetched = fetch_image(image)
         if fetched is None and names_many(image):
-            raise typer.Exit(_predict_many(image, texts, checkpoint, model, device, out,
-                                           threshold, heatmap, progress, as_json))
+            raise typer.Exit(_predict_many(image, texts, checkpoint, model, device,
+                                           compile_model, out, threshold, heatmap, progress,
+                                           as_json))
         from vipa.inference.loading import load_runtime
         from vipa.inference.predict import predict_image
 
-        runtime = load_runtime(checkpoint, model, device)
+        runtime = load_runtime(checkpoint, model, device, compile_model)
         data, stem = fetched if fetched is not None else (Path(image), None)
         records = [r.to_json() for r in predict_image(runtime, data, texts, out, stem=stem,
                                                       source=image, threshold=threshold,
@@ -126,8 +129,8 @@ def _check_unquoted_glob(texts: list[str]) -> None:
 
 
 def _predict_many(spec: str, texts: list[str], checkpoint: Path | None, model: Path | None,
-                  device: str, out: Path, threshold: float, heatmap: bool, progress: bool,
-                  as_json: bool) -> int:
+                  device: str, compile_model: bool, out: Path, threshold: float,
+                  heatmap: bool, progress: bool, as_json: bool) -> int:
     """Every phrase on every image ``spec`` names; the exit code (1 if any image failed)."""
     from vipa.inference.io import check_phrases
     from vipa.inference.loading import load_runtime
@@ -135,7 +138,7 @@ def _predict_many(spec: str, texts: list[str], checkpoint: Path | None, model: P
 
     images = expand_images(spec)
     texts = check_phrases(texts)
-    runtime = load_runtime(checkpoint, model, device)
+    runtime = load_runtime(checkpoint, model, device, compile_model)
     results, failures = predict_many(runtime, images, texts, out, threshold=threshold,
                                      heatmap=heatmap, progress=progress)
     done = f"{len(images) - len(failures)} of {len(images)} images, {len(results)} masks"

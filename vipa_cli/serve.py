@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from vipa_cli._util import app, checkpoint_option, device_option, err_console
+from vipa_cli._util import app, checkpoint_option, compile_option, device_option, err_console
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def serve_command(
     threshold: float = typer.Option(0.5, "--threshold", "--conf",
                                    help="Foreground probability threshold (--conf: the same)."),
     device: str = device_option(),
+    compile_model: bool = compile_option(),
 ) -> None:
     """Serve predictions over HTTP: GET /health, POST /predict, GET /metrics.
 
@@ -67,7 +68,7 @@ def serve_command(
     if not _loopback(host) and not api_key:
         err_console.print(f"[bold yellow]warning:[/] binding {host} without --api-key: anyone "
                           "who can reach this port can use the model", highlight=False)
-    runtime = load_runtime(checkpoint, model, device)
+    runtime = load_runtime(checkpoint, model, device, compile_model)
     settings = Settings(max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                         api_key=api_key, max_phrases=max_phrases, max_queued=max_queued,
                         max_body_bytes=int(max_body_mb * 1024 * 1024), threshold=threshold)

@@ -40,6 +40,7 @@ OPTION_KEYS = {
     "seed": "train.seed",
     "time_budget": "train.time_budget",
     "logger": "train.loggers",
+    "compile": "train.compile",
 }
 
 

@@ -226,6 +226,15 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)
     # Training loggers besides metrics.jsonl (register_loggers plugins: tensorboard, ...).
     loggers: list[str] = field(default_factory=list)
+    # torch.compile the model before the first step (in place; checkpoints are unchanged).
+    # The first steps compile (minutes on a GPU); worth it for long runs.
+    compile: bool = False
+    # torch.compile's backend: inductor (generates kernels), cudagraphs, aot_eager (traces
+    # forward and backward, generates nothing: a quick check that a model compiles) ...
+    compile_backend: str = "inductor"
+    # Phrases padded to the batch's longest ("longest") or to model.max_text_len ("max":
+    # the same shapes every step, which compile needs); "auto": max when compiling.
+    text_padding: Literal["auto", "longest", "max"] = "auto"
 
 
 @dataclass

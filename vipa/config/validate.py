@@ -128,3 +128,10 @@ def validate_run(cfg: Any) -> None:
     """ConfigError (one line) for the first value a run config cannot have."""
     validate_model(cfg.model)
     _check(cfg, RUN_RULES, "")
+    if cfg.train.compile:
+        import torch  # only to list the backends this torch has (loads torch._dynamo)
+
+        known = torch.compiler.list_backends(exclude_tags=())
+        if cfg.train.compile_backend not in known:
+            raise ConfigError(f"train.compile_backend: {cfg.train.compile_backend!r} is not "
+                              f"allowed; it must be a torch.compile backend: {', '.join(known)}")

@@ -120,3 +120,20 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
+
+
+class TokenizingCollate:
+    """:func:`collate` plus ``token_ids`` / ``attention_mask`` for the batch's phrases.
+
+    The loader's workers tokenize, not the training step. ``fixed`` pads every
+    batch to the tokenizer's ``max_len`` (static shapes for torch.compile).
+    """
+
+    def __init__(self, tokenizer: Any, fixed: bool = False) -> None:  # noqa: ANN401 - a Tokenizer
+        self.tokenizer, self.fixed = tokenizer, fixed
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        out = collate(batch)
+        if "text" in out:
+            out["token_ids"], out["attention_mask"] = self.tokenizer(out["text"], self.fixed)
+        return out

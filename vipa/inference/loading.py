@@ -17,22 +17,29 @@ from vipa.inference.sidecar import sidecar_path
 
 
 def load_runtime(checkpoint: str | Path | None = None, model: Path | None = None,
-                 device: str = "auto") -> Runtime:
-    """``--checkpoint`` (default: the latest run's best; or a folder or Hub id) or ``--model``."""
+                 device: str = "auto", compile: bool | str = False) -> Runtime:  # noqa: A002
+    """``--checkpoint`` (default: the latest run's best; or a folder or Hub id) or ``--model``.
+
+    ``compile``: the PyTorch model through torch.compile (``--compile``; True is inductor,
+    a string another backend), never a trace.
+    """
     if model is not None:
         if checkpoint is not None:
             raise UsageError("give either --checkpoint or --model, not both")
+        if compile:
+            raise UsageError("--compile runs a checkpoint's PyTorch model; an exported "
+                             "model (--model) runs as it was exported")
         return load_exported(Path(model), device)
     if checkpoint is None:
         from vipa.training.runs import default_checkpoint
 
         checkpoint = default_checkpoint()
-    return open_model(checkpoint, device)
+    return open_model(checkpoint, device, compile)
 
 
-def checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
+def checkpoint_runtime(checkpoint: Path, device: str, compile: bool | str = False) -> Runtime:  # noqa: A002
     """On the CPU the checkpoint's (or model folder's) cached trace
-    (:mod:`vipa.inference.traced`), else the PyTorch model."""
+    (:mod:`vipa.inference.traced`), else the PyTorch model (compiled with ``compile``)."""
     from vipa.cache import fast_start_cache_enabled
     from vipa.device import resolve_device
     from vipa.inference.traced import traced_copy
@@ -42,18 +49,18 @@ def checkpoint_runtime(checkpoint: Path, device: str) -> Runtime:
         from vipa.hub import read_folder
 
         folder = read_folder(checkpoint)
-    if fast_start_cache_enabled() and resolve_device(device).type == "cpu":
+    if not compile and fast_start_cache_enabled() and resolve_device(device).type == "cpu":
         traced = traced_copy(checkpoint)
         if traced is not None:
             return TorchScriptRuntime(traced, "cpu")
     if folder is not None:
         from vipa.checkpoint import build_from
 
-        return TorchRuntime(build_from(folder), device)
-    return TorchRuntime.from_checkpoint(checkpoint, device)
+        return TorchRuntime(build_from(folder), device, compile)
+    return TorchRuntime.from_checkpoint(checkpoint, device, compile)
 
 
-def open_model(source: str | Path, device: str = "auto") -> Runtime:
+def open_model(source: str | Path, device: str = "auto", compile: bool | str = False) -> Runtime:  # noqa: A002
     """The runtime for ``source``: an export (it has a sidecar), a checkpoint, a model folder
     or a Hub id (``org/name``, ``hf://org/name@revision``)."""
     from vipa.hub import hub_folder, hub_source
@@ -62,10 +69,13 @@ def open_model(source: str | Path, device: str = "auto") -> Runtime:
     hub = hub_source(source)
     path = hub_folder(*hub) if hub is not None else checkpoint_in(source)
     if path.is_dir():
-        return checkpoint_runtime(path, device)
+        return checkpoint_runtime(path, device, compile)
     if path.is_file():
-        if sidecar_path(path).is_file():
+        if sidecar_path(path).is_file() and not compile:
             return load_exported(path, device)
-        return checkpoint_runtime(path, device)
+        if sidecar_path(path).is_file():
+            raise UsageError(f"--compile runs a checkpoint's PyTorch model; {source} is an "
+                             "exported model and runs as it was exported")
+        return checkpoint_runtime(path, device, compile)
     raise DataError(f"no model at {source}: give a checkpoint (.safetensors), an exported "
                     f"model with its .vipa.json sidecar, a model folder or a Hub id (ORG/NAME)")

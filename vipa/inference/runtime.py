@@ -40,6 +40,7 @@ class Runtime(abc.ABC):
     tokenizer: Tokenizer
     expression_size: int  # retrieved VEG tokens (0: retrieval off, nothing to draw)
     has_presence: bool = False  # the model says "no match" (model.presence)
+    fixed_text: bool = False  # phrases padded to max_len (a compiled model: static shapes)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and mask for ``texts``, warning about every phrase the model cuts.
@@ -53,7 +54,7 @@ class Runtime(abc.ABC):
                 logger.warning("phrase %r has %d tokens; truncated to the model's limit of %d",
                                shorten(text), full, self.tokenizer.max_len)
             self._warn_unknown(text)
-        return self.tokenizer.arrays(texts)
+        return self.tokenizer.arrays(texts, self.fixed_text)
 
     def _warn_unknown(self, text: str) -> None:
         warned = self.__dict__.setdefault("_warned_phrases", set())
@@ -99,7 +100,9 @@ class Runtime(abc.ABC):
 class TorchRuntime(Runtime):
     """A PyTorch model (from a checkpoint) in eval mode, without gradients."""
 
-    def __init__(self, model, device: str = "auto") -> None:  # noqa: ANN001 - a VipaModel
+    def __init__(self, model, device: str = "auto",  # noqa: ANN001 - a VipaModel
+                 compile: bool | str = False) -> None:  # noqa: A002
+        """``compile``: True (inductor) or a torch.compile backend name (``aot_eager``...)."""
         import torch
 
         from vipa.device import resolve_device
@@ -107,16 +110,20 @@ class TorchRuntime(Runtime):
         self.torch = torch
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        if compile:  # in place; the first call of each batch size compiles
+            self.model.compile(backend="inductor" if compile is True else compile)
+            self.fixed_text = True
         self.image_size = model.config.image_size
         self.tokenizer = model.encoder.tokenizer
         self.expression_size = model.expression_size
         self.has_presence = model.config.presence != "off"
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path, device: str = "auto") -> TorchRuntime:
+    def from_checkpoint(cls, checkpoint: Path, device: str = "auto",
+                        compile: bool | str = False) -> TorchRuntime:  # noqa: A002
         from vipa.checkpoint import load_model
 
-        return cls(load_model(checkpoint)[0], device)
+        return cls(load_model(checkpoint)[0], device, compile)
 
     def forward(self, images, ids, mask, image_index):  # noqa: ANN001, ANN201 - torch tensors
         from vipa.model import outputs

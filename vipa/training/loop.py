@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,8 +145,10 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
     t, state = cfg.train, parts.state
     log = MetricsLog(session.run_dir / "metrics.jsonl" if info.is_main else None, sinks)
     validate = Timed(Validator(session.model, session.net, session.val_loader, session.device,
-                               cfg, info, log, session.best_path, session.amp), budget)
-    checkpoint = Timed(Checkpointer(session.model, cfg, session.last_path, info), budget)
+                               cfg, info, log, session.best_path, session.amp), budget,
+                     session.confirm_finite)
+    checkpoint = Timed(Checkpointer(session.model, cfg, session.last_path, info), budget,
+                       session.confirm_finite)
 
     def on_epoch_end() -> None:
         if not t.val_every and budget is None:
@@ -202,13 +204,18 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
 
 
 class Timed:
-    """A validation or checkpoint callback whose duration the time budget holds back."""
+    """A validation or checkpoint callback whose duration the time budget holds back.
 
-    def __init__(self, callback, budget: TimeBudget | None) -> None:  # noqa: ANN001
-        self.callback, self.budget = callback, budget
+    ``before`` runs first (the NaN guard: no weights of a diverged step are used).
+    """
+
+    def __init__(self, callback, budget: TimeBudget | None,  # noqa: ANN001
+                 before: Callable[[], None] = lambda: None) -> None:
+        self.callback, self.budget, self.before = callback, budget, before
         self.last: dict[str, float] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.before()
         # The budget's own clock: the reserve must be in the units the budget counts in.
         clock = self.budget.clock if self.budget is not None else time.perf_counter
         start = clock()

@@ -25,12 +25,13 @@ from vipa.checkpoint import (
 )
 from vipa.config import RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
-from vipa.data.dataset import collate
-from vipa.errors import CheckpointError, TrainingDivergedError
+from vipa.data.dataset import TokenizingCollate, collate
+from vipa.errors import CheckpointError
 from vipa.model import VipaLoss, build_model, unused_parameters
 from vipa.training.budget import TimeBudget, budget_schedule
-from vipa.training.distributed import DistInfo, broadcast_flag, resolve_device, shard
+from vipa.training.distributed import DistInfo, resolve_device, shard
 from vipa.training.finetune import describe_freeze, freeze, init_from_checkpoint
+from vipa.training.finite import FiniteWatch
 from vipa.training.optim import amp_dtype, build_optimizer, poly_schedule
 from vipa.training.state import TrainingParts
 from vipa_plugins import registry
@@ -95,6 +96,9 @@ class Session:
             self.parts.load_state_dict(load_resume_state(self.last_path, checkpoint.step))
             logger.info("resuming %s at step %d (epoch %d)", run_dir, self.parts.state.step,
                         self.parts.state.epoch)
+        if t.compile:  # in place: parameter names and checkpoints stay the model's
+            logger.info("torch.compile: the first steps (and the first validation) compile")
+            self.model.compile(backend=t.compile_backend)
         self.net: torch.nn.Module = self.model
         if info.enabled:
             unused = unused_parameters(cfg.model)
@@ -106,14 +110,17 @@ class Session:
         self.sampler = ResumableSampler(self.train_set, info.world_size, info.rank, t.seed)
         # A private generator keeps DataLoader from drawing on the global RNG, which
         # would make a resumed run differ from an uninterrupted one.
+        fixed = t.text_padding == "max" or (t.text_padding == "auto" and t.compile)
         self.loader = DataLoader(self.train_set, batch_size=t.batch_size, sampler=self.sampler,
-                                 num_workers=cfg.data.num_workers, collate_fn=collate,
+                                 num_workers=cfg.data.num_workers,
+                                 collate_fn=TokenizingCollate(self.model.encoder.tokenizer, fixed),
                                  drop_last=True,
                                  generator=torch.Generator().manual_seed(t.seed),
                                  persistent_workers=False, pin_memory=self.device.type == "cuda")
         self.val_loader = DataLoader(shard(val_set, info), batch_size=t.batch_size,
                                      num_workers=cfg.data.num_workers, collate_fn=collate)
         self.loss_fn = VipaLoss(cfg.model.loss)
+        self.finite = FiniteWatch(info, self.device)
 
     def _optimisation(self, cfg: RunConfig) -> TrainingParts:
         t = cfg.train
@@ -166,17 +173,21 @@ class Session:
     def step(self, group: list[dict[str, Any]]) -> dict[str, torch.Tensor] | None:
         """One optimizer step over a group of micro-batches; the losses stay on the device.
 
+        The previous step's loss is checked for NaN here (:class:`FiniteWatch`), not
+        this one's: the host does not wait for this step's forward pass.
+
         Batches whose samples were all skipped (``data.on_error=skip``) are left
         out; with none left there is no step (None).
         """
         parts = self.parts
+        self.confirm_finite()
         group = [batch for batch in group if "image" in batch]
         accum = len(group)
         if not accum:
             return None
         sums: dict[str, torch.Tensor] = {}
         for index, batch in enumerate(group):
-            ids, mask = self.model.tokenize(batch["text"])
+            ids, mask = batch["token_ids"], batch["attention_mask"]
             images = batch["image"].to(self.device, non_blocking=True)
             masks = batch["mask"].to(self.device, non_blocking=True)
             last = index == accum - 1
@@ -184,12 +195,14 @@ class Session:
             with context:
                 with torch.autocast(self.device.type, dtype=self.amp,
                                     enabled=self.amp is not None):
-                    output = self.net(images, ids.to(self.device), mask.to(self.device))
+                    output = self.net(images, ids.to(self.device, non_blocking=True),
+                                      mask.to(self.device, non_blocking=True))
                     losses = self.loss_fn(output, masks)
+                for key, value in {"loss": losses.total.detach(), **losses.parts}.items():
+                    sums[key] = sums[key] + value if key in sums else value
+                if last:  # queued before the backward pass, so reading it waits for no update
+                    self.finite.watch(sums["loss"], parts.state.step + 1)
                 parts.scaler.scale(losses.total / accum).backward()
-            for key, value in {"loss": losses.total.detach(), **losses.parts}.items():
-                sums[key] = sums[key] + value if key in sums else value
-        self._check_finite(sums["loss"])
         parts.scaler.unscale_(parts.optimizer)
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
@@ -200,12 +213,7 @@ class Session:
         parts.state.step += 1
         return sums
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        """Stop before a NaN or infinite loss updates the weights (one host sync per step)."""
-        bad = not bool(torch.isfinite(loss))
-        if broadcast_flag(bad, self.info, self.device):
-            raise TrainingDivergedError(
-                f"loss became {float(loss)} at step {self.parts.state.step + 1}; stopped "
-                f"before updating the weights. Last good checkpoint: "
-                f"{self.last_path if self.last_path.is_file() else 'none yet'}. Try a "
-                "lower --set train.lr or train.amp=off")
+    def confirm_finite(self) -> None:
+        """Raise TrainingDivergedError when the last step's loss was not finite (before a
+        checkpoint or validation uses its weights)."""
+        self.finite.confirm(str(self.last_path) if self.last_path.is_file() else "none yet")
