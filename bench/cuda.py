@@ -41,9 +41,10 @@ import torch
 
 from bench import cuda_sections, cuda_training
 from bench.cuda_inference import compiled, inference
-from bench.cuda_plan import DRY, GPU, SECTIONS, Context, Sizes, one_line
+from bench.cuda_plan import DRY, GPU, SECTIONS, Context, Sizes
 from bench.cuda_report import markdown, plot_curves
 from bench.report import emit
+from bench.speed_machine import one_line
 from vipa.data.synthetic import generate_synthetic
 
 RUNNERS = {"machine": cuda_sections.machine, "tests": cuda_sections.tests,

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 
 from bench import components
-from bench.cuda_plan import Context, is_oom, one_line
+from bench.cuda_plan import Context
 from bench.models import DECODERS, PHRASE, build, compiled_copy, preset_model_config
+from bench.speed_machine import is_oom, one_line
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # CUPTI records these beside the kernels; they are no kernel time (a full launch queue).

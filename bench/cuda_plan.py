@@ -108,18 +108,6 @@ class Context:
         return {"data": "synthetic"}
 
 
-def one_line(error: BaseException) -> str:
-    """``Type: first line`` of an error, short enough for a table cell."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
-
-
-def is_oom(error: BaseException) -> bool:
-    """The device ran out of memory (the error type differs across torch versions)."""
-    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    return isinstance(error, oom) or "out of memory" in str(error).lower()
-
-
 def bf16_peak_tflops(card: str) -> float | None:
     """The datasheet's dense bf16 peak of a card, by name; None for a card not listed."""
     for pattern, peak in BF16_PEAK_TFLOPS:

@@ -25,7 +25,7 @@ import torch
 from bench.cuda_plan import Context, bf16_peak_tflops
 from bench.data import loader_rates
 from bench.models import preset_model_config
-from bench.speed import machine_info
+from bench.speed_machine import machine_info
 from vipa.config import resolve_config
 from vipa.data.build import build_dataset
 from vipa.model import outputs

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from bench.cuda_inference import image_flops, peak_tflops
-from bench.cuda_plan import Context, is_oom, one_line
+from bench.cuda_plan import Context
+from bench.speed_machine import is_oom, one_line
 from vipa.config import resolve_config
 from vipa.training.distributed import DistInfo
 from vipa.training.session import Session

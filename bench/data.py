@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from bench import components
 from bench.report import machine_line, run_and_emit
-from bench.speed import machine_info
+from bench.speed_machine import machine_info
 from vipa.data.dataset import RISDataset, collate
 from vipa.data.images import read_image
 from vipa.data.transforms import TrainAugment, resize_image, resize_mask

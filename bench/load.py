@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
     from bench.report import emit
-    from bench.speed import machine_info
+    from bench.speed_machine import machine_info
 
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     levels = [int(x) for x in args.levels.split(",")]

@@ -4,7 +4,7 @@ For every fusion (early, late, none) a model is built from the preset's model
 config with random weights (the same seed, so the encoders match) and wrapped
 in a :class:`vipa.inference.runtime.TorchRuntime`. For N phrases on one image
 two calls are timed side by side, round-robin, with
-``torch.utils.benchmark`` (:func:`bench.speed.median_latency_ms`):
+``torch.utils.benchmark`` (:func:`bench.speed_timing.median_latency_ms`):
 
 - ``shared``: what ``vipa predict``, ``vipa serve`` and ``vipa demo`` run: the
   image once and ``image_index`` pointing every phrase at it. With ``late`` and
@@ -30,7 +30,8 @@ import torch
 
 from bench.models import PHRASE, build, model_input, preset_model_config
 from bench.report import emit, machine_line
-from bench.speed import machine_info, median_latency_ms, quiet_truncation
+from bench.speed_machine import machine_info
+from bench.speed_timing import median_latency_ms, quiet_truncation
 from vipa.inference.runtime import TorchRuntime
 
 FUSIONS = ("early", "late", "none")

@@ -3,7 +3,7 @@
 The checkpoint is exported twice as ``vipa export`` does (``--quantize int8``
 for the second, which also checks mask agreement); both files then run
 through the runtime ``vipa predict --model`` uses, one image and one phrase
-per call, timed round-robin side by side (:func:`bench.speed.median_latency_ms`),
+per call, timed round-robin side by side (:func:`bench.speed_timing.median_latency_ms`),
 so a busy machine slows both alike. Agreement is the mean mask IoU of each
 file's masks with fp32 PyTorch's on rendered scenes of the built-in set
 (:mod:`vipa.inference.quantize`).
@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from bench.report import machine_line, run_and_emit
-from bench.speed import machine_info, median_latency_ms
+from bench.speed_machine import machine_info
+from bench.speed_timing import median_latency_ms
 from vipa.checkpoint import load_model
 from vipa.inference.export import Exportable, export_model
 from vipa.inference.quantize import CHECK_PHRASES, check_images, mask_agreement

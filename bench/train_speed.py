@@ -6,7 +6,7 @@ builds them and one fixed batch of real samples from the configured dataset
 at the variant's image size; one step is forward, loss, backward, gradient
 clipping and the AdamW update, what the training loop does per batch. Steps
 are timed round-robin, every variant once per round, with
-``torch.utils.benchmark`` (:func:`bench.speed.median_latency_ms`), so a busy
+``torch.utils.benchmark`` (:func:`bench.speed_timing.median_latency_ms`), so a busy
 machine slows all of them alike and the ratios stay fair. The data pipeline
 is timed apart: seconds to load one batch through the training DataLoader.
 
@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from bench.report import emit, machine_line
-from bench.speed import machine_info, median_latency_ms
+from bench.speed_machine import machine_info
+from bench.speed_timing import median_latency_ms
 from vipa.config import RunConfig, resolve_config
 from vipa.data.build import build_dataset
 from vipa.data.dataset import collate

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ablation
+from bench import ablation, ablation_plan, ablation_report, ablation_summary
 from vipa.data.synthetic import generate_synthetic
 from vipa.training import train
 
@@ -60,7 +60,7 @@ def test_study_records_skips_summarizes_and_documents(data_root, tmp_path):
         ("full", 0), ("full", 1), ("kv-language", 0), ("kv-language", 1)]
     for row in rows:
         assert row["step"] == 2 and row["score"] == "last validation"
-        assert set(row["metrics"]) == set(ablation.METRICS)
+        assert set(row["metrics"]) == set(ablation_plan.METRICS)
         assert 0.0 <= row["metrics"]["mIoU"] <= 1.0
         run_dir = Path(row["run_dir"])
         assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "config.yaml").is_file()
@@ -88,8 +88,8 @@ def test_study_records_skips_summarizes_and_documents(data_root, tmp_path):
 
     text = docs.read_text()
     assert text.startswith("# Results\n\n## Speed and cost\n\nkeep me\n")
-    assert text.count(ablation.BEGIN) == 1 and text.count(ablation.END) == 1
-    section = text.split(ablation.BEGIN)[1].split(ablation.END)[0]
+    assert text.count(ablation_report.BEGIN) == 1 and text.count(ablation_report.END) == 1
+    section = text.split(ablation_report.BEGIN)[1].split(ablation_report.END)[0]
     assert "| kv-language |" in section and "RQ2 target" in section
     assert "| early | " in section  # the fusion x kv grid, kv-language as its early cell
     assert "| full | " in section.split("Retrieval (")[1]
@@ -103,7 +103,7 @@ def test_study_records_skips_summarizes_and_documents(data_root, tmp_path):
     assert ablation.main(argv, train_fn=second) == 0
     assert second.calls == []
     assert (out / "results.jsonl").read_text() == before
-    assert docs.read_text().count(ablation.BEGIN) == 1
+    assert docs.read_text().count(ablation_report.BEGIN) == 1
 
     # --summarize-only never trains, even for a seed that is missing.
     third = Counting()
@@ -115,12 +115,12 @@ def test_study_records_skips_summarizes_and_documents(data_root, tmp_path):
 def test_a_changed_recipe_is_never_mixed_into_old_rows(data_root, tmp_path):
     out = tmp_path / "study"
     out.mkdir()
-    cfg = ablation.variant_config("full", 0, out / "runs" / "full-seed0",
-                                  sets=tiny_sets(data_root)[1::2])
+    cfg = ablation_plan.variant_config("full", 0, out / "runs" / "full-seed0",
+                                       sets=tiny_sets(data_root)[1::2])
     row = {"variant": "full", "seed": 0, "recipe": "another-recipe", "metrics": {}}
     (out / "results.jsonl").write_text(json.dumps(row) + "\n{\"torn")
-    assert len(ablation.read_results(out / "results.jsonl")) == 1  # the torn line is skipped
-    assert ablation.recipe_hash(cfg) != "another-recipe"
+    assert len(ablation_plan.read_results(out / "results.jsonl")) == 1  # the torn line is skipped
+    assert ablation_plan.recipe_hash(cfg) != "another-recipe"
     with pytest.raises(SystemExit, match="another recipe"):
         ablation.run_study(["full"], [0], out, sets=tiny_sets(data_root)[1::2],
                            train_fn=Counting(), echo=lambda _: None)
@@ -134,8 +134,8 @@ def test_verdict_rule():
     data = (rows("full", [0.50, 0.52, 0.54]) + rows("kv-language", [0.40, 0.41, 0.42])
             + rows("no-refinement", [0.51, 0.53, 0.55]) + rows("cues-local", [0.60, 0.61, 0.62])
             + rows("kv-visual", [0.41, 0.42, 0.43]))
-    summary = ablation.summarize(data, ["full", "kv-language", "no-refinement", "cues-local",
-                                        "kv-visual"], [0, 1, 2])
+    summary = ablation_summary.summarize(data, ["full", "kv-language", "no-refinement",
+                                                "cues-local", "kv-visual"], [0, 1, 2])
     verdicts = {v["variant"]: v["verdict"] for v in summary["verdicts"]}
     assert verdicts == {"kv-language": "reproduced", "no-refinement": "inconclusive (within noise)",
                         "cues-local": "not reproduced", "kv-visual": "reproduced"}
@@ -155,10 +155,10 @@ def test_grid_table_has_the_three_decoders_of_each_fusion():
 
     data = (rows("full", 0.6) + rows("kv-visual", 0.5) + rows("kv-language", 0.7)
             + rows("fusion-late-kv-visual", 0.55) + rows("fusion-late-kv-language", 0.65))
-    summary = ablation.summarize(data, ["full", "kv-visual", "kv-language",
-                                        "fusion-late-kv-visual", "fusion-late-kv-language"],
-                                 [0, 1])
-    lines = ablation.grid_table(summary).splitlines()
+    summary = ablation_summary.summarize(data, ["full", "kv-visual", "kv-language",
+                                                "fusion-late-kv-visual",
+                                                "fusion-late-kv-language"], [0, 1])
+    lines = ablation_report.grid_table(summary).splitlines()
     early = next(line for line in lines if line.startswith("| early |"))
     assert early.split(" | ")[1:4] == ["50.5 ± 0.7", "60.5 ± 0.7", "70.5 ± 0.7"]
     assert early.endswith("| -20.0 | -10.0 |")

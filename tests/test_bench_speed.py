@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from bench import speed
+from bench import speed, speed_timing
 from bench.models import preset_model_config
 from vipa.config import resolve_config
 
@@ -91,12 +91,12 @@ def _args(**given) -> argparse.Namespace:
 
 def test_plan_is_reduced_for_a_slow_cpu_model_unless_given():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert speed.resolve_plan(_args(), cpu, 0.05) == speed.Plan()
-    slow = speed.resolve_plan(_args(), cpu, 12.0)
-    assert slow.runs < speed.Plan().runs and slow.batch_sizes == (1,)
+    assert speed_timing.resolve_plan(_args(), cpu, 0.05) == speed_timing.Plan()
+    slow = speed_timing.resolve_plan(_args(), cpu, 12.0)
+    assert slow.runs < speed_timing.Plan().runs and slow.batch_sizes == (1,)
     assert "12.0 s" in slow.reason
-    assert speed.resolve_plan(_args(), cuda, 12.0).runs == speed.Plan().runs
-    given = speed.resolve_plan(_args(runs=5, batch_sizes=(2, 4)), cpu, 12.0)
+    assert speed_timing.resolve_plan(_args(), cuda, 12.0).runs == speed_timing.Plan().runs
+    given = speed_timing.resolve_plan(_args(runs=5, batch_sizes=(2, 4)), cpu, 12.0)
     assert (given.runs, given.batch_sizes) == (5, (1, 2, 4))
     assert "--runs 5" in given.reason
 
