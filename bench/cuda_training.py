@@ -122,13 +122,16 @@ def fast_train(ctx: Context) -> dict[str, Any]:
     """Today's training step beside the fast path, per batch size, in one run.
 
     Arms: ``eager`` (phrases padded per batch, as ``vipa train`` runs by default),
-    ``static`` (``train.text_padding=max``) and ``compiled`` (``--compile``). Each is
+    ``static`` (``train.text_padding=max``), ``compiled`` (``--compile``) and, with
+    inductor, ``graphs`` (``train.compile_mode=reduce-overhead``: CUDA graphs). Each is
     timed over ``fast_steps`` steps after ``fast_warmup`` (the compile), the loader
     included, with one device sync at the end: the host never waits inside the loop.
     """
+    compiled = ("train.compile=true", f"train.compile_backend={ctx.sizes.compile_backend}")
     arms = {"eager": ("train.text_padding=longest",), "static": ("train.text_padding=max",),
-            "compiled": ("train.compile=true",
-                         f"train.compile_backend={ctx.sizes.compile_backend}")}
+            "compiled": compiled}
+    if ctx.sizes.compile_backend == "inductor":  # CUDA graphs: inductor's mode
+        arms["graphs"] = (*compiled, "train.compile_mode=reduce-overhead")
     rows, flops = [], None
     for batch in ctx.sizes.fast_batches:
         for arm, sets in arms.items():

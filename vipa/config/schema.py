@@ -232,6 +232,9 @@ class TrainConfig:
     # torch.compile's backend: inductor (generates kernels), cudagraphs, aot_eager (traces
     # forward and backward, generates nothing: a quick check that a model compiles) ...
     compile_backend: str = "inductor"
+    # inductor's mode: reduce-overhead replays CUDA graphs (static shapes: text_padding=max)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"
     # Phrases padded to the batch's longest ("longest") or to model.max_text_len ("max":
     # the same shapes every step, which compile needs); "auto": max when compiling.
     text_padding: Literal["auto", "longest", "max"] = "auto"

@@ -98,7 +98,8 @@ class Session:
                         self.parts.state.epoch)
         if t.compile:  # in place: parameter names and checkpoints stay the model's
             logger.info("torch.compile: the first steps (and the first validation) compile")
-            self.model.compile(backend=t.compile_backend)
+            mode = t.compile_mode if t.compile_backend == "inductor" else None
+            self.model.compile(backend=t.compile_backend, mode=mode)
         self.net: torch.nn.Module = self.model
         if info.enabled:
             unused = unused_parameters(cfg.model)
