@@ -13,9 +13,12 @@ probability, and the no-target phrases split by what the scene holds:
 Each also per expression kind (attribute or position phrase), with the ROC AUC
 of the presence probability against the phrases that have a referent: a low
 share answered right with a high AUC is a threshold (calibration) problem, a
-low AUC one of what the model can tell apart. A presence that reads "is there
-green, is there a star" and not "is there a green star" fails the ``bound``
-phrases and passes the ``lacking`` ones.
+low AUC one of what the model can tell apart. ``mask_peak`` scores the same
+groups by the mask's own answer, its highest foreground probability (the mask
+is trained empty for a phrase without a referent): which of the two signals
+separates better, also for a checkpoint trained without a presence head. A
+presence that reads "is there green, is there a star" and not "is there a green
+star" fails the ``bound`` phrases and passes the ``lacking`` ones.
 
     python -m bench.presence runs/gres/best.safetensors --samples 600
 """
@@ -37,7 +40,6 @@ from vipa.data.build import build_dataset, evenly_spaced
 from vipa.data.dataset import collate
 from vipa.data.generalized import target_kind
 from vipa.data.synthetic import DEFAULT, scene_of
-from vipa.errors import UsageError
 
 
 def none_kind(text: str, scene: Any) -> tuple[str, str]:
@@ -57,20 +59,20 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
              batch_size: int = 50) -> dict[str, Any]:
     """Presence answers per target kind and per no-match kind (see the module doc)."""
     model, loaded = load_model(checkpoint, torch.device("cpu"))
-    if model.presence is None:
-        raise UsageError(f"{checkpoint} has no presence head (model.presence=off)")
     model.eval()
     dataset = evenly_spaced(build_dataset(RunConfig(model=loaded.model_config, data=data),
                                           split, train=False), samples)
     index = getattr(dataset, "dataset", dataset).index
     instances = json.loads(Path(index.instances_path).read_text())
     scenes: dict[int, Any] = {}
-    groups: dict[str, list[float]] = {}
+    groups: dict[str, list[tuple[float, float]]] = {}  # (presence, mask peak) per phrase
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
-        probability = model(batch["image"], ids, mask).presence_probability().tolist()
-        for text, image_id, count, p in zip(batch["text"], batch["image_id"].tolist(),
-                                            batch["targets"].tolist(), probability, strict=True):
+        output = model(batch["image"], ids, mask)
+        signals = zip(output.presence_probability().tolist(),
+                      output.logits.float().flatten(1).amax(1).sigmoid().tolist(), strict=True)
+        for text, image_id, count, pair in zip(batch["text"], batch["image_id"].tolist(),
+                                               batch["targets"].tolist(), signals, strict=True):
             kind = target_kind(count)
             names = [kind]
             if kind == "none":
@@ -78,14 +80,24 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
                 hardness, expression = none_kind(text, scene)
                 names += [f"none/{hardness}", f"none/{hardness}/{expression}"]
             for name in names:
-                groups.setdefault(name, []).append(p)
-    result = {name: {"samples": len(ps), "present": sum(p >= 0.5 for p in ps) / len(ps),
-                     "mean_probability": sum(ps) / len(ps)}
-              for name, ps in sorted(groups.items())}
-    positives = groups.get("single", []) + groups.get("multi", [])
-    for name in [n for n in result if n.startswith("none")]:
-        result[name]["auc"] = auc(positives, groups[name])
-    return result
+                groups.setdefault(name, []).append(pair)
+    return {name: _group(pairs, groups, name) for name, pairs in sorted(groups.items())}
+
+
+def _group(pairs: list[tuple[float, float]], groups: dict[str, list[tuple[float, float]]],
+           name: str) -> dict[str, Any]:
+    """One group's share answered present and mean probability; for no-match groups the
+    AUC of each signal against the phrases with a referent."""
+    presence, peak = [p for p, _ in pairs], [m for _, m in pairs]
+    row: dict[str, Any] = {"samples": len(pairs),
+                           "present": sum(p >= 0.5 for p in presence) / len(pairs),
+                           "mean_probability": sum(presence) / len(pairs),
+                           "mask_present": sum(m >= 0.5 for m in peak) / len(pairs)}
+    if name.startswith("none"):
+        positives = groups.get("single", []) + groups.get("multi", [])
+        row["auc"] = auc([p for p, _ in positives], presence)
+        row["mask_peak_auc"] = auc([m for _, m in positives], peak)
+    return row
 
 
 def auc(positives: list[float], negatives: list[float]) -> float | None:

@@ -7,7 +7,6 @@ import pytest
 from bench import presence
 from vipa.config import DataConfig, resolve_config
 from vipa.data.synthetic import Obj, Scene, generate_synthetic
-from vipa.errors import UsageError
 from vipa.training import train
 
 
@@ -38,12 +37,15 @@ def test_every_sample_is_counted_once_per_group(tmp_path):
     assert {k for k in r if k.count("/") == 1} <= {"none/bound", "none/lacking"}
     for value in r.values():
         assert 0 <= value["present"] <= 1 and 0 < value["mean_probability"] < 1
+        assert 0 <= value["mask_present"] <= 1
     assert 0 <= r["none"]["auc"] <= 1 and "auc" not in r["single"]
+    assert 0 <= r["none"]["mask_peak_auc"] <= 1 and "mask_peak_auc" not in r["single"]
     assert presence.auc([0.9, 0.8], [0.1, 0.85]) == 0.75
     assert presence.auc([0.5], [0.5]) == 0.5 and presence.auc([], [0.2]) is None
-    without = _trained(root, tmp_path / "off")
-    with pytest.raises(UsageError, match="no presence head"):
-        presence.diagnose(without, DataConfig(name="synthetic-gres", root=str(root)), "val", 4)
+    without = presence.diagnose(_trained(root, tmp_path / "off"),
+                                DataConfig(name="synthetic-gres", root=str(root)), "val", 1000)
+    assert without["none"]["present"] == 1 and without["none"]["auc"] == 0.5  # no head
+    assert 0 <= without["none"]["mask_peak_auc"] <= 1  # the mask's own signal still reads
 
 
 def test_a_phrase_is_bound_when_the_scene_has_its_colour_and_its_shape():
