@@ -157,3 +157,24 @@ def test_an_unknown_compile_backend_is_one_line_before_training():
     with pytest.raises(ConfigError, match="train.compile_backend: 'inductr' .* inductor"):
         resolve_config("cpu", {"compile": True}, ["train.compile_backend=inductr"])
     assert resolve_config("cpu", {}, ["train.compile_backend=inductr"])  # unused: not checked
+
+
+def test_a_recipe_starts_from_the_one_its_base_names(tmp_path):
+    from vipa.config import load_preset, resolve_config
+
+    gres, cpu = load_preset("gres"), load_preset("cpu")
+    assert (gres.data.name, gres.model.presence) == ("synthetic-gres", "head")
+    assert gres.train == cpu.train and gres.model.encoder == cpu.model.encoder
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: gres\ntrain: {max_steps: 7}\n")
+    cfg = resolve_config(str(mine), {}, ["veg.k=4"])
+    assert (cfg.train.max_steps, cfg.model.presence, cfg.model.veg.k) == (7, "head", 4)
+    (tmp_path / "top.yaml").write_text("base: mine.yaml\nmodel: {image_size: 64}\n")
+    assert load_preset(str(tmp_path / "top.yaml")).train.max_steps == 7  # a file beside it
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load_preset(str(tmp_path / "a.yaml"))
+    (tmp_path / "bad.yaml").write_text("base: nope\n")
+    with pytest.raises(ConfigError, match="unknown config preset 'nope'"):
+        load_preset(str(tmp_path / "bad.yaml"))

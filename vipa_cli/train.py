@@ -14,7 +14,8 @@ EXIT_TERMINATED = 143
 @app.command("train")
 def train_command(
     config: str = typer.Option("cpu", "--config", "-c",
-                               help="Preset name (cpu, paper) or a YAML/JSON config file."),
+                               help="Preset name (cpu, paper, gres) or a YAML/JSON config "
+                                    "file (which may start from one with base: NAME)."),
     encoder: str = typer.Option(None, help="Encoder plugin name (see `vipa plugins`)."),
     preset: str = typer.Option(None, help="Encoder size preset, e.g. micro, tiny, base."),
     weights: str = typer.Option(None, help="Encoder weights: random, pretrained, or a path."),
@@ -64,6 +65,7 @@ def train_command(
     """Train a VIPA model; checkpoints, metrics and curves go to the run directory.
 
     Starts from a preset ([bold]cpu[/bold]: 2 CPU cores, built-in data, ~15 min;
+    [bold]gres[/bold]: the same on phrases matching none, one or several objects;
     [bold]paper[/bold]: Swin-B + BERT-base at 480 px for GPUs); options you give
     override it, options you leave out never do. Ctrl-C or SIGTERM saves a
     checkpoint and exits; [bold]--resume[/bold] continues it.

@@ -57,6 +57,8 @@ def merge(cfg: T, values: Mapping[str, Any]) -> T:
     return _merged(OmegaConf.structured(cfg), [_nested(items)])
 
 
+# A recipe file's key naming the recipe it starts from (``base: cpu``).
+BASE_KEY = "base"
 # Words YAML 1.1 reads as booleans; quoted in overrides so an enum field keeps the word.
 YAML11_BOOLEANS = frozenset({"on", "off", "yes", "no", "y", "n"})
 
@@ -78,12 +80,28 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
     return _merged(OmegaConf.structured(cfg), [dotlist])
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) file into dataclass ``cls``."""
+def load_config(cls: type[T], path: str | Path, base: T | None = None) -> T:
+    """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) file into dataclass ``cls``.
+
+    ``base``: the config the file's keys are merged onto (the recipe its ``base:`` key
+    names, which is then not a key of ``cls``); without it, ``cls``'s defaults.
+    """
     data = read_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a config file must hold a mapping of keys")
-    return _merged(OmegaConf.structured(cls), [data], where=f"{path}: ")
+    if base is not None:
+        data = {key: value for key, value in data.items() if key != BASE_KEY}
+    return _merged(OmegaConf.structured(base if base is not None else cls), [data],
+                   where=f"{path}: ")
+
+
+def base_of(path: str | Path) -> str | None:
+    """What a recipe file's ``base:`` key names (a preset or a file), or None."""
+    data = read_file(path)
+    value = data.get(BASE_KEY) if isinstance(data, Mapping) else None
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{path}: {BASE_KEY}: must name a preset or a recipe file")
+    return value
 
 
 def read_file(path: str | Path) -> Any:

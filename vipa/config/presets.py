@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vipa.config.loading import apply_overrides, load_config, merge
+from vipa.config.loading import apply_overrides, base_of, load_config, merge
 from vipa.config.schema import DataConfig, EncoderConfig, ModelConfig, RunConfig
 from vipa.config.validate import validate_run
 from vipa.data.index import DATASET_NAMES
@@ -54,8 +54,12 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name_or_path: str) -> RunConfig:
-    """A built-in preset by name (``cpu``, ``paper``) or a YAML/JSON file by path."""
+def load_preset(name_or_path: str, seen: tuple[str, ...] = ()) -> RunConfig:
+    """A built-in preset by name (``cpu``, ``paper``, ``gres``) or a YAML/JSON file by path.
+
+    A recipe whose ``base:`` names another (a preset, or a file beside it) starts from
+    that one; ``seen`` holds the chain, so a loop is one error.
+    """
     path = Path(name_or_path)
     if path.suffix.lower() in (".safetensors", ".pt", ".pt2", ".onnx") or (
             path.is_dir() and not (path / "config.yaml").is_file()):
@@ -67,13 +71,27 @@ def load_preset(name_or_path: str) -> RunConfig:
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        return load_config(RunConfig, path)
+        return _recipe(path, (*seen, str(path)))
     if name_or_path not in preset_names():
         raise ConfigError(f"unknown config preset {name_or_path!r}; known: "
                           f"{', '.join(preset_names())} (or pass a .yaml/.json file)")
     with resources.as_file(resources.files("vipa.config") / "presets"
                            / f"{name_or_path}.yaml") as file:
-        return load_config(RunConfig, file)
+        return _recipe(file, (*seen, name_or_path))
+
+
+def _recipe(path: Path, chain: tuple[str, ...]) -> RunConfig:
+    """``path`` read onto the recipe its ``base:`` names (a preset or a file beside it);
+    ``chain``: the recipes that led here, ``path``'s own name last."""
+    base = base_of(path)
+    if base is None:
+        return load_config(RunConfig, path)
+    if base.lower().endswith((".yaml", ".yml", ".json")):
+        base = str(path.parent / base)
+    if base in chain:
+        raise ConfigError(f"{path}: base {base!r} leads back to itself "
+                          f"({' -> '.join([*chain, base])})")
+    return load_config(RunConfig, path, base=load_preset(base, chain))
 
 
 def resolve_config(preset: str | RunConfig = "cpu", options: dict[str, Any] | None = None,
