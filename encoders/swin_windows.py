@@ -41,11 +41,12 @@ class WindowMasks:
         self.biases: dict[tuple, Tensor] = {}
 
     def get(self, height: int, width: int, window: tuple[int, int], shift: tuple[int, int],
-            device: torch.device) -> Tensor:
-        """(windows, area, area) mask of a padded ``height`` x ``width`` grid."""
-        key = (height, width, window, shift, str(device))
+            device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(windows, area, area) mask of a padded ``height`` x ``width`` grid, in ``dtype``
+        (the activations': a bf16 model's scores stay bf16)."""
+        key = (height, width, window, shift, str(device), dtype)
         if key not in self.masks:
-            self.masks[key] = shift_mask(height, width, window, shift, device)
+            self.masks[key] = shift_mask(height, width, window, shift, device).to(dtype)
         return self.masks[key]
 
     def bias(self, attn: nn.Module, mask: Tensor | None, dtype: torch.dtype) -> Tensor:
@@ -126,7 +127,7 @@ def window_attention(block: nn.Module, x: Tensor, masks: WindowMasks) -> Tensor:
     mask = None
     if any(shift):
         x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        mask = masks.get(padded_h, padded_w, window, shift, x.device)
+        mask = masks.get(padded_h, padded_w, window, shift, x.device, x.dtype)
     windows = window_partition(x, window).view(-1, window[0] * window[1], channels)
     attended = (sdpa_attention(block.attn, windows, mask, masks) if masks.attention == "sdpa"
                 else block.attn(windows, mask=mask)).view(-1, window[0], window[1], channels)

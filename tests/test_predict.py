@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import free_port
 from PIL import Image
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from vipa.data.synthetic import generate_synthetic
 from vipa.errors import DataError
 from vipa.inference.io import read_image
 from vipa.inference.predict import predict_image
-from vipa.inference.runtime import TorchRuntime
+from vipa.inference.runtime import TorchOptions, TorchRuntime
 from vipa.training import train
 from vipa_cli import app
 
@@ -380,7 +381,8 @@ def test_compile_gives_the_eager_masks_and_refuses_an_export(checkpoint, photo, 
     texts = ["the astronaut", "the red flag on the left"]
     results = {}
     for compile_with in (False, "aot_eager"):
-        runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu", compile=compile_with)
+        runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu",
+                                               TorchOptions(compile=compile_with))
         results[compile_with] = predict_image(runtime, photo, texts,
                                               tmp_path / str(compile_with))
     ids, _ = runtime.tokenize(["flag"])
@@ -394,3 +396,23 @@ def test_compile_gives_the_eager_masks_and_refuses_an_export(checkpoint, photo, 
     result = runner.invoke(app, ["predict", str(photo), "flag", "--model", str(onnx),
                                  "--compile", "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--compile runs a checkpoint" in result.output
+
+
+def test_bf16_precision_gives_nearly_the_fp32_masks(checkpoint, photo, tmp_path):
+    """--precision bf16: weights and activations in bfloat16, outputs float32; the masks
+    agree with fp32 but for edge pixels; a precision vipa lacks is one line."""
+    records = {}
+    for precision in ("fp32", "bf16"):
+        result = invoke("predict", str(photo), "the astronaut", "the red flag", "--checkpoint",
+                        str(checkpoint), "--out", str(tmp_path / precision), "--device", "cpu",
+                        "--json", "--precision", precision)
+        assert result.exit_code == 0, result.output
+        records[precision] = [json.loads(line) for line in result.stdout.splitlines()]
+    for full, half in zip(records["fp32"], records["bf16"], strict=True):
+        differ = np.asarray(Image.open(full["mask"])) != np.asarray(Image.open(half["mask"]))
+        assert differ.mean() < 0.02 and abs(full["score"] - half["score"]) < 0.05
+    runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu", TorchOptions(precision="bf16"))
+    assert next(runtime.model.parameters()).dtype == torch.bfloat16
+    bad = runner.invoke(app, ["predict", str(photo), "flag", "--checkpoint", str(checkpoint),
+                              "--precision", "fp16", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "precision must be one of fp32, bf16" in bad.output

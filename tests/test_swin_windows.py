@@ -125,3 +125,26 @@ def test_swin_bert_takes_the_attention_option():
     assert encoder.window_masks.attention == "sdpa"
     with pytest.raises(ConfigError, match="attention='flash'"):
         build_swin_bert("micro", image_size=64, attention="flash")
+
+
+def test_a_bf16_swin_bert_runs_with_either_attention():
+    """bf16 weights end to end: the shift masks and biases follow the activations' dtype,
+    so timm's attention and the sdpa path both run and agree with fp32 but for rounding."""
+    from vipa.config import resolve_config
+    from vipa.model import build_model
+
+    for attention in ("timm", "sdpa"):
+        cfg = resolve_config("cpu", {"encoder": "swin-bert", "preset": "micro",
+                                     "image_size": 64},
+                             ["decoder.dim=16", "veg.k=4",
+                              f"encoder.options.attention={attention}"])
+        torch.manual_seed(0)
+        model = build_model(cfg.model).eval()
+        texts = ["the red circle", "the leftmost square"]
+        ids, mask = model.tokenize(texts)
+        images = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            full = model(images, ids, mask).logits
+            half = model.to(torch.bfloat16)(images.to(torch.bfloat16), ids, mask).logits
+        assert half.dtype == torch.bfloat16
+        assert ((half.float() > 0) == (full > 0)).float().mean() > 0.98, attention

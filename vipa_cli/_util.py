@@ -144,6 +144,13 @@ def compile_option() -> typer.models.OptionInfo:
                              "a GPU.")
 
 
+def precision_option() -> typer.models.OptionInfo:
+    """``--precision`` of the commands that run a checkpoint (predict, serve)."""
+    return typer.Option("fp32", "--precision",
+                        help="fp32, or bf16: the checkpoint's weights and activations in "
+                             "bfloat16 (GPUs run it faster; masks may differ at the edges).")
+
+
 class ConsoleLines(logging.Handler):
     """A log record as one line on the stderr console (``warning: ...``), never wrapped.
 

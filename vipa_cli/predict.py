@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,7 +18,11 @@ from vipa_cli._util import (
     device_option,
     err_console,
     fail,
+    precision_option,
 )
+
+if TYPE_CHECKING:
+    from vipa.inference.runtime import TorchOptions
 
 
 @app.command("predict")
@@ -49,6 +54,7 @@ def predict_command(
                                       "write them as one COCO-style results.json in --out."),
     device: str = device_option(),
     compile_model: bool = compile_option(),
+    precision: str = precision_option(),
     progress: bool = typer.Option(True, help="Progress bar for many images or --batch."),
 ) -> None:
     """Segment what each phrase refers to; write masks and overlays at the image's size.
@@ -75,6 +81,9 @@ def predict_command(
       [cyan]vipa predict --model model.onnx photo.jpg "the left dog"[/cyan]
     """
     from vipa.inference.io import check_phrases, check_threshold, prepare_output_dir
+    from vipa.inference.runtime import TorchOptions
+
+    options = TorchOptions(compile_model, precision)  # a bad precision: before any work
 
     if batch is not None and (image is not None or texts):
         raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)
@@ -93,7 +102,7 @@ def predict_command(
         from vipa.inference.batch import run_batch
 
         records = run_batch(batch, out, checkpoint=checkpoint, model=model, device=device,
-                            compile=compile_model, threshold=threshold, heatmap=heatmap,
+                            options=options, threshold=threshold, heatmap=heatmap,
                             progress=progress and not as_json)
         if records is None:  # a torchrun rank other than 0: rank 0 reports
             return
@@ -103,13 +112,12 @@ def predict_command(
 
         fetched = fetch_image(image)
         if fetched is None and names_many(image):
-            raise typer.Exit(_predict_many(image, texts, checkpoint, model, device,
-                                           compile_model, out, threshold, heatmap, progress,
-                                           as_json))
+            raise typer.Exit(_predict_many(image, texts, checkpoint, model, device, options,
+                                           out, threshold, heatmap, progress, as_json))
         from vipa.inference.loading import load_runtime
         from vipa.inference.predict import predict_image
 
-        runtime = load_runtime(checkpoint, model, device, compile_model)
+        runtime = load_runtime(checkpoint, model, device, options)
         data, stem = fetched if fetched is not None else (Path(image), None)
         records = [r.to_json() for r in predict_image(runtime, data, texts, out, stem=stem,
                                                       source=image, threshold=threshold,
@@ -129,7 +137,7 @@ def _check_unquoted_glob(texts: list[str]) -> None:
 
 
 def _predict_many(spec: str, texts: list[str], checkpoint: Path | None, model: Path | None,
-                  device: str, compile_model: bool, out: Path, threshold: float,
+                  device: str, options: TorchOptions, out: Path, threshold: float,
                   heatmap: bool, progress: bool, as_json: bool) -> int:
     """Every phrase on every image ``spec`` names; the exit code (1 if any image failed)."""
     from vipa.inference.io import check_phrases
@@ -138,7 +146,7 @@ def _predict_many(spec: str, texts: list[str], checkpoint: Path | None, model: P
 
     images = expand_images(spec)
     texts = check_phrases(texts)
-    runtime = load_runtime(checkpoint, model, device, compile_model)
+    runtime = load_runtime(checkpoint, model, device, options)
     results, failures = predict_many(runtime, images, texts, out, threshold=threshold,
                                      heatmap=heatmap, progress=progress)
     done = f"{len(images) - len(failures)} of {len(images)} images, {len(results)} masks"

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import typer
 
-from vipa_cli._util import app, checkpoint_option, compile_option, device_option, err_console
+from vipa_cli._util import (
+    app,
+    checkpoint_option,
+    compile_option,
+    device_option,
+    err_console,
+    precision_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,7 @@ def serve_command(
                                    help="Foreground probability threshold (--conf: the same)."),
     device: str = device_option(),
     compile_model: bool = compile_option(),
+    precision: str = precision_option(),
 ) -> None:
     """Serve predictions over HTTP: GET /health, POST /predict, GET /metrics.
 
@@ -62,13 +70,14 @@ def serve_command(
 
     from vipa.inference.io import check_threshold
     from vipa.inference.loading import load_runtime
+    from vipa.inference.runtime import TorchOptions
     from vipa.serving.app import Settings, create_app
 
     check_threshold(threshold)
     if not _loopback(host) and not api_key:
         err_console.print(f"[bold yellow]warning:[/] binding {host} without --api-key: anyone "
                           "who can reach this port can use the model", highlight=False)
-    runtime = load_runtime(checkpoint, model, device, compile_model)
+    runtime = load_runtime(checkpoint, model, device, TorchOptions(compile_model, precision))
     settings = Settings(max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                         api_key=api_key, max_phrases=max_phrases, max_queued=max_queued,
                         max_body_bytes=int(max_body_mb * 1024 * 1024), threshold=threshold)

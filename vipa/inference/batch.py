@@ -21,7 +21,7 @@ from vipa.errors import DataError
 from vipa.inference.io import check_phrases, prepare_output_dir, read_requests
 from vipa.inference.loading import load_runtime
 from vipa.inference.predict import PhraseResult, predict_image
-from vipa.inference.runtime import Runtime
+from vipa.inference.runtime import Runtime, TorchOptions
 from vipa.progress import ProgressBar
 
 RESULTS = "results.jsonl"
@@ -96,10 +96,11 @@ def merge_rank_results(out_dir: Path, world_size: int) -> list[dict[str, Any]]:
 
 def run_batch(requests_path: Path, out_dir: Path, *, checkpoint: Path | None,
               model: Path | None, device: str, threshold: float, heatmap: bool,
-              progress: bool, compile: bool = False) -> list[dict[str, Any]] | None:  # noqa: A002
+              progress: bool,
+              options: TorchOptions = TorchOptions()) -> list[dict[str, Any]] | None:  # noqa: B008
     """The whole ``--batch`` run; the merged records on rank 0, None on the other ranks."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        runtime = load_runtime(checkpoint, model, device, compile)
+        runtime = load_runtime(checkpoint, model, device, options)
         return [r.to_json() for r in predict_batch(runtime, requests_path, out_dir,
                                                    threshold=threshold, heatmap=heatmap,
                                                    progress=progress)]
@@ -113,7 +114,7 @@ def run_batch(requests_path: Path, out_dir: Path, *, checkpoint: Path | None,
             from vipa.device import resolve_device
 
             device = str(resolve_device(device, info))
-        runtime = load_runtime(checkpoint, model, device, compile)
+        runtime = load_runtime(checkpoint, model, device, options)
         predict_batch(runtime, requests_path, out_dir, threshold=threshold, heatmap=heatmap,
                       progress=progress and info.is_main, rank=info.rank,
                       world_size=info.world_size)

@@ -12,34 +12,41 @@ from __future__ import annotations
 from pathlib import Path
 
 from vipa.errors import DataError, UsageError
-from vipa.inference.runtime import Runtime, TorchRuntime, TorchScriptRuntime, load_exported
+from vipa.inference.runtime import (
+    Runtime,
+    TorchOptions,
+    TorchRuntime,
+    TorchScriptRuntime,
+    load_exported,
+)
 from vipa.inference.sidecar import sidecar_path
 
 
 def load_runtime(checkpoint: str | Path | None = None, model: Path | None = None,
-                 device: str = "auto", compile: bool | str = False) -> Runtime:  # noqa: A002
+                 device: str = "auto", options: TorchOptions = TorchOptions()) -> Runtime:  # noqa: B008
     """``--checkpoint`` (default: the latest run's best; or a folder or Hub id) or ``--model``.
 
-    ``compile``: the PyTorch model through torch.compile (``--compile``; True is inductor,
-    a string another backend), never a trace.
+    ``options`` other than the plain ones (``--compile``, ``--precision bf16``) run the
+    PyTorch model, never a trace, and are refused for an export.
     """
     if model is not None:
         if checkpoint is not None:
             raise UsageError("give either --checkpoint or --model, not both")
-        if compile:
-            raise UsageError("--compile runs a checkpoint's PyTorch model; an exported "
-                             "model (--model) runs as it was exported")
+        if not options.plain:
+            raise UsageError(f"{options.describe()} runs a checkpoint's PyTorch model; an "
+                             "exported model (--model) runs as it was exported")
         return load_exported(Path(model), device)
     if checkpoint is None:
         from vipa.training.runs import default_checkpoint
 
         checkpoint = default_checkpoint()
-    return open_model(checkpoint, device, compile)
+    return open_model(checkpoint, device, options)
 
 
-def checkpoint_runtime(checkpoint: Path, device: str, compile: bool | str = False) -> Runtime:  # noqa: A002
+def checkpoint_runtime(checkpoint: Path, device: str,
+                       options: TorchOptions = TorchOptions()) -> Runtime:  # noqa: B008
     """On the CPU the checkpoint's (or model folder's) cached trace
-    (:mod:`vipa.inference.traced`), else the PyTorch model (compiled with ``compile``)."""
+    (:mod:`vipa.inference.traced`) with the plain options, else the PyTorch model."""
     from vipa.cache import fast_start_cache_enabled
     from vipa.device import resolve_device
     from vipa.inference.traced import traced_copy
@@ -49,18 +56,19 @@ def checkpoint_runtime(checkpoint: Path, device: str, compile: bool | str = Fals
         from vipa.hub import read_folder
 
         folder = read_folder(checkpoint)
-    if not compile and fast_start_cache_enabled() and resolve_device(device).type == "cpu":
+    if options.plain and fast_start_cache_enabled() and resolve_device(device).type == "cpu":
         traced = traced_copy(checkpoint)
         if traced is not None:
             return TorchScriptRuntime(traced, "cpu")
     if folder is not None:
         from vipa.checkpoint import build_from
 
-        return TorchRuntime(build_from(folder), device, compile)
-    return TorchRuntime.from_checkpoint(checkpoint, device, compile)
+        return TorchRuntime(build_from(folder), device, options)
+    return TorchRuntime.from_checkpoint(checkpoint, device, options)
 
 
-def open_model(source: str | Path, device: str = "auto", compile: bool | str = False) -> Runtime:  # noqa: A002
+def open_model(source: str | Path, device: str = "auto",
+               options: TorchOptions = TorchOptions()) -> Runtime:  # noqa: B008
     """The runtime for ``source``: an export (it has a sidecar), a checkpoint, a model folder
     or a Hub id (``org/name``, ``hf://org/name@revision``)."""
     from vipa.hub import hub_folder, hub_source
@@ -69,13 +77,13 @@ def open_model(source: str | Path, device: str = "auto", compile: bool | str = F
     hub = hub_source(source)
     path = hub_folder(*hub) if hub is not None else checkpoint_in(source)
     if path.is_dir():
-        return checkpoint_runtime(path, device, compile)
+        return checkpoint_runtime(path, device, options)
     if path.is_file():
-        if sidecar_path(path).is_file() and not compile:
+        if sidecar_path(path).is_file() and options.plain:
             return load_exported(path, device)
         if sidecar_path(path).is_file():
-            raise UsageError(f"--compile runs a checkpoint's PyTorch model; {source} is an "
-                             "exported model and runs as it was exported")
-        return checkpoint_runtime(path, device, compile)
+            raise UsageError(f"{options.describe()} runs a checkpoint's PyTorch model; "
+                             f"{source} is an exported model and runs as it was exported")
+        return checkpoint_runtime(path, device, options)
     raise DataError(f"no model at {source}: give a checkpoint (.safetensors), an exported "
                     f"model with its .vipa.json sidecar, a model folder or a Hub id (ORG/NAME)")

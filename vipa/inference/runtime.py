@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+PRECISIONS = ("fp32", "bf16")
 
 
 class Runtime(abc.ABC):
@@ -97,21 +99,50 @@ class Runtime(abc.ABC):
         """:meth:`run` with a checked ``image_index``: the graph's outputs."""
 
 
+@dataclass(frozen=True)
+class TorchOptions:
+    """How a checkpoint's PyTorch model runs (``vipa predict`` / ``serve`` options).
+
+    ``compile``: True (inductor) or a torch.compile backend name (``aot_eager``...);
+    phrases are then padded to ``max_len`` so shapes repeat. ``precision``: ``fp32``, or
+    ``bf16`` (weights, activations and attention masks in bfloat16; the outputs float32).
+    """
+
+    compile: bool | str = False
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not "
+                             f"{self.precision!r}")
+
+    @property
+    def plain(self) -> bool:
+        """Neither compiled nor in bf16: what the CPU's traced copy or an export can stand for."""
+        return not self.compile and self.precision == "fp32"
+
+    def describe(self) -> str:
+        """The options as the command line gives them, for refusals."""
+        return " ".join(([f"--precision {self.precision}"] if self.precision != "fp32" else [])
+                        + (["--compile"] if self.compile else []))
+
+
 class TorchRuntime(Runtime):
     """A PyTorch model (from a checkpoint) in eval mode, without gradients."""
 
     def __init__(self, model, device: str = "auto",  # noqa: ANN001 - a VipaModel
-                 compile: bool | str = False) -> None:  # noqa: A002
-        """``compile``: True (inductor) or a torch.compile backend name (``aot_eager``...)."""
+                 options: TorchOptions = TorchOptions()) -> None:  # noqa: B008 - frozen
         import torch
 
         from vipa.device import resolve_device
 
         self.torch = torch
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        if compile:  # in place; the first call of each batch size compiles
-            self.model.compile(backend="inductor" if compile is True else compile)
+        self.dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
+        self.model = model.to(self.device, self.dtype).eval()
+        if options.compile:  # in place; the first call of each batch size compiles
+            self.model.compile(backend="inductor" if options.compile is True
+                               else options.compile)
             self.fixed_text = True
         self.image_size = model.config.image_size
         self.tokenizer = model.encoder.tokenizer
@@ -120,10 +151,10 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path, device: str = "auto",
-                        compile: bool | str = False) -> TorchRuntime:  # noqa: A002
+                        options: TorchOptions = TorchOptions()) -> TorchRuntime:  # noqa: B008
         from vipa.checkpoint import load_model
 
-        return cls(load_model(checkpoint)[0], device, compile)
+        return cls(load_model(checkpoint)[0], device, options)
 
     def forward(self, images, ids, mask, image_index):  # noqa: ANN001, ANN201 - torch tensors
         from vipa.model import outputs
@@ -136,6 +167,7 @@ class TorchRuntime(Runtime):
         with torch.inference_mode():
             tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
                        for a in (images, ids, mask, image_index)]
+            tensors[0] = tensors[0].to(self.dtype)
             return tuple(t.float().cpu().numpy() for t in self.forward(*tensors))
 
 
