@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-# In run order; compiling goes last: it takes what time is left.
+# In run order; the compiling sections go last: they take what time is left.
 SECTIONS = ("machine", "tests", "recipe", "paper_train", "data", "onnx", "ddp", "inference",
             "compile", "fast_train")
 

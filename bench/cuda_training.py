@@ -125,7 +125,9 @@ def fast_train(ctx: Context) -> dict[str, Any]:
     ``static`` (``train.text_padding=max``), ``compiled`` (``--compile``) and, with
     inductor, ``graphs`` (``train.compile_mode=reduce-overhead``: CUDA graphs). Each is
     timed over ``fast_steps`` steps after ``fast_warmup`` (the compile), the loader
-    included, with one device sync at the end: the host never waits inside the loop.
+    included, with one device sync at the end (inside the loop a step waits only for
+    the previous step's forward pass, the NaN check). Dynamo's caches are reset between
+    arms, so an arm neither reuses nor pays for another's compiled graphs.
     """
     compiled = ("train.compile=true", f"train.compile_backend={ctx.sizes.compile_backend}")
     arms = {"eager": ("train.text_padding=longest",), "static": ("train.text_padding=max",),
@@ -142,6 +144,7 @@ def fast_train(ctx: Context) -> dict[str, Any]:
             flops = flops or image_flops(session.model, session.cfg.model.image_size, ctx)
             rows.append({"arm": arm, "batch": batch, **_loop_rate(ctx, session)})
             del session
+            torch._dynamo.reset()  # graphs, guards and CUDA-graph pools of this arm
             if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()
     peak = peak_tflops(ctx)

@@ -81,7 +81,12 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
                 names += [f"none/{hardness}", f"none/{hardness}/{expression}"]
             for name in names:
                 groups.setdefault(name, []).append(pair)
-    return {name: _group(pairs, groups, name) for name, pairs in sorted(groups.items())}
+    rows = {name: _group(pairs, groups, name) for name, pairs in sorted(groups.items())}
+    if model.presence is None:  # no head: only the mask's own signal means anything
+        for row in rows.values():
+            row.update(present=None, mean_probability=None)
+            row.pop("auc", None)
+    return rows
 
 
 def _group(pairs: list[tuple[float, float]], groups: dict[str, list[tuple[float, float]]],

@@ -34,8 +34,8 @@ from vipa.model import VipaLoss, build_model
 from vipa.training.finetune import freeze
 from vipa.training.optim import build_optimizer
 
-# Ways of running the same step that are not config options (yet): each is measured here
-# before the trainer gets an option for it.
+# Ways of running the same step beside the default: channels_last (not a config option),
+# compile (the model compiled as ``train.compile`` does, without its fixed text padding).
 STEP_MODES = ("channels_last", "compile")
 
 

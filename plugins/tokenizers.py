@@ -80,5 +80,6 @@ class Tokenizer(abc.ABC):
         """int64 torch ``(token_ids, attention_mask)``: :meth:`arrays` as tensors."""
         import torch
 
-        ids, mask = self.arrays(texts, fixed)
+        # a subclass whose ``arrays`` predates ``fixed`` is called as it was
+        ids, mask = self.arrays(texts, True) if fixed else self.arrays(texts)
         return torch.from_numpy(ids), torch.from_numpy(mask)

@@ -157,6 +157,9 @@ def test_an_unknown_compile_backend_is_one_line_before_training():
     with pytest.raises(ConfigError, match="train.compile_backend: 'inductr' .* inductor"):
         resolve_config("cpu", {"compile": True}, ["train.compile_backend=inductr"])
     assert resolve_config("cpu", {}, ["train.compile_backend=inductr"])  # unused: not checked
+    with pytest.raises(ConfigError, match="compile_mode: 'reduce-overhead' is inductor's"):
+        resolve_config("cpu", {"compile": True}, ["train.compile_backend=aot_eager",
+                                                  "train.compile_mode=reduce-overhead"])
 
 
 def test_a_recipe_starts_from_the_one_its_base_names(tmp_path):
@@ -175,6 +178,10 @@ def test_a_recipe_starts_from_the_one_its_base_names(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ConfigError, match="leads back to itself"):
         load_preset(str(tmp_path / "a.yaml"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text("base: ../sub/c.yaml\n")  # itself, another way
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load_preset(str(tmp_path / "sub" / "c.yaml"))
     (tmp_path / "bad.yaml").write_text("base: nope\n")
     with pytest.raises(ConfigError, match="unknown config preset 'nope'"):
         load_preset(str(tmp_path / "bad.yaml"))

@@ -129,15 +129,17 @@ def test_swin_bert_takes_the_attention_option():
 
 def test_a_bf16_swin_bert_runs_with_either_attention():
     """bf16 weights end to end: the shift masks and biases follow the activations' dtype,
-    so timm's attention and the sdpa path both run and agree with fp32 but for rounding."""
+    so timm's attention and the sdpa path both run and agree with fp32 but for rounding;
+    so do the presence head and the place term (the gres preset's and P's options)."""
     from vipa.config import resolve_config
     from vipa.model import build_model
 
-    for attention in ("timm", "sdpa"):
+    for attention, more in (("timm", ["model.presence=head", "veg.position_cue=true"]),
+                            ("sdpa", [])):
         cfg = resolve_config("cpu", {"encoder": "swin-bert", "preset": "micro",
                                      "image_size": 64},
                              ["decoder.dim=16", "veg.k=4",
-                              f"encoder.options.attention={attention}"])
+                              f"encoder.options.attention={attention}", *more])
         torch.manual_seed(0)
         model = build_model(cfg.model).eval()
         texts = ["the red circle", "the leftmost square"]

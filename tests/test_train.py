@@ -468,3 +468,25 @@ def test_the_loader_tokenizes_and_a_compiled_step_trains(data_root, tmp_path):
     after = session.model.state_dict()
     assert after.keys() == before.keys()  # no "_orig_mod." prefix in checkpoints
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_collate_pads_to_the_longest_unless_fixed_and_keeps_old_tokenizers_working():
+    """TokenizingCollate: the batch's longest phrase by default (text_padding auto without
+    compile), max_len when fixed; a plugin tokenizer whose ``arrays`` predates ``fixed``
+    still tokenizes when nothing asks for fixed shapes."""
+    from encoders.hashing import HashingTokenizer
+    from vipa.data.dataset import TokenizingCollate
+
+    class BeforeFixed(HashingTokenizer):
+        def arrays(self, texts):  # noqa: ANN001, ANN201 - the one-argument signature
+            return super().arrays(texts)
+
+    batch = [{"text": t, "x": torch.zeros(1)} for t in ("a red circle", "the small blue one")]
+    longest = TokenizingCollate(HashingTokenizer(max_len=12))(batch)
+    assert longest["token_ids"].shape == (2, 4) and longest["attention_mask"].sum() == 7
+    assert TokenizingCollate(HashingTokenizer(max_len=12), True)(batch)["token_ids"].shape == (
+        2, 12)
+    old = TokenizingCollate(BeforeFixed(max_len=12))(batch)
+    assert torch.equal(old["token_ids"], longest["token_ids"])
+    cfg = tiny_config(Path("unused"), Path("unused"), 1)
+    assert cfg.train.text_padding == "auto" and not cfg.train.compile  # so: the longest

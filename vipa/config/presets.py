@@ -71,7 +71,7 @@ def load_preset(name_or_path: str, seen: tuple[str, ...] = ()) -> RunConfig:
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        return _recipe(path, (*seen, str(path)))
+        return _recipe(path, (*seen, str(path.resolve())))
     if name_or_path not in preset_names():
         raise ConfigError(f"unknown config preset {name_or_path!r}; known: "
                           f"{', '.join(preset_names())} (or pass a .yaml/.json file)")
@@ -86,8 +86,8 @@ def _recipe(path: Path, chain: tuple[str, ...]) -> RunConfig:
     base = base_of(path)
     if base is None:
         return load_config(RunConfig, path)
-    if base.lower().endswith((".yaml", ".yml", ".json")):
-        base = str(path.parent / base)
+    if base.lower().endswith((".yaml", ".yml", ".json")):  # one name per file, however given
+        base = str((path.parent / base).resolve())
     if base in chain:
         raise ConfigError(f"{path}: base {base!r} leads back to itself "
                           f"({' -> '.join([*chain, base])})")

@@ -135,3 +135,6 @@ def validate_run(cfg: Any) -> None:
         if cfg.train.compile_backend not in known:
             raise ConfigError(f"train.compile_backend: {cfg.train.compile_backend!r} is not "
                               f"allowed; it must be a torch.compile backend: {', '.join(known)}")
+        if cfg.train.compile_mode != "default" and cfg.train.compile_backend != "inductor":
+            raise ConfigError(f"train.compile_mode: {cfg.train.compile_mode!r} is inductor's; "
+                              f"the backend {cfg.train.compile_backend!r} has no modes")

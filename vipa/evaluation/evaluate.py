@@ -58,7 +58,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
         skipped += len(batch["skipped"])
         if "image" not in batch:  # every sample of the batch was unreadable (on_error=skip)
             continue
-        ids, mask = inner.tokenize(batch["text"])
+        ids, mask = ((batch["token_ids"], batch["attention_mask"]) if "token_ids" in batch
+                     else inner.tokenize(batch["text"]))  # the training loader's, or now
         images = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = inner(images, ids.to(device), mask.to(device))

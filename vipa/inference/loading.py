@@ -32,10 +32,7 @@ def load_runtime(checkpoint: str | Path | None = None, model: Path | None = None
     if model is not None:
         if checkpoint is not None:
             raise UsageError("give either --checkpoint or --model, not both")
-        if not options.plain:
-            raise UsageError(f"{options.describe()} runs a checkpoint's PyTorch model; an "
-                             "exported model (--model) runs as it was exported")
-        return load_exported(Path(model), device)
+        return _exported(Path(model), device, options)
     if checkpoint is None:
         from vipa.training.runs import default_checkpoint
 
@@ -79,11 +76,16 @@ def open_model(source: str | Path, device: str = "auto",
     if path.is_dir():
         return checkpoint_runtime(path, device, options)
     if path.is_file():
-        if sidecar_path(path).is_file() and options.plain:
-            return load_exported(path, device)
         if sidecar_path(path).is_file():
-            raise UsageError(f"{options.describe()} runs a checkpoint's PyTorch model; "
-                             f"{source} is an exported model and runs as it was exported")
+            return _exported(path, device, options)
         return checkpoint_runtime(path, device, options)
     raise DataError(f"no model at {source}: give a checkpoint (.safetensors), an exported "
                     f"model with its .vipa.json sidecar, a model folder or a Hub id (ORG/NAME)")
+
+
+def _exported(path: Path, device: str, options: TorchOptions) -> Runtime:
+    """An export's runtime; the PyTorch-only options are refused (it runs as exported)."""
+    if not options.plain:
+        raise UsageError(f"{options.describe()} runs a checkpoint's PyTorch model; {path} is "
+                         "an exported model and runs as it was exported")
+    return load_exported(path, device)

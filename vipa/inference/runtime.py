@@ -56,7 +56,9 @@ class Runtime(abc.ABC):
                 logger.warning("phrase %r has %d tokens; truncated to the model's limit of %d",
                                shorten(text), full, self.tokenizer.max_len)
             self._warn_unknown(text)
-        return self.tokenizer.arrays(texts, self.fixed_text)
+        # a plugin tokenizer written before ``fixed`` existed is called as it was
+        return self.tokenizer.arrays(texts, True) if self.fixed_text else self.tokenizer.arrays(
+            texts)
 
     def _warn_unknown(self, text: str) -> None:
         warned = self.__dict__.setdefault("_warned_phrases", set())

@@ -45,7 +45,8 @@ class Presence(nn.Module):
         summary = relevance_summary(relevance, self.tau)
         if self.mode == "relevance":
             return self.scale * summary[:, 0] + self.bias
-        pooled = coarsest.float().amax(dim=(-2, -1))
-        joined = torch.cat((self.text_proj(sentence.float()), self.feature_proj(pooled),
-                            summary), dim=1)
-        return self.mlp(joined).squeeze(1)
+        dtype = self.text_proj.weight.dtype  # fp32 under autocast, bf16 in a bf16 model
+        pooled = coarsest.to(dtype).amax(dim=(-2, -1))
+        joined = torch.cat((self.text_proj(sentence.to(dtype)), self.feature_proj(pooled),
+                            summary.to(dtype)), dim=1)
+        return self.mlp(joined).squeeze(1).float()

@@ -161,7 +161,8 @@ class VisualExpressionGenerator(nn.Module):
         """(B, N) ``veg.position_cue``: each cell's centre, from -1 to 1 across the image,
         dotted with a direction the sentence gives (the same map for every cell)."""
         places = grid_places(height, width, device=text.sentence.device) * 2 - 1  # (N, 2)
-        direction = self.position_proj(text.sentence.float())  # (B, 2)
+        weight = self.position_proj.weight  # fp32 under autocast, bf16 in a bf16 model
+        direction = self.position_proj(text.sentence.to(weight.dtype)).float()  # (B, 2)
         return direction @ places.T
 
     def pool_words(self, sims: Tensor, text: TextFeatures, words: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ class FiniteWatch:
 
     def __init__(self, info: DistInfo, device: torch.device) -> None:
         self.info, self.device = info, device
-        self._host = (torch.empty((), dtype=torch.bool, pin_memory=True)
+        self._host = (torch.ones((), dtype=torch.bool, pin_memory=True)
                       if device.type == "cuda" else None)
         self._pending: tuple[int, torch.Tensor, torch.Tensor, torch.cuda.Event | None] | None = None
 
@@ -29,9 +29,10 @@ class FiniteWatch:
         finite = torch.isfinite(loss.detach())
         event = None
         if self._host is not None:  # a copy queued behind the loss, not behind the update
-            self._host.copy_(finite, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
+            with torch.cuda.device(self.device):  # the loss's device, not the current one
+                self._host.copy_(finite, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
             finite = self._host
         self._pending = (step, loss, finite, event)
 
@@ -39,9 +40,11 @@ class FiniteWatch:
         """Raise TrainingDivergedError (on every rank) when the watched loss was not finite.
 
         ``checkpoint`` names the last good resume point for the message. Every
-        rank must call this at the same points (the flag is all-reduced).
+        rank must call this at the same points (the flag is all-reduced, also by a
+        rank with nothing pending).
         """
         if self._pending is None:
+            broadcast_flag(False, self.info, self.device)  # keeps the ranks' collectives paired
             return
         step, loss, finite, event = self._pending
         self._pending = None

@@ -167,6 +167,8 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
             if losses is None:
                 continue
             samples = sum(len(batch["text"]) for batch in group if "text" in batch)
+            if state.step % t.log_every == 0:  # the log line reads the loss: no NaN in it
+                session.confirm_finite()
             step_log.after_step(parts, losses, samples * info.world_size, skips.skipped)
             reason = skips.too_many()
             if reason is not None:

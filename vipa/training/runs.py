@@ -18,13 +18,15 @@ from vipa.errors import CheckpointError, ConfigError, RunExistsError, RunLockedE
 
 logger = logging.getLogger(__name__)
 LOCK_NAME = ".vipa.lock"
-# What --resume may change: how long and how often, where, on what. Everything else (the
-# model, the data, the optimisation) would make the resumed run another run.
+# What --resume may change: how long and how often, where, on what, how it is run (compiled,
+# padded: the same numbers). Everything else (the model, the data, the optimisation) would
+# make the resumed run another run.
 RESUMABLE_KEYS = ("train.epochs", "train.max_steps", "train.time_budget",
                   "train.budget_validations", "train.val_every", "train.checkpoint_every",
                   "train.log_every", "train.device", "train.output", "train.threshold",
                   "data.root", "data.image_dir", "data.num_workers", "data.max_val_samples",
-                  "data.on_error", "data.max_skip_share")
+                  "data.on_error", "data.max_skip_share", "train.compile",
+                  "train.compile_backend", "train.compile_mode", "train.text_padding")
 
 RUNS_DIR = Path("runs")
 

@@ -25,7 +25,7 @@ from vipa.checkpoint import (
 )
 from vipa.config import RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
-from vipa.data.dataset import TokenizingCollate, collate
+from vipa.data.dataset import TokenizingCollate
 from vipa.errors import CheckpointError
 from vipa.model import VipaLoss, build_model, unused_parameters
 from vipa.training.budget import TimeBudget, budget_schedule
@@ -98,7 +98,7 @@ class Session:
                         self.parts.state.epoch)
         if t.compile:  # in place: parameter names and checkpoints stay the model's
             logger.info("torch.compile: the first steps (and the first validation) compile")
-            mode = t.compile_mode if t.compile_backend == "inductor" else None
+            mode = t.compile_mode if t.compile_backend == "inductor" else None  # (validated)
             self.model.compile(backend=t.compile_backend, mode=mode)
         self.net: torch.nn.Module = self.model
         if info.enabled:
@@ -112,14 +112,14 @@ class Session:
         # A private generator keeps DataLoader from drawing on the global RNG, which
         # would make a resumed run differ from an uninterrupted one.
         fixed = t.text_padding == "max" or (t.text_padding == "auto" and t.compile)
+        tokenize = TokenizingCollate(self.model.encoder.tokenizer, fixed)
         self.loader = DataLoader(self.train_set, batch_size=t.batch_size, sampler=self.sampler,
-                                 num_workers=cfg.data.num_workers,
-                                 collate_fn=TokenizingCollate(self.model.encoder.tokenizer, fixed),
+                                 num_workers=cfg.data.num_workers, collate_fn=tokenize,
                                  drop_last=True,
                                  generator=torch.Generator().manual_seed(t.seed),
                                  persistent_workers=False, pin_memory=self.device.type == "cuda")
         self.val_loader = DataLoader(shard(val_set, info), batch_size=t.batch_size,
-                                     num_workers=cfg.data.num_workers, collate_fn=collate)
+                                     num_workers=cfg.data.num_workers, collate_fn=tokenize)
         self.loss_fn = VipaLoss(cfg.model.loss)
         self.finite = FiniteWatch(info, self.device)
 
