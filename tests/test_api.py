@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 import vipa
-from vipa.errors import DataError, UsageError
+from vipa.errors import DataError, UsageError, VipaError
 from vipa_cli import app
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "python.md"
@@ -97,3 +97,12 @@ def test_the_docs_example_runs(served_checkpoint, scene_photo, tmp_path, monkeyp
     exec(compile(code, str(DOCS), "exec"), {})
     assert printed.getvalue().count("\n") == 2
     assert len(list((tmp_path / "predictions").glob("shapes-*.mask.png"))) == 2
+
+
+def test_load_takes_the_precision_of_the_command_line(served_checkpoint, scene_photo):
+    full = vipa.load(served_checkpoint, device="cpu").predict(scene_photo, "the red square")
+    half = vipa.load(served_checkpoint, device="cpu", precision="bf16").predict(
+        scene_photo, "the red square")
+    assert (full[0].mask != half[0].mask).mean() < 0.02
+    with pytest.raises(VipaError, match="precision must be one of fp32, bf16"):
+        vipa.load(served_checkpoint, device="cpu", precision="fp16")

@@ -25,17 +25,21 @@ from vipa.errors import UsageError
 from vipa.inference.io import check_phrases, check_threshold
 from vipa.inference.loading import open_model
 from vipa.inference.predict import Segmentation, segment_many
-from vipa.inference.runtime import Runtime
+from vipa.inference.runtime import Runtime, TorchOptions
 
 ImageLike = Any  # str | os.PathLike | bytes | numpy.ndarray | PIL.Image.Image
 
 
-def load(source: str | os.PathLike[str], device: str | None = None) -> Model:
+def load(source: str | os.PathLike[str], device: str | None = None, *,
+         precision: str = "fp32", compile: bool = False) -> Model:  # noqa: A002
     """The model at ``source``: a checkpoint, an ONNX / pt2 / TorchScript export or a model folder.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:1`` ... (default: CUDA when available).
+    ``precision`` (``fp32`` or ``bf16``) and ``compile`` (torch.compile) run a checkpoint's
+    PyTorch model that way, as ``vipa predict --precision / --compile`` do.
     """
-    return Model(open_model(source, device or "auto"), str(source))
+    options = TorchOptions(compile, precision)
+    return Model(open_model(source, device or "auto", options), str(source))
 
 
 class Model:
