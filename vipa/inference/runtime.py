@@ -132,6 +132,8 @@ class TorchOptions:
 class TorchRuntime(Runtime):
     """A PyTorch model (from a checkpoint) in eval mode, without gradients."""
 
+    dtype = None  # the images' dtype (bf16 for --precision bf16); None: as given (float32)
+
     def __init__(self, model, device: str = "auto",  # noqa: ANN001 - a VipaModel
                  options: TorchOptions = TorchOptions()) -> None:  # noqa: B008 - frozen
         import torch
@@ -140,7 +142,7 @@ class TorchRuntime(Runtime):
 
         self.torch = torch
         self.device = resolve_device(device)
-        self.dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
+        self.dtype = torch.bfloat16 if options.precision == "bf16" else None
         self.model = model.to(self.device, self.dtype).eval()
         if options.compile:  # in place; the first call of each batch size compiles
             self.model.compile(backend="inductor" if options.compile is True
@@ -169,7 +171,8 @@ class TorchRuntime(Runtime):
         with torch.inference_mode():
             tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
                        for a in (images, ids, mask, image_index)]
-            tensors[0] = tensors[0].to(self.dtype)
+            if self.dtype is not None:  # a bf16 model; exports and fp32 take float32
+                tensors[0] = tensors[0].to(self.dtype)
             return tuple(t.float().cpu().numpy() for t in self.forward(*tensors))
 
 
