@@ -80,6 +80,11 @@ class Tokenizer(abc.ABC):
         """int64 torch ``(token_ids, attention_mask)``: :meth:`arrays` as tensors."""
         import torch
 
-        # a subclass whose ``arrays`` predates ``fixed`` is called as it was
-        ids, mask = self.arrays(texts, True) if fixed else self.arrays(texts)
+        ids, mask = token_arrays(self, texts, fixed)
         return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def token_arrays(tokenizer: Tokenizer, texts: Sequence[str], fixed: bool = False):  # noqa: ANN201
+    """``tokenizer.arrays(texts, fixed)``; a plugin whose ``arrays`` predates ``fixed`` is
+    called as it was (without it) when no fixed length is asked for."""
+    return tokenizer.arrays(texts, True) if fixed else tokenizer.arrays(texts)

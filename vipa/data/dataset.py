@@ -135,8 +135,5 @@ class TokenizingCollate:
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         out = collate(batch)
         if "text" in out:
-            # a plugin tokenizer written before ``fixed`` existed is called as it was
-            texts = out["text"]
-            ids = self.tokenizer(texts, True) if self.fixed else self.tokenizer(texts)
-            out["token_ids"], out["attention_mask"] = ids
+            out["token_ids"], out["attention_mask"] = self.tokenizer(out["text"], self.fixed)
         return out

@@ -25,7 +25,7 @@ import numpy as np
 from vipa.errors import UsageError, shorten
 from vipa.inference.sidecar import read_sidecar
 from vipa.quiet import without_warning
-from vipa_plugins.tokenizers import Tokenizer
+from vipa_plugins.tokenizers import Tokenizer, token_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,7 @@ class Runtime(abc.ABC):
                 logger.warning("phrase %r has %d tokens; truncated to the model's limit of %d",
                                shorten(text), full, self.tokenizer.max_len)
             self._warn_unknown(text)
-        # a plugin tokenizer written before ``fixed`` existed is called as it was
-        return self.tokenizer.arrays(texts, True) if self.fixed_text else self.tokenizer.arrays(
-            texts)
+        return token_arrays(self.tokenizer, texts, self.fixed_text)
 
     def _warn_unknown(self, text: str) -> None:
         warned = self.__dict__.setdefault("_warned_phrases", set())
