@@ -1,16 +1,17 @@
 """The inference section of ``python -m bench.cuda``: images/s, model-FLOPs utilisation, profile.
 
 The paper preset's model (random weights) with the VIPA decoder and the classic
-decoder, forward passes on device tensors: eager fp32, eager bf16 autocast,
-and a ``torch.compile``d copy in bf16, per batch size, timed round-robin; the VIPA
-model again with Swin's window attention through ``scaled_dot_product_attention``
-(``encoder.options.attention=sdpa``) beside timm's at the best batches
+decoder, forward passes on device tensors: eager fp32, eager bf16 autocast, bf16
+weights (NCHW and channels-last) and a ``torch.compile``d copy in bf16, per batch
+size, timed round-robin; the VIPA model again with Swin's window attention through
+``scaled_dot_product_attention`` (``encoder.options.attention=sdpa``) beside timm's
+at the best batches
 (:func:`bench.components.median_ms`, which synchronizes the device). MFU is
 the FLOPs of one image (torch's FLOP counter: matrix products and
 convolutions) times images/s over the card's dense bf16 peak. Where the time
 goes: a ``torch.profiler`` summary of the eager bf16 VIPA model at its best
 batch (top kernels by device time, and how busy the device was) and the
-encoder / fusion / VEG / decoder split.
+encoder / fusion / VEG / decoder split; the same summary of its compiled twin.
 """
 
 from __future__ import annotations
@@ -59,8 +60,13 @@ def compiled(ctx: Context) -> dict[str, Any]:
         return {"skipped": "needs the inference section's best batch"}
     models, size = paper_models(ctx)
     batches = sorted({1, *eager["best_batch"].values()}, reverse=True)
-    rows = compiled_rows(ctx, models, size, batches)
-    return {"batches": batches, "rows": with_mfu(rows, eager), "ratios": ratios(rows)}
+    twins = {kv: compiled_copy(model, ctx.sizes.compile_backend) for kv, model in models.items()}
+    rows = compiled_rows(ctx, twins, models, size, batches)
+    out = {"batches": batches, "rows": with_mfu(rows, eager), "ratios": ratios(rows)}
+    best = eager["best_batch"]["visual"]
+    if any(r["kv"] == "visual" and r["batch"] == best and "ms" in r for r in rows):
+        out["profile"] = profile(ctx, twins["visual"], size, best, parts=False)
+    return out
 
 
 def paper_models(ctx: Context) -> tuple[dict[str, torch.nn.Module], int]:
@@ -133,21 +139,25 @@ def eager_sweep(ctx: Context, models: dict[str, torch.nn.Module], size: int,
 def bf16_weight_rows(ctx: Context, models: dict[str, torch.nn.Module], size: int,
                      batches: list[int]) -> list[dict[str, Any]]:
     """Both decoders with their weights in bf16 (no autocast: no per-call weight casts, norms
-    and element-wise work in bf16 too), round-robin per batch."""
-    cast = {kv: copy.deepcopy(model).to(torch.bfloat16) for kv, model in models.items()}
+    and element-wise work in bf16 too), in NCHW and in channels-last memory (``vipa predict
+    --precision bf16 --channels-last``), round-robin per batch."""
+    layouts = {"bf16 weights": torch.contiguous_format,
+               "bf16 weights channels_last": torch.channels_last}
+    cast = {(kv, mode): copy.deepcopy(model).to(torch.bfloat16, memory_format=layout)
+            for kv, model in models.items() for mode, layout in layouts.items()}
     rows = []
     for batch in batches:
         calls = {}
-        for kv, model in cast.items():
+        for (kv, mode), model in cast.items():
             images, ids, mask = model_inputs(model, size, batch, ctx.device)
-            calls[kv] = forward_call(model, (images.to(torch.bfloat16), ids, mask), None,
-                                     ctx.device)
+            images = images.to(torch.bfloat16).contiguous(memory_format=layouts[mode])
+            calls[(kv, mode)] = forward_call(model, (images, ids, mask), None, ctx.device)
         try:
             ms = components.median_ms(calls, ctx.device, 2, ctx.sizes.infer_runs)
         except Exception as error:  # a model that fails in bf16 is a finding
-            return rows + [{"kv": kv, "mode": "bf16 weights", "batch": batch,
-                            "error": one_line(error)} for kv in cast]
-        rows += [_row(kv, "bf16 weights", batch, ms[kv]) for kv in cast]
+            return rows + [{"kv": kv, "mode": mode, "batch": batch, "error": one_line(error)}
+                           for kv, mode in cast]
+        rows += [_row(kv, mode, batch, ms[(kv, mode)]) for kv, mode in cast]
     return rows
 
 
@@ -186,12 +196,12 @@ def attention_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             and rate.get(("eager bf16 sdpa-attention", batch))]
 
 
-def compiled_rows(ctx: Context, models: dict[str, torch.nn.Module], size: int,
+def compiled_rows(ctx: Context, twins: dict[str, torch.nn.Module],
+                  models: dict[str, torch.nn.Module], size: int,
                   batches: list[int]) -> list[dict[str, Any]]:
-    """A compiled copy of each model in bf16 per batch, both models before the next batch;
-    the first call's seconds (compiling) are kept. A compile is not started with less than
+    """Each model's compiled twin in bf16 per batch, both before the next batch; the first
+    call's seconds (compiling) are kept. A compile is not started with less than
     ``compile_min_s`` left."""
-    twins = {kv: compiled_copy(model, ctx.sizes.compile_backend) for kv, model in models.items()}
     failed: set[str] = set()
     rows = []
     for batch in batches:
@@ -232,8 +242,11 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if kv == "language" and classic and rate.get(("visual", mode, batch))]
 
 
-def profile(ctx: Context, model: torch.nn.Module, size: int, batch: int) -> dict[str, Any]:
-    """Where one eager bf16 forward's time goes: top ops by device time, busy share, parts."""
+def profile(ctx: Context, model: torch.nn.Module, size: int, batch: int,
+            parts: bool = True) -> dict[str, Any]:
+    """Where one bf16 forward's time goes (the eager model's, or a compiled twin's, whose
+    kernels are inductor's): top ops by device time, busy share, and with ``parts`` the
+    encoder / fusion / VEG / decoder split (eager modules only)."""
     inputs = model_inputs(model, size, batch, ctx.device)
     call = forward_call(model, inputs, torch.bfloat16, ctx.device)
     call()
@@ -249,8 +262,9 @@ def profile(ctx: Context, model: torch.nn.Module, size: int, batch: int) -> dict
         ctx.sync()
         wall_ms = (time.perf_counter() - start) * 1000 / steps
     out = {"batch": batch, "wall_ms": round(wall_ms, 2), **top_ops(prof, ctx, steps, wall_ms)}
-    with contextlib.suppress(Exception):  # the split is extra detail; the profile stands alone
-        out["parts_ms"] = part_split(ctx, model, inputs)
+    if parts:
+        with contextlib.suppress(Exception):  # extra detail; the profile stands alone
+            out["parts_ms"] = part_split(ctx, model, inputs)
     return out
 
 

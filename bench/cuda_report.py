@@ -126,24 +126,25 @@ def _inference(i: dict[str, Any], report: dict[str, Any]) -> list[str]:
                           for r in i.get("sdpa_over_timm", []))
     if attention:  # eager bf16 VIPA, Swin window attention through SDPA over timm's
         lines += ["", f"- window attention through SDPA over timm's (eager bf16): {attention}"]
-    return lines + ["", *_profile(i["profile"])]
+    return lines + ["", *_profile(i["profile"], "eager bf16")]
 
 
 def _compile(c: dict[str, Any], _: dict) -> list[str]:
     names = {"visual": "VIPA", "language": "classic"}
-    return ["- first compiled call (compiling), batch: " + "; ".join(
+    lines = ["- first compiled call (compiling), batch: " + "; ".join(
         f"{names[r['kv']]} {r['batch']}: " + (f"{r['first_call_s']} s" if "first_call_s" in r
                                              else r.get("error") or r.get("skipped", ""))
         for r in c["rows"]) + " (rows in the inference table)"]
+    return lines + (["", *_profile(c["profile"], "compiled bf16")] if "profile" in c else [])
 
 
 def _cell(row: dict[str, Any]) -> str:
     return row.get("error") or row.get("skipped") or _num(row.get("images_per_s"), 1)
 
 
-def _profile(p: dict[str, Any]) -> list[str]:
+def _profile(p: dict[str, Any], mode: str) -> list[str]:
     parts = p.get("parts_ms", {})
-    lines = [f"- profile, VIPA eager bf16 at batch {p['batch']}: {p['wall_ms']} ms per forward, "
+    lines = [f"- profile, VIPA {mode} at batch {p['batch']}: {p['wall_ms']} ms per forward, "
              f"device busy {p['device_busy_pct']} % of it, {p['ops_per_forward']} kernels "
              "(ops on the CPU); "
              + ("parts ms " + ", ".join(f"{k} {v}" for k, v in parts.items()) if parts else ""),

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from vipa.errors import CheckpointError, ConfigError, one_line
@@ -71,13 +72,23 @@ class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
         self.window_masks = WindowMasks(attention)
 
     def stem(self, images: Tensor) -> Tensor:
-        return self.vision.patch_embed(self.normalize(images)).permute(0, 3, 1, 2).contiguous()
+        x = self.vision.patch_embed(self.normalize(images)).permute(0, 3, 1, 2)
+        return x.contiguous(memory_format=self.memory_format())
 
     def forward_stage(self, index: int, x: Tensor) -> Tensor:
         y = run_stage(self.vision.layers[index], x.permute(0, 2, 3, 1), self.window_masks)
         if index == len(self.vision.layers) - 1:
             y = self.vision.norm(y)
-        return y.permute(0, 3, 1, 2).contiguous()
+        return y.permute(0, 3, 1, 2).contiguous(memory_format=self.memory_format())
+
+    def memory_format(self) -> torch.memory_format:
+        """The feature maps' layout: channels-last once the model's weights are
+        (``model.to(memory_format=torch.channels_last)``: Swin computes NHWC, so the maps
+        are then handed on without a copy), else contiguous NCHW."""
+        weight = self.vision.patch_embed.proj.weight
+        if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            return torch.channels_last
+        return torch.contiguous_format
 
 
 def _check_image_size(image_size: int) -> int:

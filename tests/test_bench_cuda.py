@@ -24,13 +24,13 @@ def test_dry_run_runs_every_section_and_writes_the_report(tmp_path):
     paper = sections["paper_train"]
     assert paper["steps"] == 4 and 0 <= paper["data_wait_pct"] <= 100
     modes = {row["mode"] for row in sections["inference"]["rows"]}
-    assert modes == {"eager fp32", "eager bf16", "bf16 weights", "eager bf16 timm-attention",
-                     "eager bf16 sdpa-attention"}
+    assert modes == {"eager fp32", "eager bf16", "bf16 weights", "bf16 weights channels_last",
+                     "eager bf16 timm-attention", "eager bf16 sdpa-attention"}
     assert [r["batch"] for r in sections["inference"]["sdpa_over_timm"]] == [1, 2]
     compiled = sections["compile"]["rows"]
     assert compiled and all(row["mode"] == "compiled bf16" and row["images_per_s"] > 0
                             for row in compiled)
-    assert sections["inference"]["profile"]["top"]
+    assert sections["inference"]["profile"]["top"] and sections["compile"]["profile"]["top"]
     assert sections["onnx"]["cpu_max_abs_diff"] <= 1e-4
     assert sections["ddp"]["backend"] == "gloo" and sections["ddp"]["ranks_agree"]
     assert all(row["images_per_s"] > 0 for row in sections["data"]["rows"])
@@ -40,6 +40,7 @@ def test_dry_run_runs_every_section_and_writes_the_report(tmp_path):
     assert all(r["images_per_s"] > 0 and r["lavt_epoch_min"] > 0 for r in fast), fast
     text = paths["md"].read_text()
     assert all(f"**{name}**" in text for name in SECTIONS)
+    assert "profile, VIPA compiled bf16" in text
     assert paths["png"].stat().st_size > 0
 
 

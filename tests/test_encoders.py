@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -74,6 +75,24 @@ def test_effnet_contract_forward_backward(effnet):
     assert effnet.text_dim == 384 and effnet.pretrained is True
     assert effnet.image_mean == (0.5, 0.5, 0.5)
     _check_contract(effnet, 64)  # eval mode: BatchNorm statistics of the shared fixture stay put
+
+
+def test_channels_last_weights_keep_swin_feature_maps_nhwc(swin_micro):
+    """After ``.to(memory_format=torch.channels_last)`` the stem and every stage hand on
+    channels-last maps (Swin computes NHWC: no copy) with the NCHW path's values."""
+    plain = copy.deepcopy(swin_micro).eval()
+    fast = copy.deepcopy(swin_micro).eval().to(memory_format=torch.channels_last)
+    assert (plain.memory_format(), fast.memory_format()) == (torch.contiguous_format,
+                                                             torch.channels_last)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x, y = plain.stem(images), fast.stem(images.contiguous(memory_format=torch.channels_last))
+        for index in range(plain.num_stages):
+            assert x.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-5)
+            x, y = plain.forward_stage(index, x), fast.forward_stage(index, y)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-5)
 
 
 def test_tokenize_pads_truncates_and_survives_empty_text(swin_micro):

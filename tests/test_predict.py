@@ -398,6 +398,30 @@ def test_compile_gives_the_eager_masks_and_refuses_an_export(checkpoint, photo, 
     assert result.exit_code != 0 and "--compile runs a checkpoint" in result.output
 
 
+def test_channels_last_gives_the_same_masks(checkpoint, photo, tmp_path):
+    """--channels-last: convolution weights and images in NHWC memory, the same masks and
+    scores; refused for an export, which runs as it was exported."""
+    texts = ["the astronaut", "the red flag on the left"]
+    results = {}
+    for channels_last in (False, True):
+        runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu",
+                                               TorchOptions(channels_last=channels_last))
+        results[channels_last] = predict_image(runtime, photo, texts,
+                                               tmp_path / str(channels_last))
+    convs = [m for m in runtime.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last)
+                         for c in convs)
+    for plain, fast in zip(results[False], results[True], strict=True):
+        assert np.array_equal(np.asarray(Image.open(plain.mask)),
+                              np.asarray(Image.open(fast.mask)))
+        assert abs(plain.score - fast.score) < 1e-5
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"")  # refused before it is read
+    result = runner.invoke(app, ["predict", str(photo), "flag", "--model", str(onnx),
+                                 "--channels-last", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "--channels-last runs a checkpoint" in result.output
+
+
 def test_bf16_precision_gives_nearly_the_fp32_masks(checkpoint, photo, tmp_path):
     """--precision bf16: weights and activations in bfloat16, outputs float32; the masks
     agree with fp32 but for edge pixels; a precision vipa lacks is one line."""

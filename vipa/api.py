@@ -31,14 +31,16 @@ ImageLike = Any  # str | os.PathLike | bytes | numpy.ndarray | PIL.Image.Image
 
 
 def load(source: str | os.PathLike[str], device: str | None = None, *,
-         precision: str = "fp32", compile: bool = False) -> Model:  # noqa: A002
+         precision: str = "fp32", compile: bool = False,  # noqa: A002
+         channels_last: bool = False) -> Model:
     """The model at ``source``: a checkpoint, an ONNX / pt2 / TorchScript export or a model folder.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:1`` ... (default: CUDA when available).
-    ``precision`` (``fp32`` or ``bf16``) and ``compile`` (torch.compile) run a checkpoint's
-    PyTorch model that way, as ``vipa predict --precision / --compile`` do.
+    ``precision`` (``fp32`` or ``bf16``), ``compile`` (torch.compile) and ``channels_last``
+    run a checkpoint's PyTorch model that way, as ``vipa predict --precision / --compile /
+    --channels-last`` do.
     """
-    options = TorchOptions(compile, precision)
+    options = TorchOptions(compile, precision, channels_last)
     return Model(open_model(source, device or "auto", options), str(source))
 
 

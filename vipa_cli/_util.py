@@ -151,6 +151,14 @@ def precision_option() -> typer.models.OptionInfo:
                              "bfloat16 (GPUs run it faster; masks may differ at the edges).")
 
 
+def channels_last_option() -> typer.models.OptionInfo:
+    """``--channels-last`` of the commands that run a checkpoint (predict, serve)."""
+    return typer.Option(False, "--channels-last",
+                        help="Keep images, feature maps and convolution weights in "
+                             "channels-last (NHWC) memory, the layout GPU convolutions "
+                             "prefer; the masks are the same.")
+
+
 class ConsoleLines(logging.Handler):
     """A log record as one line on the stderr console (``warning: ...``), never wrapped.
 

@@ -12,6 +12,7 @@ import typer
 from vipa_cli._util import (
     EXIT_USAGE_ERROR,
     app,
+    channels_last_option,
     checkpoint_option,
     compile_option,
     console,
@@ -55,6 +56,7 @@ def predict_command(
     device: str = device_option(),
     compile_model: bool = compile_option(),
     precision: str = precision_option(),
+    channels_last: bool = channels_last_option(),
     progress: bool = typer.Option(True, help="Progress bar for many images or --batch."),
 ) -> None:
     """Segment what each phrase refers to; write masks and overlays at the image's size.
@@ -83,7 +85,8 @@ def predict_command(
     from vipa.inference.io import check_phrases, check_threshold, prepare_output_dir
     from vipa.inference.runtime import TorchOptions
 
-    options = TorchOptions(compile_model, precision)  # a bad precision: before any work
+    # a bad precision is refused before any work
+    options = TorchOptions(compile_model, precision, channels_last)
 
     if batch is not None and (image is not None or texts):
         raise fail("give either IMAGE TEXT... or --batch FILE, not both", EXIT_USAGE_ERROR)

@@ -11,6 +11,7 @@ import typer
 
 from vipa_cli._util import (
     app,
+    channels_last_option,
     checkpoint_option,
     compile_option,
     device_option,
@@ -54,6 +55,7 @@ def serve_command(
     device: str = device_option(),
     compile_model: bool = compile_option(),
     precision: str = precision_option(),
+    channels_last: bool = channels_last_option(),
 ) -> None:
     """Serve predictions over HTTP: GET /health, POST /predict, GET /metrics.
 
@@ -77,7 +79,8 @@ def serve_command(
     if not _loopback(host) and not api_key:
         err_console.print(f"[bold yellow]warning:[/] binding {host} without --api-key: anyone "
                           "who can reach this port can use the model", highlight=False)
-    runtime = load_runtime(checkpoint, model, device, TorchOptions(compile_model, precision))
+    options = TorchOptions(compile_model, precision, channels_last)
+    runtime = load_runtime(checkpoint, model, device, options)
     settings = Settings(max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                         api_key=api_key, max_phrases=max_phrases, max_queued=max_queued,
                         max_body_bytes=int(max_body_mb * 1024 * 1024), threshold=threshold)

@@ -106,10 +106,13 @@ class TorchOptions:
     ``compile``: True (inductor) or a torch.compile backend name (``aot_eager``...);
     phrases are then padded to ``max_len`` so shapes repeat. ``precision``: ``fp32``, or
     ``bf16`` (weights, activations and attention masks in bfloat16; the outputs float32).
+    ``channels_last``: the convolutions' weights, the images and the encoder's feature
+    maps in channels-last (NHWC) memory format, the layout GPU convolution kernels prefer.
     """
 
     compile: bool | str = False
     precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -118,19 +121,21 @@ class TorchOptions:
 
     @property
     def plain(self) -> bool:
-        """Neither compiled nor in bf16: what the CPU's traced copy or an export can stand for."""
-        return not self.compile and self.precision == "fp32"
+        """The default options: what the CPU's traced copy or an export can stand for."""
+        return not self.compile and self.precision == "fp32" and not self.channels_last
 
     def describe(self) -> str:
         """The options as the command line gives them, for refusals."""
         return " ".join(([f"--precision {self.precision}"] if self.precision != "fp32" else [])
-                        + (["--compile"] if self.compile else []))
+                        + (["--compile"] if self.compile else [])
+                        + (["--channels-last"] if self.channels_last else []))
 
 
 class TorchRuntime(Runtime):
     """A PyTorch model (from a checkpoint) in eval mode, without gradients."""
 
     dtype = None  # the images' dtype (bf16 for --precision bf16); None: as given (float32)
+    memory_format = None  # the images' layout (channels_last); None: as given (NCHW)
 
     def __init__(self, model, device: str = "auto",  # noqa: ANN001 - a VipaModel
                  options: TorchOptions = TorchOptions()) -> None:  # noqa: B008 - frozen
@@ -142,6 +147,9 @@ class TorchRuntime(Runtime):
         self.device = resolve_device(device)
         self.dtype = torch.bfloat16 if options.precision == "bf16" else None
         self.model = model.to(self.device, self.dtype).eval()
+        if options.channels_last:  # 4-D weights now; the encoder keeps its maps NHWC then
+            self.memory_format = torch.channels_last
+            self.model = self.model.to(memory_format=self.memory_format)
         if options.compile:  # in place; the first call of each batch size compiles
             self.model.compile(backend="inductor" if options.compile is True
                                else options.compile)
@@ -171,6 +179,8 @@ class TorchRuntime(Runtime):
                        for a in (images, ids, mask, image_index)]
             if self.dtype is not None:  # a bf16 model; exports and fp32 take float32
                 tensors[0] = tensors[0].to(self.dtype)
+            if self.memory_format is not None:
+                tensors[0] = tensors[0].contiguous(memory_format=self.memory_format)
             return tuple(t.float().cpu().numpy() for t in self.forward(*tensors))
 
 
