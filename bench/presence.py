@@ -16,7 +16,9 @@ share answered right with a high AUC is a threshold (calibration) problem, a
 low AUC one of what the model can tell apart. ``mask_peak`` scores the same
 groups by the mask's own answer, its highest foreground probability (the mask
 is trained empty for a phrase without a referent): which of the two signals
-separates better, also for a checkpoint trained without a presence head. A
+separates better, also for a checkpoint trained without a presence head.
+``none`` also sweeps the presence threshold: N-acc and T-acc at 0.1 ... 0.9 and the
+threshold that maximises the smaller of the two (what calibration alone could give). A
 presence that reads "is there green, is there a star" and not "is there a green
 star" fails the ``bound`` phrases and passes the ``lacking`` ones.
 
@@ -86,6 +88,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         for row in rows.values():
             row.update(present=None, mean_probability=None)
             row.pop("auc", None)
+            row.pop("sweep", None)
     return rows
 
 
@@ -102,7 +105,24 @@ def _group(pairs: list[tuple[float, float]], groups: dict[str, list[tuple[float,
         positives = groups.get("single", []) + groups.get("multi", [])
         row["auc"] = auc([p for p, _ in positives], presence)
         row["mask_peak_auc"] = auc([m for _, m in positives], peak)
+        if name == "none" and positives:
+            row["sweep"] = sweep([p for p, _ in positives], presence)
     return row
+
+
+def sweep(positives: list[float], negatives: list[float]) -> dict[str, Any]:
+    """N-acc (negatives below the threshold) and T-acc (positives at or above it) at
+    thresholds 0.1 ... 0.9, and the best threshold of the observed scores for
+    min(N-acc, T-acc)."""
+    def accuracies(t: float) -> tuple[float, float]:
+        return (sum(n < t for n in negatives) / len(negatives),
+                sum(p >= t for p in positives) / len(positives))
+
+    rows = [{"threshold": t / 10, **dict(zip(("n_acc", "t_acc"), accuracies(t / 10),
+                                             strict=True))} for t in range(1, 10)]
+    best = max(sorted(set(positives)), key=lambda t: min(accuracies(t)))
+    n_acc, t_acc = accuracies(best)
+    return {"rows": rows, "balanced": {"threshold": best, "n_acc": n_acc, "t_acc": t_acc}}
 
 
 def auc(positives: list[float], negatives: list[float]) -> float | None:

@@ -42,9 +42,17 @@ def test_every_sample_is_counted_once_per_group(tmp_path):
     assert 0 <= r["none"]["mask_peak_auc"] <= 1 and "mask_peak_auc" not in r["single"]
     assert presence.auc([0.9, 0.8], [0.1, 0.85]) == 0.75
     assert presence.auc([0.5], [0.5]) == 0.5 and presence.auc([], [0.2]) is None
+    rows = r["none"]["sweep"]["rows"]
+    assert [row["threshold"] for row in rows] == pytest.approx([t / 10 for t in range(1, 10)])
+    assert all(0 <= row["n_acc"] <= 1 and 0 <= row["t_acc"] <= 1 for row in rows)
+    balanced = presence.sweep([0.9, 0.6, 0.3], [0.1, 0.4, 0.7])
+    assert balanced["balanced"] == {"threshold": 0.6, "n_acc": 2 / 3, "t_acc": 2 / 3}
+    assert presence.sweep([0.9], [0.1])["rows"][4] == {"threshold": 0.5, "n_acc": 1.0,
+                                                       "t_acc": 1.0}
     without = presence.diagnose(_trained(root, tmp_path / "off"),
                                 DataConfig(name="synthetic-gres", root=str(root)), "val", 1000)
     assert without["none"]["present"] is None and "auc" not in without["none"]  # no head
+    assert "sweep" not in without["none"]
     assert 0 <= without["none"]["mask_peak_auc"] <= 1  # the mask's own signal still reads
 
 
