@@ -27,8 +27,8 @@ def load_runtime(checkpoint: str | Path | None = None, model: Path | None = None
     """``--checkpoint`` (default: the latest run's best; or a folder or Hub id) or ``--model``.
 
     ``options`` other than the plain ones (``--compile``, ``--precision bf16``,
-    ``--channels-last``) run the
-    PyTorch model, never a trace, and are refused for an export.
+    ``--channels-last``) run the PyTorch model, never a trace, and are refused for an
+    export.
     """
     if model is not None:
         if checkpoint is not None:
