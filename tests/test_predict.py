@@ -374,52 +374,56 @@ def test_eval_writes_coco_results_that_match_its_png_masks(checkpoint, data_root
     assert bad.exit_code == 2 and "unknown prediction format" in bad.stderr
 
 
+TWO_PHRASES = ["the astronaut", "the red flag on the left"]
+
+
+def _runs(checkpoint, photo, tmp_path, options: dict[str, TorchOptions]):
+    """Each option set's runtime and its predictions of TWO_PHRASES on the photo."""
+    runs = {}
+    for name, option in options.items():
+        runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu", option)
+        runs[name] = runtime, predict_image(runtime, photo, TWO_PHRASES, tmp_path / name)
+    return runs
+
+
+def _assert_same_masks(plain, other, score_tol: float) -> None:
+    for a, b in zip(plain, other, strict=True):
+        assert np.array_equal(np.asarray(Image.open(a.mask)), np.asarray(Image.open(b.mask)))
+        assert abs(a.score - b.score) < score_tol
+
+
+def _assert_export_refuses(photo, tmp_path, flag: str) -> None:
+    """``flag`` with an exported model is refused in one line, before the file is read."""
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"")
+    result = runner.invoke(app, ["predict", str(photo), "flag", "--model", str(onnx),
+                                 flag, "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and f"{flag} runs a checkpoint" in result.output
+
+
 def test_compile_gives_the_eager_masks_and_refuses_an_export(checkpoint, photo, tmp_path):
     """A compiled runtime (aot_eager here: inductor's code generation takes minutes on 2
     cores) pads phrases to max_len and gives the eager masks; --compile with an exported
     model is refused in one line."""
-    texts = ["the astronaut", "the red flag on the left"]
-    results = {}
-    for compile_with in (False, "aot_eager"):
-        runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu",
-                                               TorchOptions(compile=compile_with))
-        results[compile_with] = predict_image(runtime, photo, texts,
-                                              tmp_path / str(compile_with))
+    runs = _runs(checkpoint, photo, tmp_path, {"eager": TorchOptions(),
+                                               "compiled": TorchOptions(compile="aot_eager")})
+    runtime = runs["compiled"][0]
     ids, _ = runtime.tokenize(["flag"])
     assert ids.shape == (1, runtime.tokenizer.max_len)
-    for eager, compiled in zip(results[False], results["aot_eager"], strict=True):
-        assert np.array_equal(np.asarray(Image.open(eager.mask)),
-                              np.asarray(Image.open(compiled.mask)))
-        assert abs(eager.score - compiled.score) < 1e-4
-    onnx = tmp_path / "model.onnx"
-    onnx.write_bytes(b"")  # refused before it is read
-    result = runner.invoke(app, ["predict", str(photo), "flag", "--model", str(onnx),
-                                 "--compile", "--out", str(tmp_path / "x")])
-    assert result.exit_code != 0 and "--compile runs a checkpoint" in result.output
+    _assert_same_masks(runs["eager"][1], runs["compiled"][1], 1e-4)
+    _assert_export_refuses(photo, tmp_path, "--compile")
 
 
 def test_channels_last_gives_the_same_masks(checkpoint, photo, tmp_path):
     """--channels-last: convolution weights and images in NHWC memory, the same masks and
     scores; refused for an export, which runs as it was exported."""
-    texts = ["the astronaut", "the red flag on the left"]
-    results = {}
-    for channels_last in (False, True):
-        runtime = TorchRuntime.from_checkpoint(checkpoint, "cpu",
-                                               TorchOptions(channels_last=channels_last))
-        results[channels_last] = predict_image(runtime, photo, texts,
-                                               tmp_path / str(channels_last))
-    convs = [m for m in runtime.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    runs = _runs(checkpoint, photo, tmp_path, {"plain": TorchOptions(),
+                                               "nhwc": TorchOptions(channels_last=True)})
+    convs = [m for m in runs["nhwc"][0].model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last)
                          for c in convs)
-    for plain, fast in zip(results[False], results[True], strict=True):
-        assert np.array_equal(np.asarray(Image.open(plain.mask)),
-                              np.asarray(Image.open(fast.mask)))
-        assert abs(plain.score - fast.score) < 1e-5
-    onnx = tmp_path / "model.onnx"
-    onnx.write_bytes(b"")  # refused before it is read
-    result = runner.invoke(app, ["predict", str(photo), "flag", "--model", str(onnx),
-                                 "--channels-last", "--out", str(tmp_path / "x")])
-    assert result.exit_code != 0 and "--channels-last runs a checkpoint" in result.output
+    _assert_same_masks(runs["plain"][1], runs["nhwc"][1], 1e-5)
+    _assert_export_refuses(photo, tmp_path, "--channels-last")
 
 
 def test_bf16_precision_gives_nearly_the_fp32_masks(checkpoint, photo, tmp_path):
