@@ -17,8 +17,11 @@ low AUC one of what the model can tell apart. ``mask_peak`` scores the same
 groups by the mask's own answer, its highest foreground probability (the mask
 is trained empty for a phrase without a referent): which of the two signals
 separates better, also for a checkpoint trained without a presence head.
-``none`` also sweeps the presence threshold: N-acc and T-acc at 0.1 ... 0.9 and the
-threshold that maximises the smaller of the two (what calibration alone could give). A
+``joint`` is the answer every surface gives, the smaller of the two (a phrase is "no
+match" when the head says so or its mask is empty): its AUC, and at one threshold on both
+what the answer itself could reach. ``none`` also sweeps the presence threshold (and
+``joint_sweep`` the joint one): N-acc and T-acc at 0.1 ... 0.9 and the threshold that
+maximises the smaller of the two (what calibration alone could give). A
 presence that reads "is there green, is there a star" and not "is there a green
 star" fails the ``bound`` phrases and passes the ``lacking`` ones.
 
@@ -87,8 +90,8 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
     if model.presence is None:  # no head: only the mask's own signal means anything
         for row in rows.values():
             row.update(present=None, mean_probability=None)
-            row.pop("auc", None)
-            row.pop("sweep", None)
+            for key in ("auc", "sweep", "joint_auc", "joint_sweep"):
+                row.pop(key, None)
     return rows
 
 
@@ -97,6 +100,7 @@ def _group(pairs: list[tuple[float, float]], groups: dict[str, list[tuple[float,
     """One group's share answered present and mean probability; for no-match groups the
     AUC of each signal against the phrases with a referent."""
     presence, peak = [p for p, _ in pairs], [m for _, m in pairs]
+    joint = [min(p, m) for p, m in pairs]
     row: dict[str, Any] = {"samples": len(pairs),
                            "present": sum(p >= 0.5 for p in presence) / len(pairs),
                            "mean_probability": sum(presence) / len(pairs),
@@ -105,8 +109,10 @@ def _group(pairs: list[tuple[float, float]], groups: dict[str, list[tuple[float,
         positives = groups.get("single", []) + groups.get("multi", [])
         row["auc"] = auc([p for p, _ in positives], presence)
         row["mask_peak_auc"] = auc([m for _, m in positives], peak)
+        row["joint_auc"] = auc([min(p, m) for p, m in positives], joint)
         if name == "none" and positives:
             row["sweep"] = sweep([p for p, _ in positives], presence)
+            row["joint_sweep"] = sweep([min(p, m) for p, m in positives], joint)
     return row
 
 

@@ -40,6 +40,7 @@ def test_every_sample_is_counted_once_per_group(tmp_path):
         assert 0 <= value["mask_present"] <= 1
     assert 0 <= r["none"]["auc"] <= 1 and "auc" not in r["single"]
     assert 0 <= r["none"]["mask_peak_auc"] <= 1 and "mask_peak_auc" not in r["single"]
+    assert 0 <= r["none"]["joint_auc"] <= 1 and "joint_sweep" in r["none"]
     assert presence.auc([0.9, 0.8], [0.1, 0.85]) == 0.75
     assert presence.auc([0.5], [0.5]) == 0.5 and presence.auc([], [0.2]) is None
     rows = r["none"]["sweep"]["rows"]
@@ -52,7 +53,7 @@ def test_every_sample_is_counted_once_per_group(tmp_path):
     without = presence.diagnose(_trained(root, tmp_path / "off"),
                                 DataConfig(name="synthetic-gres", root=str(root)), "val", 1000)
     assert without["none"]["present"] is None and "auc" not in without["none"]  # no head
-    assert "sweep" not in without["none"]
+    assert "sweep" not in without["none"] and "joint_auc" not in without["none"]
     assert 0 <= without["none"]["mask_peak_auc"] <= 1  # the mask's own signal still reads
 
 
