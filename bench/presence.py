@@ -8,7 +8,9 @@ probability, and the no-target phrases split by what the scene holds:
 - ``bound``: a colour and a shape both in the picture, never together ("the
   green star" beside a green circle and a red star): only binding the colour
   to the shape tells it apart;
-- ``lacking``: a shape or colour the picture does not have at all.
+- ``lacking``: a shape or colour the picture does not have at all; also split by
+  which is missing (``none/lacking/shape``: no object of that shape, whatever the
+  colour; ``none/lacking/colour``: the shape is there, the colour nowhere).
 
 Each also per expression kind (attribute or position phrase), with the ROC AUC
 of the presence probability against the phrases that have a referent: a low
@@ -47,16 +49,20 @@ from vipa.data.generalized import target_kind
 from vipa.data.synthetic import DEFAULT, scene_of
 
 
-def none_kind(text: str, scene: Any) -> tuple[str, str]:
-    """(``bound`` or ``lacking``, the phrase's expression kind) of a built-in no-match phrase."""
+def none_kind(text: str, scene: Any) -> tuple[str, str, str | None]:
+    """(``bound`` or ``lacking``, the phrase's expression kind, what a lacking phrase names
+    that the scene lacks: ``shape`` or ``colour``, else None) of a built-in no-match phrase."""
     expression = DEFAULT.read(text) or DEFAULT.read(text, reworded=True)
     if expression is None:
-        return "unparsed", ""
+        return "unparsed", "", None
     phrase = expression.phrase
     colours = {o.colour for o in scene.objects}
     shapes = {o.shape for o in scene.objects}
-    bound = phrase.shape in shapes and (phrase.colour is None or phrase.colour in colours)
-    return ("bound" if bound else "lacking"), expression.kind
+    if phrase.shape not in shapes:
+        return "lacking", expression.kind, "shape"
+    if phrase.colour is not None and phrase.colour not in colours:
+        return "lacking", expression.kind, "colour"
+    return "bound", expression.kind, None
 
 
 @torch.no_grad()
@@ -82,8 +88,9 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
             names = [kind]
             if kind == "none":
                 scene = scenes.setdefault(image_id, scene_of(instances, image_id))
-                hardness, expression = none_kind(text, scene)
+                hardness, expression, lacks = none_kind(text, scene)
                 names += [f"none/{hardness}", f"none/{hardness}/{expression}"]
+                names += [f"none/lacking/{lacks}"] if lacks else []
             for name in names:
                 groups.setdefault(name, []).append(pair)
     rows = {name: _group(pairs, groups, name) for name, pairs in sorted(groups.items())}

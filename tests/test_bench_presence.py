@@ -60,7 +60,7 @@ def test_every_sample_is_counted_once_per_group(tmp_path):
 def test_a_phrase_is_bound_when_the_scene_has_its_colour_and_its_shape():
     scene = Scene((Obj("circle", "green", "big", "plain", 30, 30, 12),
                    Obj("star", "red", "big", "plain", 90, 90, 12)), 128)
-    assert presence.none_kind("the green star", scene) == ("bound", "attribute")
-    assert presence.none_kind("the leftmost green star", scene) == ("bound", "position")
-    assert presence.none_kind("the square", scene) == ("lacking", "attribute")
-    assert presence.none_kind("the blue circle", scene) == ("lacking", "attribute")
+    assert presence.none_kind("the green star", scene) == ("bound", "attribute", None)
+    assert presence.none_kind("the leftmost green star", scene) == ("bound", "position", None)
+    assert presence.none_kind("the square", scene) == ("lacking", "attribute", "shape")
+    assert presence.none_kind("the blue circle", scene) == ("lacking", "attribute", "colour")
