@@ -257,6 +257,36 @@ def test_the_gres_synthetic_set_adds_phrases_and_keeps_the_one_object_ones(tmp_p
     assert json.loads(stats.stdout)["splits"]["val"]["none-target sentences"] > 0
 
 
+def _no_match_phrases(root: Path) -> list[tuple[str, object]]:
+    """(sentence, scene) of every no-match phrase of a built-in generalized set."""
+    folder = root / "synthetic-gres"
+    instances = json.loads((folder / "instances.json").read_text())
+    return [(r["sentences"][0]["sent"], scene_of(instances, r["image_id"]))
+            for r in pickle.loads((folder / "refs(vipa).p").read_bytes())
+            if r["ann_id"] == [-1]]
+
+
+def test_absent_shape_makes_the_no_match_phrases_name_a_shape_the_scene_lacks(tmp_path):
+    def lacks(text, scene):
+        phrase = (DEFAULT.read(text) or DEFAULT.read(text, reworded=True)).phrase
+        return phrase.shape not in {o.shape for o in scene.objects}
+
+    sizes = ["--seed", "5", "--n-train", "60", "--n-val", "30", "--n-test", "6",
+             "--image-size", "64", "--style", "gres"]
+    made = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "all"), *sizes,
+                               "--absent-shape", "1"])
+    assert made.exit_code == 0, made.output
+    default = generate_synthetic(tmp_path / "default", style="gres", seed=5, n_train=60,
+                                 n_val=30, n_test=6, image_size=64)
+    every = _no_match_phrases(tmp_path / "all")
+    assert every and all(lacks(text, scene) for text, scene in every)
+    before = [lacks(text, scene) for text, scene in _no_match_phrases(default)]
+    assert not all(before)  # by default a scene's colour and shape never together come first
+    refused = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x"),
+                                  "--absent-shape", "2"])
+    assert refused.exit_code != 0 and "--absent-shape" in refused.output
+
+
 def test_a_heldout_set_in_grefcocos_layout_reads_as_grefcoco(tmp_path):
     """`vipa data synth --style heldout --layout grefcoco`: gRefCOCO's files, other words."""
     result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path), "--style", "heldout",

@@ -45,6 +45,11 @@ def synth_command(
         None, "--generalized", min=0.0, max=0.95,
         help="Share of phrases that match several objects or none (default: the style's, "
              "0.25 for gres, else 0)."),
+    absent_shape: float | None = typer.Option(
+        None, "--absent-shape", min=0.0, max=1.0,
+        help="Of the phrases that match nothing, the share naming a shape the scene lacks "
+             "(default 0: a colour and a shape the scene has but never together, where it "
+             "has such a pair)."),
     layout: str = typer.Option("refer", "--layout",
                                help="refer (refs(vipa).p) or grefcoco (gRefCOCO's "
                                     "grefs(unc).json and images/train2014; --data grefcoco)."),
@@ -72,7 +77,7 @@ def synth_command(
     with ProgressBar(total, "expressions", transient=True) as bar:
         root = generate_synthetic(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
                                   image_size=image_size, style=style, generalized=generalized,
-                                  layout=layout,
+                                  layout=layout, absent_shape=absent_shape,
                                   progress=lambda done, _: bar.update(completed=done))
     dataset = "grefcoco" if layout == "grefcoco" else STYLES[style].dataset
     share = STYLES[style].generalized if generalized is None else generalized

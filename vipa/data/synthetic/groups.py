@@ -94,13 +94,18 @@ def several(scene: Scene, rng: np.random.Generator) -> Group | None:
 
 def nothing(scene: Scene, rng: np.random.Generator, style: Style) -> Group:
     """A one-object phrase that fits no object: a colour and a shape of the scene never seen
-    together where the scene has such a pair, else a shape or a colour it lacks."""
+    together where the scene has such a pair, else a shape or a colour it lacks; for
+    ``style.absent_shape`` of them (where the scene lacks a shape) a shape it lacks."""
     colours = sorted({o.colour for o in scene.objects})
     shapes = sorted({o.shape for o in scene.objects})
     phrases = [Phrase(s, c) for c in colours for s in shapes
                if not any(o.colour == c and o.shape == s for o in scene.objects)]
-    if not phrases:  # every colour of the scene on every shape of it
-        phrases = [Phrase(s) for s in style.shapes if s not in shapes]
+    absent = [s for s in style.shapes if s not in shapes]
+    if absent and style.absent_shape and rng.random() < style.absent_shape:
+        said = (None, *colours)  # "the square", or "the red square" beside a red circle
+        phrases = [Phrase(s, said[int(rng.integers(len(said)))]) for s in absent]
+    elif not phrases:  # every colour of the scene on every shape of it
+        phrases = [Phrase(s) for s in absent]
         phrases += [Phrase(shapes[0], c) for c in style.colours if c not in colours]
     phrase = phrases[int(rng.integers(len(phrases)))]
     if rng.random() < 0.5:

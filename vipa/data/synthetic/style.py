@@ -41,6 +41,10 @@ class Style:
     # Phrases that match several objects or none (:mod:`~vipa.data.synthetic.groups`), as a
     # share of all phrases; 0: every phrase refers to exactly one object.
     generalized: float = 0.0
+    # Of the phrases that match nothing, the share naming a shape the scene lacks ("the
+    # square", "the red square" beside a red circle), where it lacks one; 0: a colour and
+    # a shape the scene has but never together first, what it lacks only where it has none.
+    absent_shape: float = 0.0
 
     def text(self, expression: Expression, rng: np.random.Generator,
              reworded: bool = False) -> str:

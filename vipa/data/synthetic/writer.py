@@ -230,7 +230,7 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
                        n_val: int = 500, n_test: int = 500, image_size: int = 128,
                        progress: Callable[[int, int], None] | None = None,
                        style: str = "default", generalized: float | None = None,
-                       layout: str = "refer") -> Path:
+                       layout: str = "refer", absent_shape: float | None = None) -> Path:
     """Write the synthetic set under ``out_dir`` and return it (the ``root`` for RISDataset).
 
     ``n_*`` count expressions (samples); ``n_test`` is for each of testA and
@@ -239,7 +239,9 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
     wording; the set is written to ``<out_dir>/<style's dataset name>``.
     ``generalized`` (default: the style's; 0.25 for ``gres``) is the share of phrases
     that match several objects or none, written beside the ``n_*`` one-object
-    phrases (which stay those of the set without them). ``layout="grefcoco"``
+    phrases (which stay those of the set without them); ``absent_shape`` (default: the
+    style's, 0) the share of its no-match phrases that name a shape the scene lacks
+    rather than a colour and a shape it has apart. ``layout="grefcoco"``
     writes gRefCOCO's files instead (``<out_dir>/grefcoco/grefs(unc).json`` with
     every ``ann_id`` a list, images in ``<out_dir>/images/train2014``; ``--data
     grefcoco`` reads it), the scenes, masks and phrases the same.
@@ -254,6 +256,10 @@ def generate_synthetic(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
         if not 0.0 <= generalized < 1.0:
             raise DataError(f"generalized must be in [0, 1), got {generalized}")
         chosen = replace(chosen, generalized=generalized)
+    if absent_shape is not None:
+        if not 0.0 <= absent_shape <= 1.0:
+            raise DataError(f"absent_shape must be in [0, 1], got {absent_shape}")
+        chosen = replace(chosen, absent_shape=absent_shape)
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     folder = root / ("grefcoco" if layout == "grefcoco" else chosen.dataset)
