@@ -27,7 +27,12 @@ maximises the smaller of the two (what calibration alone could give). A
 presence that reads "is there green, is there a star" and not "is there a green
 star" fails the ``bound`` phrases and passes the ``lacking`` ones.
 
+``--by-name IMAGES`` asks instead each of the built-in shapes by name ("the square") on
+that many pictures: the presence probability where the shape is there and where it is
+not, and the share of the latter answered "present".
+
     python -m bench.presence runs/gres/best.safetensors --samples 600
+    python -m bench.presence runs/gres/best.safetensors --by-name 60
 """
 
 from __future__ import annotations
@@ -65,16 +70,24 @@ def none_kind(text: str, scene: Any) -> tuple[str, str, str | None]:
     return "bound", expression.kind, None
 
 
+def _load(checkpoint: Path, data: DataConfig, split: str,
+          samples: int | None) -> tuple[Any, Any, Any]:
+    """The model in eval mode, ``samples`` evenly spread samples of ``split`` (None: all)
+    and the set's instances."""
+    model, loaded = load_model(checkpoint, torch.device("cpu"))
+    model.eval()
+    dataset = build_dataset(RunConfig(model=loaded.model_config, data=data), split,
+                            train=False)
+    dataset = dataset if samples is None else evenly_spaced(dataset, samples)
+    index = getattr(dataset, "dataset", dataset).index
+    return model, dataset, json.loads(Path(index.instances_path).read_text())
+
+
 @torch.no_grad()
 def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
              batch_size: int = 50) -> dict[str, Any]:
     """Presence answers per target kind and per no-match kind (see the module doc)."""
-    model, loaded = load_model(checkpoint, torch.device("cpu"))
-    model.eval()
-    dataset = evenly_spaced(build_dataset(RunConfig(model=loaded.model_config, data=data),
-                                          split, train=False), samples)
-    index = getattr(dataset, "dataset", dataset).index
-    instances = json.loads(Path(index.instances_path).read_text())
+    model, dataset, instances = _load(checkpoint, data, split, samples)
     scenes: dict[int, Any] = {}
     groups: dict[str, list[tuple[float, float]]] = {}  # (presence, mask peak) per phrase
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
@@ -100,6 +113,37 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
             for key in ("auc", "sweep", "joint_auc", "joint_sweep"):
                 row.pop(key, None)
     return rows
+
+
+@torch.no_grad()
+def by_name(checkpoint: Path, data: DataConfig, split: str, images: int) -> dict[str, Any]:
+    """Each of the style's shapes asked by name ("the square") on ``images`` pictures of
+    ``split``: per shape, the mean presence probability where it is in the picture and
+    where it is not, and the share of the latter answered present."""
+    model, dataset, instances = _load(checkpoint, data, split, None)
+    pictures: dict[int, Any] = {}
+    for sample in dataset:  # the first ``images`` pictures of the split
+        pictures.setdefault(int(sample["image_id"]), sample["image"])
+        if len(pictures) == images:
+            break
+    scores: dict[tuple[str, bool], list[float]] = {}
+    for image_id, image in pictures.items():
+        shapes = {o.shape for o in scene_of(instances, image_id).objects}
+        ids, mask = model.tokenize([f"the {shape}" for shape in DEFAULT.shapes])
+        probability = model(image.expand(len(DEFAULT.shapes), -1, -1, -1), ids, mask)
+        for shape, p in zip(DEFAULT.shapes, probability.presence_probability().tolist(),
+                            strict=True):
+            scores.setdefault((shape, shape in shapes), []).append(p)
+    return {shape: {"there": _mean(scores.get((shape, True), [])),
+                    "absent": _mean(scores.get((shape, False), [])),
+                    "absent_said_present": _mean([p >= 0.5 for p in
+                                                  scores.get((shape, False), [])]),
+                    "images_absent": len(scores.get((shape, False), []))}
+            for shape in DEFAULT.shapes}
+
+
+def _mean(values: list[Any]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _group(pairs: list[tuple[float, float]], groups: dict[str, list[tuple[float, float]]],
@@ -154,9 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="synthetic-gres", help="a generalized built-in set")
     parser.add_argument("--split", default="val")
     parser.add_argument("--samples", type=int, default=600)
+    parser.add_argument("--by-name", type=int, default=0, metavar="IMAGES",
+                        help="instead: ask each shape by name on this many pictures")
     args = parser.parse_args(argv)
+    data = DataConfig(name=args.data)
     for checkpoint in args.checkpoints:
-        result = diagnose(checkpoint, DataConfig(name=args.data), args.split, args.samples)
+        result = (by_name(checkpoint, data, args.split, args.by_name) if args.by_name
+                  else diagnose(checkpoint, data, args.split, args.samples))
         print(json.dumps({"checkpoint": str(checkpoint), **result}))
     return 0
 

@@ -50,6 +50,12 @@ def test_every_sample_is_counted_once_per_group(tmp_path):
     assert balanced["balanced"] == {"threshold": 0.6, "n_acc": 2 / 3, "t_acc": 2 / 3}
     assert presence.sweep([0.9], [0.1])["rows"][4] == {"threshold": 0.5, "n_acc": 1.0,
                                                        "t_acc": 1.0}
+    named = presence.by_name(checkpoint, DataConfig(name="synthetic-gres", root=str(root)),
+                             "val", images=5)
+    assert set(named) == {"circle", "square", "triangle", "star"}
+    assert sum(row["images_absent"] for row in named.values()) > 0  # 2-3 shapes a picture
+    for row in named.values():
+        assert all(v is None or 0 <= v <= 1 for k, v in row.items() if k != "images_absent")
     without = presence.diagnose(_trained(root, tmp_path / "off"),
                                 DataConfig(name="synthetic-gres", root=str(root)), "val", 1000)
     assert without["none"]["present"] is None and "auc" not in without["none"]  # no head
