@@ -285,6 +285,10 @@ def test_absent_shape_makes_the_no_match_phrases_name_a_shape_the_scene_lacks(tm
     refused = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x"),
                                   "--absent-shape", "2"])
     assert refused.exit_code != 0 and "--absent-shape" in refused.output
+    alone = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "y"), "--absent-shape",
+                                "0.5"])  # the default style has no phrase matching nothing
+    assert alone.exit_code != 0 and "--style gres" in alone.output
+    assert not (tmp_path / "y").exists()
 
 
 def test_a_heldout_set_in_grefcocos_layout_reads_as_grefcoco(tmp_path):

@@ -73,6 +73,10 @@ def synth_command(
     if layout not in LAYOUTS:
         raise UsageError(f"unknown --layout {layout!r}{did_you_mean(layout, LAYOUTS)}; "
                          f"known: {', '.join(LAYOUTS)}")
+    share = STYLES[style].generalized if generalized is None else generalized
+    if absent_shape and not share:
+        raise UsageError("--absent-shape shapes the phrases that match nothing: give it with "
+                         "--style gres or --generalized above 0")
     total = n_train + n_val + 2 * n_test
     with ProgressBar(total, "expressions", transient=True) as bar:
         root = generate_synthetic(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test,
@@ -80,7 +84,6 @@ def synth_command(
                                   layout=layout, absent_shape=absent_shape,
                                   progress=lambda done, _: bar.update(completed=done))
     dataset = "grefcoco" if layout == "grefcoco" else STYLES[style].dataset
-    share = STYLES[style].generalized if generalized is None else generalized
     extra = " (and the phrases for several objects or none beside them)" if share else ""
     console.print(f"wrote {total} expressions{extra} to {root / dataset}; "
                   f"use --data {dataset} --data-root {root}", highlight=False)
