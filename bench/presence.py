@@ -151,19 +151,19 @@ def _group(pairs: list[tuple[float, float]], groups: dict[str, list[tuple[float,
     """One group's share answered present and mean probability; for no-match groups the
     AUC of each signal against the phrases with a referent."""
     presence, peak = [p for p, _ in pairs], [m for _, m in pairs]
-    joint = [min(p, m) for p, m in pairs]
     row: dict[str, Any] = {"samples": len(pairs),
                            "present": sum(p >= 0.5 for p in presence) / len(pairs),
                            "mean_probability": sum(presence) / len(pairs),
                            "mask_present": sum(m >= 0.5 for m in peak) / len(pairs)}
     if name.startswith("none"):
         positives = groups.get("single", []) + groups.get("multi", [])
-        row["auc"] = auc([p for p, _ in positives], presence)
+        signals = {"": ([p for p, _ in positives], presence),
+                   "joint_": ([min(p, m) for p, m in positives], [min(p, m) for p, m in pairs])}
+        for prefix, (with_referent, without) in signals.items():
+            row[f"{prefix}auc"] = auc(with_referent, without)
+            if name == "none" and positives:
+                row[f"{prefix}sweep"] = sweep(with_referent, without)
         row["mask_peak_auc"] = auc([m for _, m in positives], peak)
-        row["joint_auc"] = auc([min(p, m) for p, m in positives], joint)
-        if name == "none" and positives:
-            row["sweep"] = sweep([p for p, _ in positives], presence)
-            row["joint_sweep"] = sweep([min(p, m) for p, m in positives], joint)
     return row
 
 
