@@ -188,6 +188,10 @@ class DataConfig:
     # and metrics.jsonl) or "fail" the run. More than max_skip_share skipped stops the run.
     on_error: Literal["fail", "skip"] = "skip"
     max_skip_share: float = 0.05
+    # Share of the one-object training samples shown on another image of the split with no
+    # object of their category and an empty mask: "no match" with an absolute signal for
+    # every class word (vipa.data.absent). Needs categories (refer layout); 0: off.
+    absent_pairs: float = 0.0
 
 
 @dataclass

@@ -52,6 +52,10 @@ def inside(low: float, high: float) -> Rule:
     return lambda v: None if low < v < high else f"must be strictly between {low:g} and {high:g}"
 
 
+def _share(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
 def _mix(value: Any) -> str | None:
     return None if value == "learned" or 0 <= value <= 1 else "must be 'learned' or in [0, 1]"
 
@@ -77,7 +81,7 @@ MODEL_RULES: dict[str, Rule] = {
     "veg.gumbel_scale": at_least(0), "veg.mix": _mix,
     "decoder.dim": at_least(1), "decoder.heads": at_least(1),
     "decoder.layers_per_level": at_least(1), "decoder.ffn_ratio": at_least(1),
-    "decoder.expression_dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "decoder.expression_dropout": _share,
     "loss.bce": at_least(0), "loss.dice": at_least(0), "loss.contrastive": at_least(0),
     "loss.tau": above(0), "loss.aux": at_least(0),
 }
@@ -85,6 +89,7 @@ MODEL_RULES: dict[str, Rule] = {
 RUN_RULES: dict[str, Rule] = {
     "data.max_val_samples": at_least(1), "data.num_workers": at_least(0),
     "data.max_skip_share": inside(0, 1),
+    "data.absent_pairs": _share,
     "train.epochs": at_least(1), "train.max_steps": at_least(1), "train.batch_size": at_least(1),
     "train.lr": above(0), "train.encoder_lr_scale": at_least(0),
     "train.weight_decay": at_least(0), "train.poly_power": at_least(0),

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vipa.data.absent import AbsentPairs
 from vipa.data.images import read_image  # noqa: F401 - the one reader (tests check it)
 from vipa.data.index import open_dataset
 from vipa.data.refer import Sample
@@ -41,7 +42,7 @@ class RISDataset(Dataset):
                  image_size: int = 128, train: bool = False, keep_original: bool = False,
                  augment: TrainAugment | None = None, seed: int = 0,
                  empty_text: bool = False, on_error: str = "fail",
-                 minival_held_out: bool = False) -> None:
+                 minival_held_out: bool = False, absent_pairs: float = 0.0) -> None:
         self.index = open_dataset(dataset, root, split_by, image_dir, strict=on_error != "skip")
         self.split = split
         self.items: list[Sample] = split_samples(self.index, split,
@@ -55,6 +56,7 @@ class RISDataset(Dataset):
         self.seed = seed
         self.empty_text = empty_text
         self.epoch = 0
+        self.absent = AbsentPairs(self.index, self.items, absent_pairs) if absent_pairs else None
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation draw per epoch (call before each epoch, as with samplers)."""
@@ -69,6 +71,8 @@ class RISDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.items[index]
+        if self.absent is not None:
+            sample = self.absent.draw(sample, self._generator(index, stream=1)) or sample
         try:
             pixels, orig_mask = self.index.load(sample)
         except DataError as error:
@@ -80,9 +84,7 @@ class RISDataset(Dataset):
         mask = resize_mask(torch.from_numpy(orig_mask)[None].float(), self.image_size)
         text = "" if self.empty_text else sample.text
         if self.train and self.augment is not None:
-            generator = torch.Generator().manual_seed(
-                (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-            image, mask, text = self.augment(image, mask, text, generator)
+            image, mask, text = self.augment(image, mask, text, self._generator(index))
         item: dict[str, Any] = {
             "image": image.contiguous(), "mask": mask.contiguous(), "text": text,
             "sent_id": sample.sent_id, "ref_id": sample.ref_id, "image_id": sample.image_id,
@@ -92,6 +94,14 @@ class RISDataset(Dataset):
         if self.keep_original:
             item["orig_mask"] = torch.from_numpy(orig_mask)
         return item
+
+    def _generator(self, index: int, stream: int = 0) -> torch.Generator:
+        """The draws of sample ``index`` this epoch: stream 0 the augmentation, 1 the
+        absent pair, each its own so one never shifts the other."""
+        seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+        if stream:  # a linear-congruential step away from the augmentation's seed
+            seed = (seed * 6_364_136_223_846_793_005 + stream) % 2**63
+        return torch.Generator().manual_seed(seed)
 
 
 # Entries whose size follows the original image: always a list, even when the
