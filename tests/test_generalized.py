@@ -341,6 +341,26 @@ def test_the_presence_logit_trains_and_empties_the_mask_of_a_no_match(mode):
                        model.eval()(images, *model.tokenize(phrases)).logits.sigmoid() >= 0.5)
 
 
+def test_presence_level_feeds_the_head_a_finer_stage():
+    base = ["encoder.name=tiny", "encoder.preset=micro", "image_size=32", "veg.k=4",
+            "decoder.dim=16", "presence=head"]
+    coarsest = build_model(apply_overrides(ModelConfig(), base))
+    assert coarsest.presence_index == len(coarsest.encoder.strides) - 1
+    torch.manual_seed(0)
+    model = build_model(apply_overrides(ModelConfig(), [*base, "presence_level=8"])).eval()
+    index = model.presence_index
+    assert model.encoder.strides[index] == 8 < model.encoder.strides[-1]
+    assert model.presence.feature_proj.in_features == model.encoder.out_channels[index]
+    model.encoder.tokenizer.fit(["the red circle"])
+    images, (ids, mask) = torch.rand(1, 3, 32, 32), model.tokenize(["the red circle"])
+    with torch.no_grad():
+        text = model.encoder.encode_text(ids, mask)
+        features = model.features(images, text, None)
+        relevance = model.veg(features[model.veg_index], text).relevance
+        expected = model.presence(text.sentence, relevance, features[index])
+        torch.testing.assert_close(model(images, ids, mask).presence, expected)
+
+
 def test_the_balanced_presence_loss_weighs_both_kinds_of_phrase_alike():
     logits = torch.tensor([2.0, -1.0, 0.5, 3.0])
     masks = torch.zeros(4, 1, 4, 4)

@@ -166,6 +166,9 @@ class ModelConfig:
     # Whether a phrase matches anything (vipa.model.presence): off (the paper: every phrase
     # gets a mask), relevance (from the VEG relevance map's best cell) or head (a small MLP).
     presence: Literal["off", "relevance", "head"] = "off"
+    # The fused stage the head max-pools, by stride (the closest stage); None: the coarsest.
+    # A finer one keeps the shape of a small object (docs/results.md, "Absent pairs").
+    presence_level: int | None = None
 
 
 @dataclass

@@ -74,7 +74,7 @@ def _duration(value: str) -> str | None:
 
 # Dotted key (relative to a ModelConfig) -> rule; None values are always allowed.
 MODEL_RULES: dict[str, Rule] = {
-    "image_size": at_least(32), "max_text_len": at_least(1),
+    "image_size": at_least(32), "max_text_len": at_least(1), "presence_level": at_least(1),
     "veg.k": at_least(1), "veg.level": at_least(1), "veg.n_refine": at_least(0),
     "veg.context_layers": at_least(0),
     "veg.heads": at_least(1), "veg.topm": at_least(1), "veg.score_tau": above(0),

@@ -4,8 +4,9 @@ Generalized RIS (gRefCOCO, ``synthetic-gres``) has phrases that refer to no
 object. ``relevance``: the logit is an affine map of the VEG relevance map's
 highest cell, so "no cell is the referent" is read where VIPA already scores
 every cell against the phrase (two parameters). ``head``: a small MLP over the
-sentence feature, that relevance summary (max, mean, log-sum-exp) and the
-coarsest fused feature map max-pooled, for what the relevance map alone misses.
+sentence feature, that relevance summary (max, mean, log-sum-exp) and one fused
+feature map max-pooled (the coarsest, or ``model.presence_level``), for what the
+relevance map alone misses.
 ``off`` (the paper's single-target setting): no logit, every phrase gets a mask.
 """
 
@@ -24,7 +25,7 @@ def relevance_summary(relevance: Tensor, tau: float) -> Tensor:
 
 
 class Presence(nn.Module):
-    """(B,) presence logits from the text, the relevance map and the coarsest feature map."""
+    """(B,) presence logits from the text, the relevance map and one fused feature map."""
 
     def __init__(self, mode: str, text_dim: int, feature_dim: int, tau: float,
                  hidden: int = 64) -> None:
@@ -41,12 +42,12 @@ class Presence(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(2 * hidden + 3, hidden), nn.GELU(),
                                      nn.Linear(hidden, 1))
 
-    def forward(self, sentence: Tensor, relevance: Tensor, coarsest: Tensor) -> Tensor:
+    def forward(self, sentence: Tensor, relevance: Tensor, feature: Tensor) -> Tensor:
         summary = relevance_summary(relevance, self.tau)
         if self.mode == "relevance":
             return self.scale * summary[:, 0] + self.bias
         dtype = self.text_proj.weight.dtype  # fp32 under autocast, bf16 in a bf16 model
-        pooled = coarsest.to(dtype).amax(dim=(-2, -1))
+        pooled = feature.to(dtype).amax(dim=(-2, -1))
         joined = torch.cat((self.text_proj(sentence.to(dtype)), self.feature_proj(pooled),
                             summary.to(dtype)), dim=1)
         return self.mlp(joined).squeeze(1).float()

@@ -134,8 +134,12 @@ class VipaModel(nn.Module):
         )
         self.decoder = VipaDecoder(self.encoder.out_channels, self.encoder.text_dim,
                                    config.decoder)
+        strides = self.encoder.strides
+        self.presence_index = (len(strides) - 1 if config.presence_level is None
+                               else veg_level_index(strides, config.presence_level))
         self.presence = (Presence(config.presence, self.encoder.text_dim,
-                                  self.encoder.out_channels[-1], config.loss.tau)
+                                  self.encoder.out_channels[self.presence_index],
+                                  config.loss.tau)
                          if config.presence != "off" else None)
 
     def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor,
@@ -157,7 +161,8 @@ class VipaModel(nn.Module):
                                    (images.shape[-2], images.shape[-1]), veg.places,
                                    veg.relevance)
         presence = (None if self.presence is None
-                    else self.presence(text.sentence, veg.relevance, features[-1]))
+                    else self.presence(text.sentence, veg.relevance,
+                                       features[self.presence_index]))
         return ModelOutput(logits, veg.relevance, aux, presence)
 
     def features(self, images: Tensor, text: TextFeatures,
