@@ -14,7 +14,11 @@ phrases that need their shape word at all. ``untrained`` is the
 same probe on a freshly built model of the same config (what the architecture
 alone gives).
 
+``--by-need SAMPLES`` scores instead the checkpoint's masks on val phrases, split by
+whether they need their shape word: what the shape blindness costs the one-object task.
+
     python -m bench.shape_probe runs/gres/best.safetensors
+    python -m bench.shape_probe runs/gres/best.safetensors --by-need 500
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from bench.presence import auc
 from vipa.checkpoint import load_model
 from vipa.config import DataConfig, RunConfig
-from vipa.data.build import build_dataset
+from vipa.data.build import build_dataset, evenly_spaced
+from vipa.data.dataset import collate
 from vipa.data.synthetic import DEFAULT, scene_of
 from vipa.data.synthetic.language import picks_out
 from vipa.model import build_model
@@ -131,24 +137,64 @@ def probe(train: tuple[Tensor, Tensor, Tensor], train_labels: Tensor,
     return row
 
 
+def needs_shape(text: str, scene: Any) -> tuple[str, bool] | None:
+    """(expression kind, whether the phrase stops picking out one object when every shape
+    word is ignored: each object given the referent's shape) of a built-in phrase."""
+    expression = DEFAULT.read(text) or DEFAULT.read(text, reworded=True)
+    if expression is None:
+        return None
+    shape = expression.phrase.shape
+    same = replace(scene, objects=tuple(replace(o, shape=shape) for o in scene.objects))
+    anchor = expression.anchor and replace(expression.anchor, shape=shape)
+    return expression.kind, picks_out(same, replace(expression, anchor=anchor)) is None
+
+
 def shape_needed(config: RunConfig, split: str) -> dict[str, float]:
-    """Per expression kind, the share of ``split``'s one-object phrases that stop picking
-    out their object when every shape word is ignored (each object given the referent's
-    shape): how often training asks for the shape at all."""
+    """Per expression kind, the share of ``split``'s one-object phrases that need their
+    shape word (:func:`needs_shape`): how often training asks for the shape at all."""
     dataset = build_dataset(config, split, train=False)
     instances = json.loads(Path(dataset.index.instances_path).read_text())
+    scenes: dict[int, Any] = {}
     needed: dict[str, list[bool]] = {}
     for sample in dataset.items:
-        expression = DEFAULT.read(sample.text) or DEFAULT.read(sample.text, reworded=True)
-        if expression is None or sample.target_count != 1:
+        if sample.target_count != 1:
             continue
-        shape = expression.phrase.shape
-        scene = scene_of(instances, sample.image_id)
-        same = replace(scene, objects=tuple(replace(o, shape=shape) for o in scene.objects))
-        anchor = expression.anchor and replace(expression.anchor, shape=shape)
-        index = picks_out(same, replace(expression, anchor=anchor))
-        needed.setdefault(expression.kind, []).append(index is None)
+        scene = scenes.setdefault(sample.image_id, scene_of(instances, sample.image_id))
+        found = needs_shape(sample.text, scene)
+        if found is not None:
+            needed.setdefault(found[0], []).append(found[1])
     return {kind: sum(flags) / len(flags) for kind, flags in sorted(needed.items())}
+
+
+@torch.no_grad()
+def by_need(checkpoint: Path, data: DataConfig, split: str, samples: int) -> dict[str, Any]:
+    """The checkpoint's masks on ``samples`` evenly spread one-object phrases of ``split``,
+    per kind and per whether the phrase needs its shape word: count, mean IoU and P@0.5
+    (at the model's input size)."""
+    model, loaded = load_model(checkpoint, torch.device("cpu"))
+    model.eval()
+    dataset = evenly_spaced(build_dataset(RunConfig(model=loaded.model_config, data=data),
+                                          split, train=False), samples)
+    index = getattr(dataset, "dataset", dataset).index
+    instances = json.loads(Path(index.instances_path).read_text())
+    scenes: dict[int, Any] = {}
+    ious: dict[str, list[float]] = {}
+    for batch in DataLoader(dataset, batch_size=50, collate_fn=collate):
+        ids, mask = model.tokenize(batch["text"])
+        predicted = model(batch["image"], ids, mask).answer().float() >= 0
+        target = batch["mask"] > 0.5
+        inter = (predicted & target).flatten(1).sum(1).float()
+        union = (predicted | target).flatten(1).sum(1).float().clamp(min=1)
+        for text, image_id, iou in zip(batch["text"], batch["image_id"].tolist(),
+                                       (inter / union).tolist(), strict=True):
+            scene = scenes.setdefault(image_id, scene_of(instances, image_id))
+            found = needs_shape(text, scene)
+            if found is not None:
+                need = "needs shape" if found[1] else "shape redundant"
+                ious.setdefault(f"{found[0]}/{need}", []).append(iou)
+    return {group: {"samples": len(v), "mIoU": sum(v) / len(v),
+                    "P@0.5": sum(i >= 0.5 for i in v) / len(v)}
+            for group, v in sorted(ious.items())}
 
 
 def run(checkpoint: Path, data: DataConfig, n_train: int, n_val: int) -> dict[str, Any]:
@@ -162,7 +208,7 @@ def run(checkpoint: Path, data: DataConfig, n_train: int, n_val: int) -> dict[st
     untrained = build_model(loaded.model_config)  # fresh weights, the trained tokenizer
     if hasattr(model.encoder, "tokenizer"):
         untrained.encoder.tokenizer = model.encoder.tokenizer
-    out: dict[str, Any] = {"checkpoint": str(checkpoint), "train_pictures": len(train_images),
+    out: dict[str, Any] = {"train_pictures": len(train_images),
                            "val_pictures": len(val_images),
                            "train_shape_needed": shape_needed(config, "train")}
     for label, net in (("trained", model), ("untrained", untrained)):
@@ -182,9 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="synthetic", help="a built-in set")
     parser.add_argument("--train", type=int, default=600, help="train pictures to fit on")
     parser.add_argument("--val", type=int, default=300, help="val pictures to score")
+    parser.add_argument("--by-need", type=int, default=0, metavar="SAMPLES",
+                        help="instead: the masks' IoU on this many val phrases, split by "
+                             "whether the phrase needs its shape word")
     args = parser.parse_args(argv)
+    data = DataConfig(name=args.data)
     for checkpoint in args.checkpoints:
-        print(json.dumps(run(checkpoint, DataConfig(name=args.data), args.train, args.val)))
+        result = (by_need(checkpoint, data, "val", args.by_need) if args.by_need
+                  else run(checkpoint, data, args.train, args.val))
+        print(json.dumps({"checkpoint": str(checkpoint), **result}))
     return 0
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench import shape_probe
 from vipa.config import DataConfig, resolve_config
-from vipa.data.synthetic import generate_synthetic
+from vipa.data.synthetic import Obj, Scene, generate_synthetic
 from vipa.training import train
 
 
@@ -37,3 +37,24 @@ def test_the_probes_score_every_stage_of_a_checkpoint_and_its_untrained_twin(tmp
     needed = result["train_shape_needed"]
     assert set(needed) <= {"attribute", "position", "relation"} and needed
     assert all(0 <= share <= 1 for share in needed.values())
+    split = shape_probe.by_need(checkpoint, DataConfig(name="synthetic", root=str(root)),
+                                "val", 40)
+    assert 0 < sum(row["samples"] for row in split.values()) <= 40
+    for group, row in split.items():
+        kind, need = group.split("/")
+        assert kind in needed and need in {"needs shape", "shape redundant"}
+        assert 0 <= row["mIoU"] <= 1 and 0 <= row["P@0.5"] <= 1
+
+
+def test_a_phrase_needs_its_shape_word_only_where_another_object_shares_the_rest():
+    def obj(shape, colour, x):
+        return Obj(shape=shape, colour=colour, size="small", texture="plain", x=x, y=50,
+                   radius=8)
+
+    same_colour = Scene((obj("circle", "red", 20), obj("square", "red", 80)), 100)
+    other_colour = Scene((obj("circle", "red", 20), obj("square", "blue", 80)), 100)
+    assert shape_probe.needs_shape("the red circle", same_colour) == ("attribute", True)
+    assert shape_probe.needs_shape("the red circle", other_colour) == ("attribute", False)
+    assert shape_probe.needs_shape("the leftmost red circle", same_colour) == ("position",
+                                                                               False)
+    assert shape_probe.needs_shape("no such phrase", same_colour) is None
