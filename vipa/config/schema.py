@@ -167,7 +167,7 @@ class ModelConfig:
     # gets a mask), relevance (from the VEG relevance map's best cell) or head (a small MLP).
     presence: Literal["off", "relevance", "head"] = "off"
     # The fused stage the head max-pools, by stride (the closest stage); None: the coarsest.
-    # A finer one keeps the shape of a small object (docs/results.md, "Absent pairs").
+    # Measured: docs/results.md, "Why a shape the scene lacks is said present".
     presence_level: int | None = None
 
 
