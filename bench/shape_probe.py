@@ -53,23 +53,22 @@ def pictures(config: RunConfig, split: str,
     index = dataset.index
     names = [index.categories[c]["name"] for c in sorted(index.categories)]
     column = {c: i for i, c in enumerate(sorted(index.categories))}
-    shapes: dict[int, set[int]] = {}
-    for ann in index.annotations.values():
-        shapes.setdefault(int(ann["image_id"]), set()).add(column[int(ann["category_id"])])
+    on_image: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for ann_id, ann in index.annotations.items():
+        on_image.setdefault(int(ann["image_id"]), []).append((ann_id, ann))
     images: dict[int, Tensor] = {}
     for i, sample in enumerate(dataset.items):
         if sample.image_id not in images:
             images[sample.image_id] = dataset[i]["image"]
         if len(images) == count:
             break
-    labels = torch.zeros(len(images), len(names))
-    for row, image_id in enumerate(images):
-        labels[row, sorted(shapes[image_id])] = 1
     colours = {c: i for i, c in enumerate(DEFAULT.colours)}
     objects = [[(torch.from_numpy(index.mask(ann_id)).float(), column[int(ann["category_id"])],
-                 colours[ann["attributes"]["colour"]])
-                for ann_id, ann in index.annotations.items() if ann["image_id"] == image_id]
+                 colours[ann["attributes"]["colour"]]) for ann_id, ann in on_image[image_id]]
                for image_id in images]
+    labels = torch.zeros(len(images), len(names))
+    for row, picture in enumerate(objects):
+        labels[row, [shape for _, shape, _ in picture]] = 1
     return torch.stack(list(images.values())), labels, names, objects
 
 
