@@ -85,10 +85,26 @@ class SwinBertEncoder(BertTextTower, VisionLanguageEncoder):
         """The feature maps' layout: channels-last once the model's weights are
         (``model.to(memory_format=torch.channels_last)``: Swin computes NHWC, so the maps
         are then handed on without a copy), else contiguous NCHW."""
-        weight = self.vision.patch_embed.proj.weight
+        weight = next(self.vision.patch_embed.proj.parameters())
         if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
             return torch.channels_last
         return torch.contiguous_format
+
+
+STEMS = ("patch", "conv")
+
+
+class ConvStem(nn.Sequential):
+    """Stride-4 patch embedding as two 3 x 3 stride-2 convolutions and a 1 x 1 projection
+    (``stem="conv"``): overlapping receptive fields in place of Swin's disjoint 4 x 4
+    patches, the convolutional stem of "Early convolutions help transformers see better"
+    (Xiao et al., 2021). NCHW in, NCHW out, as the ``Conv2d`` it replaces."""
+
+    def __init__(self, channels: int) -> None:
+        half = max(channels // 2, 8)
+        super().__init__(nn.Conv2d(3, half, 3, stride=2, padding=1), nn.GELU(),
+                         nn.Conv2d(half, channels, 3, stride=2, padding=1), nn.GELU(),
+                         nn.Conv2d(channels, channels, 1))
 
 
 def _check_image_size(image_size: int) -> int:
@@ -164,7 +180,7 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
                     freeze_text: bool = False, max_text_len: int = 20,
                     vocab_size: int = DEFAULT_VOCAB_CAP,
                     drop_path_rate: float = 0.1, window: int | None = None,
-                    attention: str = "timm") -> SwinBertEncoder:
+                    attention: str = "timm", stem: str = "patch") -> SwinBertEncoder:
     """Build ``swin-bert``.
 
     ``weights``: ``random`` (nothing is read or downloaded), ``pretrained``
@@ -185,6 +201,8 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
     tiles 24 / 12 / 6 / 3 exactly). ``attention``: ``timm`` (timm's window attention)
     or ``sdpa`` (``scaled_dot_product_attention`` with the bias and shift mask cached
     in the compute dtype; the same function, :mod:`vipa_encoders.swin_windows`).
+    ``stem``: ``patch`` (Swin's 4 x 4 patch embedding, the paper's) or ``conv``
+    (:class:`ConvStem`, random vision weights only).
     """
     name = preset or DEFAULT_PRESET
     if attention not in ATTENTION:
@@ -197,6 +215,11 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
             raise ConfigError(f"swin-bert window={window}: a window of 1 or more, with random "
                               "vision weights (pretrained Swin weights fit their own window)")
         spec = dataclasses.replace(spec, window_size=int(window))
+    if stem not in STEMS:
+        raise ConfigError(f"swin-bert stem={stem!r}; known: {', '.join(STEMS)}")
+    if stem != "patch" and (weights not in ("random", None) or vision_weights is not None):
+        raise ConfigError(f"swin-bert stem={stem}: random vision weights only (pretrained "
+                          "Swin weights fit their own patch embedding)")
     image_size = _check_image_size(image_size if image_size is not None else spec.image_size)
     if max_text_len < 2:
         raise ConfigError(f"max_text_len must be at least 2 ([CLS] and [SEP]), got {max_text_len}")
@@ -207,6 +230,8 @@ def build_swin_bert(preset: str | None = None, weights: str = "random",
     vision_file = _vision_file(name, spec, tower_weights, vision_weights)
     text_source = _text_source(name, spec, tower_weights, text_weights, text)
     vision = _build_vision(name, spec, vision_file, image_size, drop_path_rate)
+    if stem == "conv":
+        vision.patch_embed.proj = ConvStem(spec.embed_dim)
     if text_source is not None:
         text, tokenizer = load_bert(text_source, what=f"{WHAT} text", max_len=max_text_len)
     else:

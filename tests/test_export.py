@@ -262,7 +262,8 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("veg.word_pool=attention",), ("veg.straight_through=successive",),
               ("decoder.kv=both", "decoder.hide_expression=true"), ("presence=relevance",),
               ("presence=head",), ("decoder.prior=true", "decoder.prior_resolution=veg"),
-              ("veg.position_cue=true",), ("presence=head", "presence_level=8")]
+              ("veg.position_cue=true",), ("presence=head", "presence_level=8"),
+              ("presence=cells", "presence_level=8")]
 
 
 def test_dropping_special_tokens_exports_with_parity(tmp_path):
@@ -304,6 +305,37 @@ def test_vipa_options_round_trip_through_config_checkpoint_and_onnx(overrides, t
     # tolerance (1e-3) holds.
     tolerance = TOLERANCE if "fusion.options.pwam=lavt" in overrides else 1e-4
     assert result.max_abs_diff is not None and result.max_abs_diff <= tolerance
+
+
+def test_the_swin_conv_stem_round_trips_with_parity(tmp_path):
+    """swin-bert's ``stem=conv`` (two 3 x 3 stride-2 convolutions in place of the 4 x 4
+    patch embedding) changes the encoder, and survives a checkpoint and an ONNX export."""
+    from vipa.checkpoint import load_model
+    from vipa.config import apply_overrides
+
+    base = apply_overrides(small_model("swin-bert", "early").config, ["image_size=96"])
+    conv = apply_overrides(base, ["encoder.options.stem=conv"])
+    models = []
+    for config in (base, conv):
+        torch.manual_seed(0)
+        models.append(build_model(config).eval())
+    stem = models[1].encoder.vision.patch_embed.proj
+    assert [m.kernel_size for m in stem if isinstance(m, torch.nn.Conv2d)] == \
+        [(3, 3), (3, 3), (1, 1)]
+    images = torch.rand(1, 3, 96, 96)
+    ids, mask = models[1].tokenize(["the red circle"])
+    with torch.no_grad():
+        assert models[1].encoder.stem(images).shape == models[0].encoder.stem(images).shape
+        assert not torch.allclose(models[0](images, ids, mask).logits,
+                                  models[1](images, ids, mask).logits)
+    checkpoint = save_checkpoint(tmp_path / "model.safetensors", models[1])
+    loaded, meta = load_model(checkpoint, torch.device("cpu"))
+    assert meta.model_config.encoder.options == {"stem": "conv"}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(images, ids, mask).logits,
+                                   models[1](images, ids, mask).logits)
+    result = export_checkpoint(checkpoint, tmp_path / "model.onnx", "onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
 
 
 def test_a_swin_window_that_tiles_the_grid_round_trips_with_parity(tmp_path):

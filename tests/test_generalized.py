@@ -8,6 +8,7 @@ objects (several), and one phrase per image that matches nothing (``[-1]``).
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 from pathlib import Path
@@ -314,7 +315,7 @@ def test_a_heldout_set_in_grefcocos_layout_reads_as_grefcoco(tmp_path):
     assert bad.exit_code != 0 and "unknown --layout 'coco'" in bad.output
 
 
-@pytest.mark.parametrize("mode", ["relevance", "head"])
+@pytest.mark.parametrize("mode", ["relevance", "head", "cells"])
 def test_the_presence_logit_trains_and_empties_the_mask_of_a_no_match(mode):
     config = apply_overrides(ModelConfig(), ["encoder.name=tiny", "encoder.preset=micro",
                                              "image_size=32", "veg.k=4", "decoder.dim=16",
@@ -430,3 +431,27 @@ def test_no_match_reaches_predict_onnx_and_the_python_api(tmp_path):
                                      "--device", "cpu", "-o", str(tmp_path / "out"), "--json"])
         record = json.loads(listed.stdout)
         assert record["present"] is False and record["area"] == 0, record
+
+
+def test_the_cells_read_out_scores_each_place_and_takes_the_best():
+    """presence=cells: one strong cell decides, wherever it is; a pooled map could not
+    tell one object holding both words from two objects holding one each."""
+    from vipa.model.presence import Presence, soft_max_over_cells
+
+    scores = torch.tensor([[0.0, 0.0, 0.0, 9.0], [9.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    pooled = soft_max_over_cells(scores)
+    assert torch.allclose(pooled[0], pooled[1]) and pooled[0] > 7.5
+    assert abs(float(pooled[2])) < 1e-6  # no cell stands out: the mean
+    torch.manual_seed(0)
+    head = Presence("cells", text_dim=6, feature_dim=5, tau=0.1, hidden=8).eval()
+    sentence, feature = torch.randn(1, 6), torch.randn(1, 5, 3, 3)
+    moved = feature.flatten(2).roll(4, dims=2).view_as(feature)  # the same cells, elsewhere
+    relevance = torch.randn(1, 3, 3)
+    with torch.no_grad():
+        logit = head(sentence, relevance, feature)
+        assert torch.allclose(logit, head(sentence, relevance, moved), atol=1e-6)
+        assert torch.allclose(logit, head(sentence, relevance.neg(), feature))  # text + map
+        cells = head.feature_proj(feature.flatten(2).transpose(1, 2))
+        text = head.text_proj(sentence).unsqueeze(1).expand_as(cells)
+        each = head.mlp(torch.cat((cells, text, cells * text), 2)).squeeze(2)
+        assert torch.allclose(logit, each.logsumexp(1) - math.log(9))

@@ -164,9 +164,12 @@ class ModelConfig:
     image_size: int = 128
     max_text_len: int = 20
     # Whether a phrase matches anything (vipa.model.presence): off (the paper: every phrase
-    # gets a mask), relevance (from the VEG relevance map's best cell) or head (a small MLP).
-    presence: Literal["off", "relevance", "head"] = "off"
-    # The fused stage the head max-pools, by stride (the closest stage); None: the coarsest.
+    # gets a mask), relevance (from the VEG relevance map's best cell), head (a small MLP over
+    # pooled features) or cells (the phrase scored at every cell of a fused map, the best
+    # cells taken).
+    presence: Literal["off", "relevance", "head", "cells"] = "off"
+    # The fused stage head pools or cells scores, by stride (the closest stage); None: the
+    # coarsest.
     # Measured: docs/results.md, "Why a shape the scene lacks is said present".
     presence_level: int | None = None
 
