@@ -149,4 +149,8 @@ def test_a_bf16_swin_bert_runs_with_either_attention():
             full = model(images, ids, mask).logits
             half = model.to(torch.bfloat16)(images.to(torch.bfloat16), ids, mask).logits
         assert half.dtype == torch.bfloat16
-        assert ((half.float() > 0) == (full > 0)).float().mean() > 0.98, attention
+        # bf16 rounds each logit by up to ~0.13 here (the cpu preset's conv stem included),
+        # so only pixels nearer 0 than that may change side
+        assert (half.float() - full).abs().max() < 0.2, attention
+        confident = full.abs() > 0.2
+        assert ((half.float() > 0) == (full > 0))[confident].all(), attention
