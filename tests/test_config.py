@@ -168,7 +168,10 @@ def test_a_recipe_starts_from_the_one_its_base_names(tmp_path):
     gres, cpu = load_preset("gres"), load_preset("cpu")
     assert (gres.data.name, gres.model.presence) == ("synthetic-gres", "head")
     assert gres.train == replace(cpu.train, max_steps=2400)
-    assert gres.model.encoder == cpu.model.encoder
+    # a nested section merges: gres pins the stem it was measured with, keeps cpu's others
+    assert cpu.model.encoder.options["stem"] == "conv"
+    assert gres.model.encoder == replace(cpu.model.encoder,
+                                         options={**cpu.model.encoder.options, "stem": "patch"})
     mine = tmp_path / "mine.yaml"
     mine.write_text("base: gres\ntrain: {max_steps: 7}\n")
     cfg = resolve_config(str(mine), {}, ["veg.k=4"])
