@@ -350,3 +350,13 @@ def test_a_fitted_vocabulary_is_the_same_in_every_process():
     words = [token for token, _ in vocab[141:]]
     # by frequency, ties alphabetical; "a" is a basic character already
     assert words == ["the", "square", "star", "at", "green", "left", "of", "purple", "red"]
+
+
+def test_the_swin_stem_option_refuses_what_it_cannot_build():
+    """``stem``: an unknown name, or the conv stem over pretrained vision weights, is a
+    one-line ConfigError before anything is built or read."""
+    with pytest.raises(ConfigError, match="stem='hex'; known: patch, conv"):
+        build_swin_bert("micro", image_size=64, stem="hex")
+    with pytest.raises(ConfigError, match="stem=conv: random vision weights only"):
+        build_swin_bert("micro", image_size=64, stem="conv",
+                        vision_weights="/nowhere/model.safetensors")

@@ -55,12 +55,12 @@ class Presence(nn.Module):
                                      nn.Linear(hidden, 1))
 
     def forward(self, sentence: Tensor, relevance: Tensor, feature: Tensor) -> Tensor:
-        summary = relevance_summary(relevance, self.tau)
         if self.mode == "relevance":
-            return self.scale * summary[:, 0] + self.bias
+            return self.scale * relevance_summary(relevance, self.tau)[:, 0] + self.bias
         dtype = self.text_proj.weight.dtype  # fp32 under autocast, bf16 in a bf16 model
         if self.mode == "cells":
             return self.cell_scores(sentence.to(dtype), feature.to(dtype)).float()
+        summary = relevance_summary(relevance, self.tau)
         pooled = feature.to(dtype).amax(dim=(-2, -1))
         joined = torch.cat((self.text_proj(sentence.to(dtype)), self.feature_proj(pooled),
                             summary.to(dtype)), dim=1)
