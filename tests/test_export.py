@@ -307,52 +307,23 @@ def test_vipa_options_round_trip_through_config_checkpoint_and_onnx(overrides, t
     assert result.max_abs_diff is not None and result.max_abs_diff <= tolerance
 
 
-def test_the_swin_conv_stem_round_trips_with_parity(tmp_path):
-    """swin-bert's ``stem=conv`` (two 3 x 3 stride-2 convolutions in place of the 4 x 4
-    patch embedding) changes the encoder, and survives a checkpoint and an ONNX export."""
-    from vipa.checkpoint import load_model
+def _swin_96_with_and_without(override: str) -> list:
+    """The small early-fusion swin-bert at 96 px, as built and with one encoder option,
+    each from seed 0, in eval mode."""
     from vipa.config import apply_overrides
 
     base = apply_overrides(small_model("swin-bert", "early").config, ["image_size=96"])
-    conv = apply_overrides(base, ["encoder.options.stem=conv"])
     models = []
-    for config in (base, conv):
+    for config in (base, apply_overrides(base, [override])):
         torch.manual_seed(0)
         models.append(build_model(config).eval())
-    stem = models[1].encoder.vision.patch_embed.proj
-    assert [m.kernel_size for m in stem if isinstance(m, torch.nn.Conv2d)] == \
-        [(3, 3), (3, 3), (1, 1)]
-    images = torch.rand(1, 3, 96, 96)
-    ids, mask = models[1].tokenize(["the red circle"])
-    with torch.no_grad():
-        assert models[1].encoder.stem(images).shape == models[0].encoder.stem(images).shape
-        assert not torch.allclose(models[0](images, ids, mask).logits,
-                                  models[1](images, ids, mask).logits)
-    checkpoint = save_checkpoint(tmp_path / "model.safetensors", models[1])
-    loaded, meta = load_model(checkpoint, torch.device("cpu"))
-    assert meta.model_config.encoder.options == {"stem": "conv"}
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.eval()(images, ids, mask).logits,
-                                   models[1](images, ids, mask).logits)
-    result = export_checkpoint(checkpoint, tmp_path / "model.onnx", "onnx")
-    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    return models
 
 
-def test_a_swin_window_that_tiles_the_grid_round_trips_with_parity(tmp_path):
-    """swin-bert's ``window`` option (3 tiles 96 px: 24 / 12 / 6 / 3 tokens, no pad tokens)
-    changes the encoder, and survives a checkpoint and an ONNX export."""
+def _option_changes_and_round_trips(models: list, options: dict, tmp_path) -> None:
+    """The option's model computes otherwise, and its checkpoint and ONNX export keep it."""
     from vipa.checkpoint import load_model
-    from vipa.config import apply_overrides
 
-    base = apply_overrides(small_model("swin-bert", "early").config, ["image_size=96"])
-    tiled = apply_overrides(base, ["encoder.options.window=3"])
-    models = []
-    for config in (base, tiled):
-        torch.manual_seed(0)
-        models.append(build_model(config).eval())
-    blocks = [b for stage in models[1].encoder.vision.layers for b in stage.blocks]
-    assert {tuple(b.window_size) for b in blocks} == {(3, 3)}
-    assert all(96 // 4 // 2**i % 3 == 0 for i in range(4))  # every stage grid is whole windows
     images = torch.rand(1, 3, 96, 96)  # both keep the unfitted character vocabulary
     ids, mask = models[1].tokenize(["the red circle"])
     with torch.no_grad():
@@ -360,9 +331,32 @@ def test_a_swin_window_that_tiles_the_grid_round_trips_with_parity(tmp_path):
                                   models[1](images, ids, mask).logits)
     checkpoint = save_checkpoint(tmp_path / "model.safetensors", models[1])
     loaded, meta = load_model(checkpoint, torch.device("cpu"))
-    assert meta.model_config.encoder.options == {"window": 3}
+    assert meta.model_config.encoder.options == options
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(images, ids, mask).logits,
                                    models[1](images, ids, mask).logits)
     result = export_checkpoint(checkpoint, tmp_path / "model.onnx", "onnx")
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+
+
+def test_the_swin_conv_stem_round_trips_with_parity(tmp_path):
+    """swin-bert's ``stem=conv`` (two 3 x 3 stride-2 convolutions in place of the 4 x 4
+    patch embedding) changes the encoder, and survives a checkpoint and an ONNX export."""
+    models = _swin_96_with_and_without("encoder.options.stem=conv")
+    stem = models[1].encoder.vision.patch_embed.proj
+    assert [m.kernel_size for m in stem if isinstance(m, torch.nn.Conv2d)] == \
+        [(3, 3), (3, 3), (1, 1)]
+    images = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        assert models[1].encoder.stem(images).shape == models[0].encoder.stem(images).shape
+    _option_changes_and_round_trips(models, {"stem": "conv"}, tmp_path)
+
+
+def test_a_swin_window_that_tiles_the_grid_round_trips_with_parity(tmp_path):
+    """swin-bert's ``window`` option (3 tiles 96 px: 24 / 12 / 6 / 3 tokens, no pad tokens)
+    changes the encoder, and survives a checkpoint and an ONNX export."""
+    models = _swin_96_with_and_without("encoder.options.window=3")
+    blocks = [b for stage in models[1].encoder.vision.layers for b in stage.blocks]
+    assert {tuple(b.window_size) for b in blocks} == {(3, 3)}
+    assert all(96 // 4 // 2**i % 3 == 0 for i in range(4))  # every stage grid is whole windows
+    _option_changes_and_round_trips(models, {"window": 3}, tmp_path)
