@@ -44,7 +44,7 @@ SWITCHES = [
 ALONE = [
     ["decoder.prior=true", "decoder.prior_resolution=veg"],
     ["presence=relevance"], ["presence=head"], ["presence=head", "loss.presence=0"],
-    ["presence=cells"],
+    ["presence=cells"], ["veg.fine_level=8"],
     ["presence=relevance", "loss.presence=0"],
     ["presence=relevance", "loss.contrastive=0", "decoder.kv=language"],
     ["presence=head", "loss.contrastive=0", "veg.retrieval=off"],

@@ -132,7 +132,7 @@ def test_switch_with_same_parameters_changes_output(overrides):
     ("veg.refine=off",), ("veg.cues=local",), ("veg.cues=global",), ("decoder.kv=language",),
     ("veg.n_refine=1",), ("decoder.coords=false",), ("veg.context_layers=1",),
     ("veg.fallback=true",), ("decoder.kv=both",), ("decoder.pos_enc=true",),
-    ("decoder.prior=true",), ("veg.word_pool=attention",),
+    ("decoder.prior=true",), ("veg.word_pool=attention",), ("veg.fine_level=8",),
 ])
 def test_switch_changes_parameters_and_output(overrides):
     base = _model()
@@ -533,3 +533,26 @@ def test_the_position_cue_orders_the_cells_by_the_direction_the_sentence_gives()
     loss = VipaLoss(cued.config.loss)(cued(images, ids, mask), masks)
     loss.total.backward()
     assert cued.veg.position_proj.weight.grad.abs().sum() > 0
+
+
+def test_the_fine_level_hands_each_veg_cell_its_finer_sub_cells():
+    """veg.fine_level: cell (i, j) of the VEG grid reads the finer map's r x r block at
+    (r i, r j) in its channels; a padded finer grid is area-resized first; a stride that is
+    not finer than the VEG's is a one-line error."""
+    from vipa.config.validate import validate_model
+    from vipa.model.veg import sub_cells
+
+    fine = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    cells = sub_cells(fine, 2, 2, 2)
+    assert cells.shape == (1, 8, 2, 2)
+    torch.testing.assert_close(cells[0, :, 1, 0].view(2, 2, 2), fine[0, :, 2:4, 0:2])
+    padded = torch.nn.functional.pad(fine, (0, 1, 0, 1))  # a 5 x 5 grid for 2 x 2 cells
+    assert sub_cells(padded, 2, 2, 2).shape == (1, 8, 2, 2)
+    model = _model("veg.fine_level=8")
+    assert model.encoder.strides[model.fine_index] == 8
+    assert model.veg.token_proj.in_features == _model().veg.token_proj.in_features + \
+        4 * model.encoder.out_channels[model.fine_index]
+    with pytest.raises(ConfigError, match="veg.fine_level: 16 .* finer stride than veg.level"):
+        validate_model(_config("veg.fine_level=16"))
+    with pytest.raises(ConfigError, match="no stage finer than the VEG's stride 4"):
+        _model("veg.level=4", "veg.fine_level=2")

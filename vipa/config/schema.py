@@ -95,6 +95,12 @@ class VEGConfig:
     # a cell's token and the words has no such order (missed position phrases land on the
     # referent's lookalike, docs/results.md).
     position_cue: bool = False
+    # vipa's (None in the paper): also read the finer stage at this stride into each VEG
+    # cell, its r x r sub-cells side by side in the channels (space-to-depth), so the tokens
+    # the VEG scores and hands to the decoder carry the finer stage's detail (with the conv
+    # stem, stride 8 names an object's shape 0.81-0.87, stride 16 0.69-0.77;
+    # docs/results.md). Must be a finer stage than ``level``.
+    fine_level: int | None = None
 
 
 @dataclass

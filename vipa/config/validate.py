@@ -76,7 +76,7 @@ def _duration(value: str) -> str | None:
 MODEL_RULES: dict[str, Rule] = {
     "image_size": at_least(32), "max_text_len": at_least(1), "presence_level": at_least(1),
     "veg.k": at_least(1), "veg.level": at_least(1), "veg.n_refine": at_least(0),
-    "veg.context_layers": at_least(0),
+    "veg.context_layers": at_least(0), "veg.fine_level": at_least(1),
     "veg.heads": at_least(1), "veg.topm": at_least(1), "veg.score_tau": above(0),
     "veg.gumbel_scale": at_least(0), "veg.mix": _mix,
     "decoder.dim": at_least(1), "decoder.heads": at_least(1),
@@ -122,6 +122,9 @@ def validate_model(model: Any, prefix: str = "model.") -> None:
         raise ConfigError(f"{prefix}decoder.hide_expression needs decoder.kv=both (with kv="
                           f"{model.decoder.kv} the pixels would have no keys left, or never "
                           "see an expression)")
+    if model.veg.fine_level is not None and model.veg.fine_level >= model.veg.level:
+        raise ConfigError(f"{prefix}veg.fine_level: {model.veg.fine_level} is not allowed; it "
+                          f"must be a finer stride than veg.level ({model.veg.level})")
     grid = (model.image_size // model.veg.level) ** 2
     if model.veg.retrieval and model.veg.k > grid:
         raise ConfigError(f"{prefix}veg.k: {model.veg.k} is not allowed; the VEG token grid at "

@@ -3,6 +3,8 @@
 Data flow for one coarse feature map (B, C, h, w) and text features::
 
     tokens V = LN(Linear([F, x, y]))                     (B, N, d), N = h * w
+             (veg.fine_level, None in the paper: [F, S2D(F_fine), x, y], the finer
+             stage's r x r sub-cells of each cell side by side in the channels)
     context (veg.context_layers, 0 in the paper): V self-attends (the whole
              image) and cross-attends to the words, FFN; per layer
     relevance r = mix(max_j cos(V, w_j), cos(V, s))      (B, N), returned as (B, h, w)
@@ -111,12 +113,16 @@ class VisualExpressionGenerator(nn.Module):
     """
 
     def __init__(self, in_channels: int, text_dim: int, dim: int, config: VEGConfig, *,
-                 coords: bool = True, expression: bool = True) -> None:
+                 coords: bool = True, expression: bool = True, fine: tuple[int, int] = (0, 1),
+                 ) -> None:
+        """``fine``: (channels, stride ratio) of the finer stage ``veg.fine_level`` reads."""
         super().__init__()
         self.config = config
         self.coords = coords
         self.expression = expression
-        self.token_proj = nn.Linear(in_channels + (2 if coords else 0), dim)
+        self.fine_factor = fine[1]
+        extra = fine[0] * fine[1] ** 2 + (2 if coords else 0)
+        self.token_proj = nn.Linear(in_channels + extra, dim)
         self.token_norm = nn.LayerNorm(dim)
         self.word_proj = nn.Linear(text_dim, dim) if config.cues != "global" else None
         pooled = config.cues != "global" and config.word_pool == "attention"
@@ -241,8 +247,13 @@ class VisualExpressionGenerator(nn.Module):
         ignore[:, 0] = False
         return ignore
 
-    def forward(self, feature: Tensor, text: TextFeatures) -> VEGOutput:
+    def forward(self, feature: Tensor, text: TextFeatures,
+                fine: Tensor | None = None) -> VEGOutput:
+        """``feature`` (B, C, h, w) the stride-``level`` map; ``fine`` the finer stage's
+        map (``veg.fine_level``), else None."""
         batch, _, height, width = feature.shape
+        if fine is not None:
+            feature = torch.cat((feature, sub_cells(fine, self.fine_factor, height, width)), 1)
         x = with_coords(feature) if self.coords else feature
         tokens = self.token_norm(self.token_proj(x.flatten(2).transpose(1, 2)))
         if self.context_words is not None:
@@ -268,6 +279,16 @@ class VisualExpressionGenerator(nn.Module):
             ignore = torch.cat((ignore, torch.zeros_like(ignore[:, :1])), dim=1)
             places = torch.cat((places, torch.zeros_like(places[:, :1])), dim=1)
         return VEGOutput(expression, ignore, relevance_map, places)
+
+
+def sub_cells(fine: Tensor, factor: int, height: int, width: int) -> Tensor:
+    """(B, C * factor^2, h, w): the finer map's factor x factor sub-cells of each of the
+    h x w cells, side by side in the channels (space-to-depth); a finer grid that is not
+    exactly ``factor`` times as large (padding) is first area-resized to it."""
+    size = (height * factor, width * factor)
+    if tuple(fine.shape[-2:]) != size:
+        fine = F.adaptive_avg_pool2d(fine, size)
+    return F.pixel_unshuffle(fine, factor)
 
 
 def successive_picks(tokens: Tensor, logits: Tensor, index: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vipa.config import ModelConfig
-from vipa.errors import PluginError, UsageError
+from vipa.errors import ConfigError, PluginError, UsageError
 from vipa.model.decoder import VipaDecoder
 from vipa.model.presence import Presence
 from vipa.model.veg import VisualExpressionGenerator
@@ -127,10 +127,14 @@ class VipaModel(nn.Module):
         if self.encoder.strides[self.veg_index] != config.veg.level:
             logger.info("VEG level %d: no stage at that stride, using stride %d", config.veg.level,
                         self.encoder.strides[self.veg_index])
+        self.fine_index = self._fine_index(config.veg.fine_level)
+        fine = ((0, 1) if self.fine_index is None else
+                (self.encoder.out_channels[self.fine_index],
+                 self.encoder.strides[self.veg_index] // self.encoder.strides[self.fine_index]))
         self.veg = VisualExpressionGenerator(
             self.encoder.out_channels[self.veg_index], self.encoder.text_dim,
             config.decoder.dim, config.veg, coords=config.decoder.coords,
-            expression=config.decoder.kv != "language",
+            expression=config.decoder.kv != "language", fine=fine,
         )
         self.decoder = VipaDecoder(self.encoder.out_channels, self.encoder.text_dim,
                                    config.decoder)
@@ -156,7 +160,8 @@ class VipaModel(nn.Module):
                               f"{type(text).__name__}, not a vipa_plugins.contracts.TextFeatures "
                               f"({SECTION['encoder']})")
         features = self.features(images, text, image_index)
-        veg = self.veg(features[self.veg_index], text)
+        veg = self.veg(features[self.veg_index], text,
+                       None if self.fine_index is None else features[self.fine_index])
         logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,
                                    (images.shape[-2], images.shape[-1]), veg.places,
                                    veg.relevance)
@@ -164,6 +169,19 @@ class VipaModel(nn.Module):
                     else self.presence(text.sentence, veg.relevance,
                                        features[self.presence_index]))
         return ModelOutput(logits, veg.relevance, aux, presence)
+
+    def _fine_index(self, fine_level: int | None) -> int | None:
+        """The stage ``veg.fine_level`` reads, or None; ConfigError where it is not a finer
+        stage than the VEG's by a whole factor."""
+        if fine_level is None:
+            return None
+        strides, index = self.encoder.strides, veg_level_index(self.encoder.strides, fine_level)
+        coarse = strides[self.veg_index]
+        if strides[index] >= coarse or coarse % strides[index]:
+            raise ConfigError(f"veg.fine_level={fine_level}: encoder "
+                              f"{self.config.encoder.name!r} has no stage finer than the VEG's "
+                              f"stride {coarse} by a whole factor (strides {list(strides)})")
+        return index
 
     def features(self, images: Tensor, text: TextFeatures,
                  image_index: Tensor | None) -> list[Tensor]:
