@@ -83,12 +83,12 @@ def component_calls(model: torch.nn.Module, images: torch.Tensor, ids: torch.Ten
     size = (images.shape[-2], images.shape[-1])
     text_features = model.encoder.encode_text(ids, mask)
     features = model.fusion(model.encoder, images, text_features)
-    veg = model.veg(features[model.veg_index], text_features)
+    veg = model.expression(features, text_features)
     return {
         "text": lambda: model.encoder.encode_text(ids, mask),
         "vision": lambda: model.encoder.forward_features(images),
         "fusion+vision": lambda: model.fusion(model.encoder, images, text_features),
-        "veg": lambda: model.veg(features[model.veg_index], text_features),
+        "veg": lambda: model.expression(features, text_features),
         "decoder": lambda: model.decoder(features, text_features, veg.expression,
                                          veg.expression_mask, size),
         "total": lambda: model(images, ids, mask),

@@ -357,7 +357,7 @@ def test_presence_level_feeds_the_head_a_finer_stage():
     with torch.no_grad():
         text = model.encoder.encode_text(ids, mask)
         features = model.features(images, text, None)
-        relevance = model.veg(features[model.veg_index], text).relevance
+        relevance = model.expression(features, text).relevance
         expected = model.presence(text.sentence, relevance, features[index])
         torch.testing.assert_close(model(images, ids, mask).presence, expected)
 

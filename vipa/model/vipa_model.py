@@ -21,7 +21,7 @@ from vipa.config import ModelConfig
 from vipa.errors import ConfigError, PluginError, UsageError
 from vipa.model.decoder import VipaDecoder
 from vipa.model.presence import Presence
-from vipa.model.veg import VisualExpressionGenerator
+from vipa.model.veg import VEGOutput, VisualExpressionGenerator
 from vipa_plugins import legacy, registry
 from vipa_plugins.contracts import (
     Fusion,
@@ -160,8 +160,7 @@ class VipaModel(nn.Module):
                               f"{type(text).__name__}, not a vipa_plugins.contracts.TextFeatures "
                               f"({SECTION['encoder']})")
         features = self.features(images, text, image_index)
-        veg = self.veg(features[self.veg_index], text,
-                       None if self.fine_index is None else features[self.fine_index])
+        veg = self.expression(features, text)
         logits, aux = self.decoder(features, text, veg.expression, veg.expression_mask,
                                    (images.shape[-2], images.shape[-1]), veg.places,
                                    veg.relevance)
@@ -169,6 +168,12 @@ class VipaModel(nn.Module):
                     else self.presence(text.sentence, veg.relevance,
                                        features[self.presence_index]))
         return ModelOutput(logits, veg.relevance, aux, presence)
+
+    def expression(self, features: Sequence[Tensor], text: TextFeatures) -> VEGOutput:
+        """The VEG on the fused stage outputs: its stage, and the finer one with
+        ``veg.fine_level``."""
+        fine = None if self.fine_index is None else features[self.fine_index]
+        return self.veg(features[self.veg_index], text, fine)
 
     def _fine_index(self, fine_level: int | None) -> int | None:
         """The stage ``veg.fine_level`` reads, or None; ConfigError where it is not a finer
