@@ -556,3 +556,24 @@ def test_the_fine_level_hands_each_veg_cell_its_finer_sub_cells():
         validate_model(_config("veg.fine_level=16"))
     with pytest.raises(ConfigError, match="no stage finer than the VEG's stride 4"):
         _model("veg.level=4", "veg.fine_level=2")
+
+
+def test_fine_detach_keeps_the_output_and_cuts_the_vegs_gradient_to_the_finer_stage():
+    """veg.fine_detach: the same forward; the relevance's gradient reaches the finer stage's
+    features only through the VEG's own stage, not through the finer channels."""
+    from vipa.config.validate import validate_model
+
+    grads = []
+    for overrides in (("veg.fine_level=8",), ("veg.fine_level=8", "veg.fine_detach=true")):
+        model = _model(*overrides)
+        images, ids, mask, _ = _batch(model)
+        text = model.encoder.encode_text(ids, mask)
+        features = [f.detach().requires_grad_() for f in model.features(images, text, None)]
+        model.expression(features, text).relevance.sum().backward()
+        grads.append(features[model.fine_index].grad)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert grads[1] is None
+    torch.testing.assert_close(_logits(_model("veg.fine_level=8")),
+                               _logits(_model("veg.fine_level=8", "veg.fine_detach=true")))
+    with pytest.raises(ConfigError, match="veg.fine_detach needs veg.fine_level"):
+        validate_model(_config("veg.fine_detach=true"))

@@ -101,6 +101,9 @@ class VEGConfig:
     # stem, stride 8 names an object's shape 0.81-0.87, stride 16 0.69-0.77;
     # docs/results.md). Must be a finer stage than ``level``.
     fine_level: int | None = None
+    # A measuring switch for ``fine_level``: the finer stage enters the VEG as a stop-gradient,
+    # so the VEG's losses train that stage only through the coarser one.
+    fine_detach: bool = False
 
 
 @dataclass

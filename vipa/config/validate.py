@@ -125,6 +125,9 @@ def validate_model(model: Any, prefix: str = "model.") -> None:
     if model.veg.fine_level is not None and model.veg.fine_level >= model.veg.level:
         raise ConfigError(f"{prefix}veg.fine_level: {model.veg.fine_level} is not allowed; it "
                           f"must be a finer stride than veg.level ({model.veg.level})")
+    if model.veg.fine_detach and model.veg.fine_level is None:
+        raise ConfigError(f"{prefix}veg.fine_detach needs veg.fine_level (without it the VEG "
+                          "reads no finer stage to detach)")
     grid = (model.image_size // model.veg.level) ** 2
     if model.veg.retrieval and model.veg.k > grid:
         raise ConfigError(f"{prefix}veg.k: {model.veg.k} is not allowed; the VEG token grid at "

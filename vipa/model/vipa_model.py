@@ -171,8 +171,10 @@ class VipaModel(nn.Module):
 
     def expression(self, features: Sequence[Tensor], text: TextFeatures) -> VEGOutput:
         """The VEG on the fused stage outputs: its stage, and the finer one with
-        ``veg.fine_level``."""
+        ``veg.fine_level`` (a stop-gradient with ``veg.fine_detach``)."""
         fine = None if self.fine_index is None else features[self.fine_index]
+        if fine is not None and self.config.veg.fine_detach:
+            fine = fine.detach()
         return self.veg(features[self.veg_index], text, fine)
 
     def _fine_index(self, fine_level: int | None) -> int | None:
