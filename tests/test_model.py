@@ -428,7 +428,7 @@ def test_special_tokens_drop_leaves_cls_and_sep_out_of_the_local_cues():
 
 
 def test_expression_places_are_the_retrieved_cells():
-    from vipa.model.veg import token_places
+    from vipa.model.layers import token_places
 
     relevance = torch.tensor([[0.1, 0.9, 0.2, 0.3, 0.8, 0.0]])  # a 2 x 3 grid
     places = token_places(torch.tensor([[1, 4]]), relevance, 2, 3)
@@ -540,7 +540,7 @@ def test_the_fine_level_hands_each_veg_cell_its_finer_sub_cells():
     (r i, r j) in its channels; a padded finer grid is area-resized first; a stride that is
     not finer than the VEG's is a one-line error."""
     from vipa.config.validate import validate_model
-    from vipa.model.veg import sub_cells
+    from vipa.model.layers import sub_cells
 
     fine = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
     cells = sub_cells(fine, 2, 2, 2)

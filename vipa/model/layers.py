@@ -1,4 +1,4 @@
-"""Small reusable attention blocks (Mask2Former-style) and coordinate maps.
+"""Small reusable attention blocks (Mask2Former-style) and grid / coordinate maps.
 
 Each block is post-norm with a residual, so stacking them needs no extra glue.
 Attention masks follow ``nn.MultiheadAttention``: ``key_padding_mask`` is True
@@ -43,6 +43,23 @@ def grid_places(height: int, width: int, *, device: torch.device) -> Tensor:
     xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((grid_x.flatten(), grid_y.flatten()), dim=-1)
+
+
+def sub_cells(fine: Tensor, factor: int, height: int, width: int) -> Tensor:
+    """(B, C * factor^2, h, w): the finer map's factor x factor sub-cells of each of the
+    h x w cells, side by side in the channels (space-to-depth); a finer grid that is not
+    exactly ``factor`` times as large (padding) is first area-resized to it."""
+    size = (height * factor, width * factor)
+    if tuple(fine.shape[-2:]) != size:
+        fine = F.adaptive_avg_pool2d(fine, size)
+    return F.pixel_unshuffle(fine, factor)
+
+
+def token_places(index: Tensor, relevance: Tensor, height: int, width: int) -> Tensor:
+    """(B, K, 4) cell centre (x, y), relevance and 1 of the tokens at ``index`` (B, K)."""
+    grid = grid_places(height, width, device=index.device)[index]  # (B, K, 2)
+    scores = relevance.float().gather(1, index).unsqueeze(-1)
+    return torch.cat((grid, scores, torch.ones_like(scores)), dim=-1)
 
 
 def sine_encoding(places: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:

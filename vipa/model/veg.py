@@ -40,6 +40,8 @@ from vipa.model.layers import (
     FFNLayer,
     SelfAttentionLayer,
     grid_places,
+    sub_cells,
+    token_places,
     with_coords,
 )
 from vipa_plugins.contracts import TextFeatures
@@ -281,16 +283,6 @@ class VisualExpressionGenerator(nn.Module):
         return VEGOutput(expression, ignore, relevance_map, places)
 
 
-def sub_cells(fine: Tensor, factor: int, height: int, width: int) -> Tensor:
-    """(B, C * factor^2, h, w): the finer map's factor x factor sub-cells of each of the
-    h x w cells, side by side in the channels (space-to-depth); a finer grid that is not
-    exactly ``factor`` times as large (padding) is first area-resized to it."""
-    size = (height * factor, width * factor)
-    if tuple(fine.shape[-2:]) != size:
-        fine = F.adaptive_avg_pool2d(fine, size)
-    return F.pixel_unshuffle(fine, factor)
-
-
 def successive_picks(tokens: Tensor, logits: Tensor, index: Tensor) -> Tensor:
     """(B, K, d) the tokens at ``index`` (B, K), each pick j a straight-through one-hot over
     the cells not picked before it: forward exactly ``tokens[index]``, backward the gradient
@@ -304,10 +296,3 @@ def successive_picks(tokens: Tensor, logits: Tensor, index: Tensor) -> Tensor:
         weights.append(hard + soft - soft.detach())
         taken = taken | hard.bool()
     return torch.bmm(torch.stack(weights, dim=1).to(tokens.dtype), tokens)
-
-
-def token_places(index: Tensor, relevance: Tensor, height: int, width: int) -> Tensor:
-    """(B, K, 4) cell centre (x, y), relevance and 1 of the tokens at ``index`` (B, K)."""
-    grid = grid_places(height, width, device=index.device)[index]  # (B, K, 2)
-    scores = relevance.float().gather(1, index).unsqueeze(-1)
-    return torch.cat((grid, scores, torch.ones_like(scores)), dim=-1)
