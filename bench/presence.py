@@ -70,8 +70,8 @@ def none_kind(text: str, scene: Any) -> tuple[str, str, str | None]:
     return "bound", expression.kind, None
 
 
-def _load(checkpoint: Path, data: DataConfig, split: str,
-          samples: int | None) -> tuple[Any, Any, Any]:
+def load_split(checkpoint: Path, data: DataConfig, split: str,
+               samples: int | None) -> tuple[Any, Any, Any]:
     """The model in eval mode, ``samples`` evenly spread samples of ``split`` (None: all)
     and the set's instances."""
     model, loaded = load_model(checkpoint, torch.device("cpu"))
@@ -83,11 +83,24 @@ def _load(checkpoint: Path, data: DataConfig, split: str,
     return model, dataset, json.loads(Path(index.instances_path).read_text())
 
 
+def groups_of(text: str, image_id: int, count: int, instances: Any,
+              scenes: dict[int, Any]) -> list[str]:
+    """The groups a built-in phrase with ``count`` referents counts in: its target kind,
+    and for a no-match phrase its :func:`none_kind` groups (``scenes`` caches the scenes)."""
+    kind = target_kind(count)
+    if kind != "none":
+        return [kind]
+    scene = scenes.setdefault(image_id, scene_of(instances, image_id))
+    hardness, expression, lacks = none_kind(text, scene)
+    return [kind, f"none/{hardness}", f"none/{hardness}/{expression}",
+            *([f"none/lacking/{lacks}"] if lacks else [])]
+
+
 @torch.no_grad()
 def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
              batch_size: int = 50) -> dict[str, Any]:
     """Presence answers per target kind and per no-match kind (see the module doc)."""
-    model, dataset, instances = _load(checkpoint, data, split, samples)
+    model, dataset, instances = load_split(checkpoint, data, split, samples)
     scenes: dict[int, Any] = {}
     groups: dict[str, list[tuple[float, float]]] = {}  # (presence, mask peak) per phrase
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
@@ -97,14 +110,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
                       output.logits.float().flatten(1).amax(1).sigmoid().tolist(), strict=True)
         for text, image_id, count, pair in zip(batch["text"], batch["image_id"].tolist(),
                                                batch["targets"].tolist(), signals, strict=True):
-            kind = target_kind(count)
-            names = [kind]
-            if kind == "none":
-                scene = scenes.setdefault(image_id, scene_of(instances, image_id))
-                hardness, expression, lacks = none_kind(text, scene)
-                names += [f"none/{hardness}", f"none/{hardness}/{expression}"]
-                names += [f"none/lacking/{lacks}"] if lacks else []
-            for name in names:
+            for name in groups_of(text, image_id, count, instances, scenes):
                 groups.setdefault(name, []).append(pair)
     rows = {name: _group(pairs, groups, name) for name, pairs in sorted(groups.items())}
     if model.presence is None:  # no head: only the mask's own signal means anything
@@ -120,7 +126,7 @@ def by_name(checkpoint: Path, data: DataConfig, split: str, images: int) -> dict
     """Each of the style's shapes asked by name ("the square") on ``images`` pictures of
     ``split``: per shape, the mean presence probability where it is in the picture and
     where it is not, and the share of the latter answered present."""
-    model, dataset, instances = _load(checkpoint, data, split, None)
+    model, dataset, instances = load_split(checkpoint, data, split, None)
     pictures: dict[int, Any] = {}
     for sample in dataset:  # the first ``images`` pictures of the split
         pictures.setdefault(int(sample["image_id"]), sample["image"])

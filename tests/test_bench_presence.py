@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from bench import presence
+from bench import presence, presence_probe
 from vipa.config import DataConfig, resolve_config
 from vipa.data.synthetic import Obj, Scene, generate_synthetic
 from vipa.training import train
@@ -70,3 +71,36 @@ def test_a_phrase_is_bound_when_the_scene_has_its_colour_and_its_shape():
     assert presence.none_kind("the leftmost green star", scene) == ("bound", "position", None)
     assert presence.none_kind("the square", scene) == ("lacking", "attribute", "shape")
     assert presence.none_kind("the blue circle", scene) == ("lacking", "attribute", "colour")
+
+
+def test_the_refitted_readouts_score_every_no_match_group_of_the_heads_input(tmp_path):
+    root = generate_synthetic(tmp_path / "data", seed=2, n_train=40, n_val=40, n_test=2,
+                              image_size=48, style="gres")
+    checkpoint = _trained(root, tmp_path / "run", "model.presence=head")
+    data = DataConfig(name="synthetic-gres", root=str(root))
+    model, dataset, instances = presence.load_split(checkpoint, data, "val", 30)
+    parts, head, groups = presence_probe.head_inputs(model, dataset, instances, batch_size=7)
+    assert len(groups) == len(head) == 30 and torch.all((head > 0) & (head < 1))
+    assert parts["sentence"].shape[0] == parts["map"].shape[0] == parts["summary"].shape[0] == 30
+    assert parts["summary"].shape[1] == 3
+    r = presence_probe.run(checkpoint, data, n_train=60, n_val=30)
+    assert 0 < r["train_phrases"] <= 60 and r["val_phrases"] == 30
+    assert set(r) == {"train_phrases", "val_phrases", "head", "linear", "mlp",
+                      "map linear", "map mlp"}
+    assert "none" in r["head"] and all(k.startswith("none") for k in r["head"])
+    for name in ("linear", "mlp", "map linear", "map mlp"):
+        assert set(r[name]) == set(r["head"]) | {"train_auc"}
+        assert all(v is None or 0 <= v <= 1 for v in r[name].values())
+    # an MLP wide enough to memorise 60 phrases separates its own fitting set
+    assert r["mlp"]["train_auc"] > 0.9
+
+
+def test_the_mlp_readout_learns_a_separable_label():
+    torch.manual_seed(1)
+    x = torch.randn(200, 5)
+    y = (x[:, 0] * x[:, 1] > 0).float()  # not linearly separable, an MLP can
+    scores = presence_probe.fit_mlp(x[:150], y[:150], x[150:])
+    assert presence.auc(scores[y[150:] == 1].tolist(), scores[y[150:] == 0].tolist()) > 0.9
+    groups = [["single"], ["none", "none/bound"], ["multi"], ["none", "none/lacking"]]
+    aucs = presence_probe.group_aucs(torch.tensor([0.9, 0.1, 0.8, 0.85]), groups)
+    assert aucs == {"none": 0.75, "none/bound": 1.0, "none/lacking": 0.5}
