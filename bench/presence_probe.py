@@ -14,7 +14,9 @@ group against the phrases with a referent):
 - ``linear`` / ``mlp``: a logistic regression and a 256-unit MLP (four times the
   head's width, trained to convergence, classes balanced) on the whole input;
 - ``map linear`` / ``map mlp``: the same on the pooled map alone (what the fused
-  features say without the sentence vector).
+  features say without the sentence vector);
+- ``stride S mlp``: the MLP on the sentence and fused stage S max- and mean-pooled, for
+  every stage (what a head reading another stage, pooled both ways, could reach).
 
 A refitted read-out that separates the absent shapes (AUC near 1.0) where the head
 does not says the head's training limits it; one no better says the input does.
@@ -46,12 +48,15 @@ from vipa.model.presence import relevance_summary
 def head_inputs(model: nn.Module, dataset: Any, instances: Any,
                 batch_size: int = 50) -> tuple[dict[str, Tensor], Tensor, list[list[str]]]:
     """Per phrase of ``dataset``: the head's input parts (``sentence``, ``map``: the fused
-    map max-pooled, ``summary``: the relevance summary), the head's own probability, and
-    the phrase's ``bench.presence`` groups."""
+    map max-pooled, ``summary``: the relevance summary) and every fused stage max- and
+    mean-pooled (``stride S``), the head's own probability, and the phrase's
+    ``bench.presence`` groups."""
     if model.presence is None:
         raise SystemExit("the checkpoint has no presence head (model.presence=off)")
     captured: list[tuple[Tensor, ...]] = []
-    handle = model.presence.register_forward_hook(lambda _m, args, _o: captured.append(args))
+    stages: list[list[Tensor]] = []
+    handles = (model.presence.register_forward_hook(lambda _m, a, _o: captured.append(a)),
+               model.fusion.register_forward_hook(lambda _m, _a, out: stages.append(out)))
     parts: dict[str, list[Tensor]] = {"sentence": [], "map": [], "summary": []}
     probability, groups, scenes = [], [], {}
     try:
@@ -62,13 +67,17 @@ def head_inputs(model: nn.Module, dataset: Any, instances: Any,
             parts["sentence"].append(sentence.float())
             parts["map"].append(feature.float().amax(dim=(-2, -1)))
             parts["summary"].append(relevance_summary(relevance, model.presence.tau))
+            for stride, stage in zip(model.encoder.strides, stages.pop(), strict=True):
+                pooled = (stage.float().amax(dim=(-2, -1)), stage.float().mean(dim=(-2, -1)))
+                parts.setdefault(f"stride {stride}", []).append(torch.cat(pooled, 1))
             probability.append(output.presence_probability())
             groups += [groups_of(text, image_id, count, instances, scenes)
                        for text, image_id, count in zip(batch["text"],
                                                         batch["image_id"].tolist(),
                                                         batch["targets"].tolist(), strict=True)]
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return {k: torch.cat(v) for k, v in parts.items()}, torch.cat(probability), groups
 
 
@@ -101,17 +110,24 @@ def group_aucs(scores: Tensor, groups: list[list[str]]) -> dict[str, float | Non
                                   if name in g]) for name in names}
 
 
+def fit_logistic(train: Tensor, labels: Tensor, score: Tensor) -> Tensor:
+    """Scores of ``score`` by a logistic regression on ``train`` (``shape_probe``'s probe)."""
+    return fit_linear(train, labels[:, None], score, multilabel=True)[:, 0]
+
+
 def readouts(train: dict[str, Tensor], train_labels: Tensor,
              val: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
     """Per refitted read-out, (its scores on the fitting phrases, on the val phrases)."""
+    whole = ("sentence", "map", "summary")
+    specs = [("linear", whole, fit_logistic), ("mlp", whole, fit_mlp),
+             ("map linear", ("map",), fit_logistic), ("map mlp", ("map",), fit_mlp)]
+    specs += [(f"{k} mlp", ("sentence", k), fit_mlp) for k in train if k.startswith("stride")]
     out = {}
-    for name, keys in (("", ("sentence", "map", "summary")), ("map ", ("map",))):
+    for name, keys, fit in specs:
         fitting = torch.cat([train[k] for k in keys], 1)
-        both = torch.cat((fitting, torch.cat([val[k] for k in keys], 1)))
-        for kind, fit in (("linear", lambda x, y, s: fit_linear(x, y[:, None], s, True)[:, 0]),
-                          ("mlp", fit_mlp)):
-            scores = fit(fitting, train_labels, both)
-            out[f"{name}{kind}"] = (scores[:len(fitting)], scores[len(fitting):])
+        scored = torch.cat([val[k] for k in keys], 1)
+        scores = fit(fitting, train_labels, torch.cat((fitting, scored)))
+        out[name] = (scores[:len(fitting)], scores[len(fitting):])
     return out
 
 

@@ -85,10 +85,12 @@ def test_the_refitted_readouts_score_every_no_match_group_of_the_heads_input(tmp
     assert parts["summary"].shape[1] == 3
     r = presence_probe.run(checkpoint, data, n_train=60, n_val=30)
     assert 0 < r["train_phrases"] <= 60 and r["val_phrases"] == 30
+    stages = [f"stride {s} mlp" for s in model.encoder.strides]
     assert set(r) == {"train_phrases", "val_phrases", "head", "linear", "mlp",
-                      "map linear", "map mlp"}
+                      "map linear", "map mlp", *stages}
     assert "none" in r["head"] and all(k.startswith("none") for k in r["head"])
-    for name in ("linear", "mlp", "map linear", "map mlp"):
+    assert parts["stride 4"].shape == (30, 2 * model.encoder.out_channels[0])
+    for name in ("linear", "mlp", "map linear", "map mlp", *stages):
         assert set(r[name]) == set(r["head"]) | {"train_auc"}
         assert all(v is None or 0 <= v <= 1 for v in r[name].values())
     # an MLP wide enough to memorise 60 phrases separates its own fitting set
