@@ -7,6 +7,9 @@ Run each one as a module from the repository root:
     python -m bench.ablation     # train the paper's ablations and summarize them
     python -m bench.retrieval    # does VEG retrieve the target, does the prediction follow the text
     python -m bench.photo --checkpoint CKPT  # a 12 MP photo against a 0.24 MP one: time, memory
+    python -m bench.presence CKPT        # where "no match" fails, per kind of no-match phrase
+    python -m bench.presence_probe CKPT  # does the presence head's input hold what it misses
+    python -m bench.shape_probe CKPT     # what each fused stage says about shape and colour
 
 Modules: ``speed`` (timing, orchestration, CLI), ``memory`` (peak-memory
 probes), ``coldstart`` (``vipa predict`` as a fresh process), ``report``
