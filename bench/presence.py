@@ -76,11 +76,17 @@ def load_split(checkpoint: Path, data: DataConfig, split: str,
     and the set's instances."""
     model, loaded = load_model(checkpoint, torch.device("cpu"))
     model.eval()
-    dataset = build_dataset(RunConfig(model=loaded.model_config, data=data), split,
-                            train=False)
+    return (model, *split_samples(loaded.model_config, data, split, samples))
+
+
+def split_samples(model_config: Any, data: DataConfig, split: str,
+                  samples: int | None) -> tuple[Any, Any]:
+    """``samples`` evenly spread samples of ``split`` as ``model_config`` reads them (None:
+    all) and the set's instances."""
+    dataset = build_dataset(RunConfig(model=model_config, data=data), split, train=False)
     dataset = dataset if samples is None else evenly_spaced(dataset, samples)
     index = getattr(dataset, "dataset", dataset).index
-    return model, dataset, json.loads(Path(index.instances_path).read_text())
+    return dataset, json.loads(Path(index.instances_path).read_text())
 
 
 def groups_of(text: str, image_id: int, count: int, instances: Any,

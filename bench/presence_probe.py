@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from bench.presence import auc, groups_of, load_split
-from bench.shape_probe import fit_linear
+from bench.presence import auc, groups_of, load_split, split_samples
+from bench.shape_probe import fit_linear, standardised
 from vipa.config import DataConfig
 from vipa.data.dataset import collate
 from vipa.model.presence import relevance_summary
@@ -85,8 +85,7 @@ def fit_mlp(train: Tensor, labels: Tensor, score: Tensor, hidden: int = 256,
             steps: int = 600) -> Tensor:
     """Scores of ``score`` by an MLP fitted full-batch (Adam, weight decay 1e-4) on
     standardised ``train`` features against 0/1 ``labels``, the classes balanced."""
-    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
-    train, score = (train - mean) / std, (score - mean) / std
+    train, score = standardised(train, score)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.GELU(), nn.Linear(hidden, 1))
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -104,10 +103,10 @@ def fit_mlp(train: Tensor, labels: Tensor, score: Tensor, hidden: int = 256,
 
 def group_aucs(scores: Tensor, groups: list[list[str]]) -> dict[str, float | None]:
     """Per no-match group, the AUC of ``scores`` against the phrases with a referent."""
-    positives = [s for s, g in zip(scores.tolist(), groups, strict=True) if g[0] != "none"]
+    scored = list(zip(scores.tolist(), groups, strict=True))
+    positives = [s for s, g in scored if g[0] != "none"]
     names = sorted({name for g in groups for name in g if name.startswith("none")})
-    return {name: auc(positives, [s for s, g in zip(scores.tolist(), groups, strict=True)
-                                  if name in g]) for name in names}
+    return {name: auc(positives, [s for s, g in scored if name in g]) for name in names}
 
 
 def fit_logistic(train: Tensor, labels: Tensor, score: Tensor) -> Tensor:
@@ -135,7 +134,7 @@ def run(checkpoint: Path, data: DataConfig, n_train: int, n_val: int) -> dict[st
     """The head and the refitted read-outs per no-match group (see the module doc)."""
     model, train_set, instances = load_split(checkpoint, data, "train", n_train)
     train, _, train_groups = head_inputs(model, train_set, instances)
-    _, val_set, val_instances = load_split(checkpoint, data, "val", n_val)
+    val_set, val_instances = split_samples(model.config, data, "val", n_val)
     val, head, val_groups = head_inputs(model, val_set, val_instances)
     labels = torch.tensor([float(g[0] != "none") for g in train_groups])
     result: dict[str, Any] = {"train_phrases": len(train_groups),

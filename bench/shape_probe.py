@@ -99,11 +99,16 @@ def pooled_features(model: nn.Module, images: Tensor,
             for pooled, per_object, shapes in stages]
 
 
+def standardised(train: Tensor, val: Tensor) -> tuple[Tensor, Tensor]:
+    """``train`` and ``val`` centred and scaled by ``train``'s per-column mean and std."""
+    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
+    return (train - mean) / std, (val - mean) / std
+
+
 def fit_linear(train: Tensor, targets: Tensor, val: Tensor, multilabel: bool) -> Tensor:
     """Val scores of a linear probe fitted on standardised ``train`` features (L2 1e-3):
     per-column logistic regression (``multilabel``) or a softmax over classes."""
-    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
-    train, val = (train - mean) / std, (val - mean) / std
+    train, val = standardised(train, val)
     torch.manual_seed(0)
     linear = nn.Linear(train.shape[1], targets.shape[1] if multilabel else int(targets.max()) + 1)
     optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=200)
