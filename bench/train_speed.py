@@ -63,7 +63,7 @@ def step_call(cfg: RunConfig, mode: str | None = None):  # noqa: ANN201 - zero-a
         model.compile()  # in place: parameters and state_dict keys stay the model's
 
     def step() -> None:
-        loss = loss_fn(model(images, ids, mask), masks).total
+        loss = loss_fn(model(images, ids, mask), masks, batch.get("categories")).total
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
         optimizer.step()

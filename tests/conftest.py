@@ -132,6 +132,15 @@ def scene_photo(tmp_path_factory) -> Path:
     return path
 
 
+def tiny_train_args(root: Path, run: Path, *sets: str) -> list[str]:
+    """`vipa train` arguments for 3 steps of the micro `tiny` model at 32 px on ``root``,
+    with ``--set`` for each of ``sets``."""
+    return ["train", "--encoder", "tiny", "--preset", "micro", "--data-root", str(root),
+            "--image-size", "32", "--batch-size", "4", "--max-steps", "3", "--device", "cpu",
+            "--output", str(run), "--no-progress", "--set", "veg.k=4", "--set",
+            "decoder.dim=16", *(arg for key in sets for arg in ("--set", key))]
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on now."""
     with socket.socket() as sock:

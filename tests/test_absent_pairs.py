@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_train_args
 from typer.testing import CliRunner
 
 from vipa.data.absent import AbsentPairs
@@ -68,19 +69,15 @@ def test_a_dataset_without_classes_or_a_share_out_of_range_is_refused(synthetic,
         AbsentPairs(ManifestIndex(root=tmp_path), [], 0.3)
     with pytest.raises(ConfigError, match=r"in \[0, 1\)"):
         _train(synthetic, 1.0)
-    refused = runner.invoke(app, ["train", "--encoder", "tiny", "--data-root", str(synthetic),
-                                  "--max-steps", "1", "--output", str(tmp_path / "run"),
-                                  "--set", "data.absent_pairs=1.5"])
+    run = tmp_path / "run"
+    refused = runner.invoke(app, tiny_train_args(synthetic, run, "data.absent_pairs=1.5"))
     assert refused.exit_code != 0
     assert "data.absent_pairs" in refused.output and "Traceback" not in refused.output
 
 
 def test_training_with_absent_pairs_records_the_option(synthetic, tmp_path):
     run = tmp_path / "run"
-    trained = runner.invoke(app, [
-        "train", "--encoder", "tiny", "--preset", "micro", "--data-root", str(synthetic),
-        "--image-size", "32", "--batch-size", "4", "--max-steps", "3", "--device", "cpu",
-        "--output", str(run), "--no-progress", "--set", "data.absent_pairs=0.5",
-        "--set", "veg.k=4", "--set", "decoder.dim=16", "--set", "train.warmup_steps=0"])
+    trained = runner.invoke(app, tiny_train_args(synthetic, run, "data.absent_pairs=0.5",
+                                                 "train.warmup_steps=0"))
     assert trained.exit_code == 0, trained.output
     assert "absent_pairs: 0.5" in (run / "config.yaml").read_text()

@@ -45,6 +45,7 @@ ALONE = [
     ["decoder.prior=true", "decoder.prior_resolution=veg"],
     ["presence=relevance"], ["presence=head"], ["presence=head", "loss.presence=0"],
     ["presence=cells"], ["veg.fine_level=8"],
+    ["categories=3", "loss.category=0.5"], ["categories=3"],
     ["presence=relevance", "loss.presence=0"],
     ["presence=relevance", "loss.contrastive=0", "decoder.kv=language"],
     ["presence=head", "loss.contrastive=0", "veg.retrieval=off"],
@@ -55,6 +56,7 @@ UNUSED = [
     ["loss.contrastive=0", "veg.retrieval=off"],
     ["loss.contrastive=0", "veg.detach_expression=true"],
     ["decoder.deep_supervision=true", "loss.aux=0"],
+    ["categories=3"],
 ]
 
 
@@ -70,7 +72,9 @@ def params_without_gradient(overrides: list[str]) -> list[str] | None:
     model.encoder.tokenizer.fit(["the red circle", "the square on the left"])
     ids, mask = model.tokenize(["the red circle", "the square on the left"])
     masks = (torch.rand(2, 1, 32, 32) > 0.5).float()
-    VipaLoss(config.loss)(model(torch.rand(2, 3, 32, 32), ids, mask), masks).total.backward()
+    labels = torch.randint(0, config.categories + 1, (2, 32, 32))
+    output = model(torch.rand(2, 3, 32, 32), ids, mask)
+    VipaLoss(config.loss)(output, masks, labels).total.backward()
     return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
 
 

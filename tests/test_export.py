@@ -264,7 +264,8 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("presence=head",), ("decoder.prior=true", "decoder.prior_resolution=veg"),
               ("veg.position_cue=true",), ("presence=head", "presence_level=8"),
               ("presence=cells", "presence_level=8"), ("veg.fine_level=8",),
-              ("veg.fine_level=8", "veg.fine_detach=true")]
+              ("veg.fine_level=8", "veg.fine_detach=true"),
+              ("categories=3", "loss.category=0.5")]
 
 
 def test_dropping_special_tokens_exports_with_parity(tmp_path):

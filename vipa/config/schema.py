@@ -159,6 +159,10 @@ class LossConfig:
     # Weigh the phrases with and without a referent equally in each batch's presence loss
     # (about 1 in 8 built-in phrases has none, so the plain loss learns "present" first).
     presence_balance: bool = False
+    # vipa's (0 in the paper): cross-entropy of every object's class per cell of a fused
+    # stage (model.categories), so the encoder learns what each object is even where no
+    # phrase turns on it. Needs object categories (the refer layout).
+    category: float = 0.0
 
 
 @dataclass
@@ -181,6 +185,12 @@ class ModelConfig:
     # coarsest.
     # Measured: docs/results.md, "Why a shape the scene lacks is said present".
     presence_level: int | None = None
+    # The object classes the category head predicts for loss.category (0: no head); vipa
+    # train fills it in from the training data's categories. The head reads the fused stage
+    # at stride category_level (the closest stage; None: the VEG's) and runs in training
+    # only: predictions and exports never compute it.
+    categories: int = 0
+    category_level: int | None = None
 
 
 @dataclass

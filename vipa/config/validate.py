@@ -83,7 +83,8 @@ MODEL_RULES: dict[str, Rule] = {
     "decoder.layers_per_level": at_least(1), "decoder.ffn_ratio": at_least(1),
     "decoder.expression_dropout": _share,
     "loss.bce": at_least(0), "loss.dice": at_least(0), "loss.contrastive": at_least(0),
-    "loss.tau": above(0), "loss.aux": at_least(0),
+    "loss.tau": above(0), "loss.aux": at_least(0), "loss.category": at_least(0),
+    "categories": at_least(0), "category_level": at_least(1),
 }
 # Dotted key (relative to a RunConfig, besides model.*) -> rule.
 RUN_RULES: dict[str, Rule] = {

@@ -32,7 +32,8 @@ def build_dataset(cfg: RunConfig, split: str, *, train: bool,
                       seed=cfg.train.seed, empty_text=cfg.data.text == "empty",
                       on_error=cfg.data.on_error,
                       minival_held_out=cfg.data.val_split == MINIVAL,
-                      absent_pairs=cfg.data.absent_pairs if train else 0.0)
+                      absent_pairs=cfg.data.absent_pairs if train else 0.0,
+                      category_maps=train and cfg.model.loss.category > 0)
 
 
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:

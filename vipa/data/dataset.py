@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vipa.data.absent import AbsentPairs
+from vipa.data.categories import CategoryMaps
 from vipa.data.images import read_image  # noqa: F401 - the one reader (tests check it)
 from vipa.data.index import open_dataset
 from vipa.data.refer import Sample
@@ -35,6 +36,9 @@ class RISDataset(Dataset):
     it under ``batch["skipped"]``) instead of raising :class:`DataError`.
     ``minival_held_out``: the run chooses its checkpoint on a minival carved from
     train, so the train split leaves those images out (:mod:`vipa.data.splits`).
+    ``category_maps``: each item also has ``categories``, int64 (S, S), the class of
+    every pixel's object (0: none; :class:`vipa.data.categories.CategoryMaps`), flipped
+    with the image.
     """
 
     def __init__(self, root: str | Path, dataset: str = "refcoco", split: str = "val",
@@ -42,7 +46,8 @@ class RISDataset(Dataset):
                  image_size: int = 128, train: bool = False, keep_original: bool = False,
                  augment: TrainAugment | None = None, seed: int = 0,
                  empty_text: bool = False, on_error: str = "fail",
-                 minival_held_out: bool = False, absent_pairs: float = 0.0) -> None:
+                 minival_held_out: bool = False, absent_pairs: float = 0.0,
+                 category_maps: bool = False) -> None:
         self.index = open_dataset(dataset, root, split_by, image_dir, strict=on_error != "skip")
         self.split = split
         self.items: list[Sample] = split_samples(self.index, split,
@@ -57,6 +62,8 @@ class RISDataset(Dataset):
         self.empty_text = empty_text
         self.epoch = 0
         self.absent = AbsentPairs(self.index, self.items, absent_pairs) if absent_pairs else None
+        self.categories = CategoryMaps(self.index) if category_maps else None
+        self._painted: dict[int, torch.Tensor] = {}  # image id -> uint8 class map at S
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation draw per epoch (call before each epoch, as with samplers)."""
@@ -83,8 +90,12 @@ class RISDataset(Dataset):
         image = resize_image(image, self.image_size)
         mask = resize_mask(torch.from_numpy(orig_mask)[None].float(), self.image_size)
         text = "" if self.empty_text else sample.text
+        if self.categories is not None:  # one more mask channel, so every flip is shared
+            mask = torch.cat([mask, self._category_map(sample.image_id)])
         if self.train and self.augment is not None:
             image, mask, text = self.augment(image, mask, text, self._generator(index))
+        categories = mask[1].long() if self.categories is not None else None
+        mask = mask[:1]
         item: dict[str, Any] = {
             "image": image.contiguous(), "mask": mask.contiguous(), "text": text,
             "sent_id": sample.sent_id, "ref_id": sample.ref_id, "image_id": sample.image_id,
@@ -93,7 +104,20 @@ class RISDataset(Dataset):
         }
         if self.keep_original:
             item["orig_mask"] = torch.from_numpy(orig_mask)
+        if categories is not None:
+            item["categories"] = categories.contiguous()
         return item
+
+    def _category_map(self, image_id: int) -> torch.Tensor:
+        """(1, S, S) float class map of an image, painted once per image while the cache
+        (64 MB of maps) has room: painting costs about as much as loading the sample."""
+        cached = self._painted.get(image_id)
+        if cached is None:
+            labels = torch.from_numpy(self.categories.paint(image_id))[None].float()
+            cached = resize_mask(labels, self.image_size).to(torch.uint8)
+            if len(self._painted) * self.image_size ** 2 < 64 * 2**20:
+                self._painted[image_id] = cached
+        return cached.float()
 
     def _generator(self, index: int, stream: int = 0) -> torch.Generator:
         """The draws of sample ``index`` this epoch: stream 0 the augmentation, 1 the

@@ -75,7 +75,8 @@ def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """(1, H, W) 0/1 -> (1, size, size), nearest so the mask stays binary."""
+    """(1, H, W) 0/1 -> (1, size, size), nearest so the mask stays binary (and a map of
+    class labels stays labels)."""
     if mask.shape[-2:] == (size, size):
         return mask
     return F.interpolate(mask[None].float(), size=(size, size), mode="nearest")[0]
@@ -87,7 +88,8 @@ class TrainAugment:
 
     ``swap_words=False`` never flips an image whose text names a direction on
     the flipped axis; ``True`` flips and swaps the direction words. Random
-    choices come from the ``generator`` passed in, so a seed fixes them.
+    choices come from the ``generator`` passed in, so a seed fixes them. Every
+    channel of ``mask`` (C, S, S) flips with the image.
     """
 
     hflip_p: float = 0.5

@@ -2,6 +2,8 @@
 
 ``loss.relevance_bce`` (vipa's, off in the paper) adds a per-cell BCE that calibrates
 relevance: ``sigmoid(relevance / tau)`` against the share of the cell the referent covers.
+``loss.category`` (vipa's, off in the paper) adds a per-cell cross-entropy of the
+category head against the share of each cell every object class covers.
 
 The pixel contrastive term (PAPER 5) is InfoNCE over the token grid: every
 target cell's relevance r_p / tau is contrasted against all non-target cells
@@ -84,6 +86,18 @@ def pixel_contrastive_loss(relevance: Tensor, masks: Tensor, tau: float) -> Tens
     return per_sample.sum() / valid.sum().clamp(min=1)
 
 
+def category_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of class logits (B, C + 1, h, w) against each cell's class shares,
+    from a class map (B, H, W) int64 (0: no object), averaged over cells."""
+    height, width = logits.shape[-2:]
+    if labels.shape[-2] > 4 * height:  # 4 samples a cell side are enough for the shares
+        labels = F.interpolate(labels[:, None].float(), size=(4 * height, 4 * width),
+                               mode="nearest")[:, 0].long()
+    onehot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).float()
+    shares = F.adaptive_avg_pool2d(onehot, (height, width))
+    return F.cross_entropy(logits.float(), shares)
+
+
 def presence_loss(logits: Tensor, masks: Tensor, balance: bool = False) -> Tensor:
     """BCE of the presence logits (B,) against "the mask is not empty"; ``balance``: the
     samples with and without a referent weigh half the loss each (when both are there)."""
@@ -106,7 +120,10 @@ class VipaLoss(nn.Module):
         super().__init__()
         self.config = config or LossConfig()
 
-    def forward(self, output: ModelOutput, masks: Tensor) -> LossOutput:
+    def forward(self, output: ModelOutput, masks: Tensor,
+                categories: Tensor | None = None) -> LossOutput:
+        """The weighted sum; ``categories``: the batch's class maps (B, H, W) int64, for
+        ``loss.category`` (left out when the model has no category head)."""
         masks = masks.float()
         (main, *aux), parts = self.mask_terms(output, masks)
         relevance, relevance_parts = self.relevance_terms(output, masks)
@@ -117,6 +134,9 @@ class VipaLoss(nn.Module):
             parts["presence"] = presence_loss(output.presence, masks,
                                               self.config.presence_balance)
             total = total + self.config.presence * parts["presence"]
+        if output.categories is not None and categories is not None and self.config.category:
+            parts["category"] = category_loss(output.categories, categories)
+            total = total + self.config.category * parts["category"]
         parts = {**parts, **relevance_parts, "total": total}
         return LossOutput(total, {k: v.detach() for k, v in parts.items()})
 

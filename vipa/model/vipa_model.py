@@ -46,6 +46,8 @@ class ModelOutput(NamedTuple):
     relevance: Tensor
     aux: list[Tensor]
     presence: Tensor | None = None  # (B,) logits that the phrase matches anything
+    # (B, categories + 1, h, w) class logits per cell (model.categories, training only)
+    categories: Tensor | None = None
 
     def absent(self) -> Tensor | None:
         """(B,) True where the phrase matches nothing (``model.presence``); None when off."""
@@ -145,6 +147,11 @@ class VipaModel(nn.Module):
                                   self.encoder.out_channels[self.presence_index],
                                   config.loss.tau)
                          if config.presence != "off" else None)
+        self.category_index = (self.veg_index if config.category_level is None
+                               else veg_level_index(strides, config.category_level))
+        self.category_head = (nn.Conv2d(self.encoder.out_channels[self.category_index],
+                                        config.categories + 1, 1)
+                              if config.categories else None)
 
     def forward(self, images: Tensor, token_ids: Tensor, attention_mask: Tensor,
                 image_index: Tensor | None = None) -> ModelOutput:
@@ -167,7 +174,9 @@ class VipaModel(nn.Module):
         presence = (None if self.presence is None
                     else self.presence(text.sentence, veg.relevance,
                                        features[self.presence_index]))
-        return ModelOutput(logits, veg.relevance, aux, presence)
+        categories = (self.category_head(features[self.category_index])
+                      if self.category_head is not None and self.training else None)
+        return ModelOutput(logits, veg.relevance, aux, presence, categories)
 
     def expression(self, features: Sequence[Tensor], text: TextFeatures) -> VEGOutput:
         """The VEG on the fused stage outputs: its stage, and the finer one with
@@ -251,6 +260,8 @@ def unused_parameters(config: ModelConfig) -> str | None:
         return "loss.aux=0 leaves the deep-supervision heads without a loss"
     if config.presence != "off" and loss.presence == 0:
         return "loss.presence=0 leaves the presence head (model.presence) without a loss"
+    if config.categories and loss.category == 0:
+        return "loss.category=0 leaves the category head (model.categories) without a loss"
     expression_free = decoder.kv == "language" or not veg.retrieval or veg.detach_expression
     if loss.contrastive == 0 and loss.relevance_bce == 0 and expression_free \
             and not decoder.prior and config.presence == "off":

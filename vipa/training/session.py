@@ -53,6 +53,12 @@ class ResumableSampler(DistributedSampler):
         return max(0, super().__len__() - self.skip)
 
 
+def categories(batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+    """The batch's class maps on ``device`` (``loss.category``), or None."""
+    labels = batch.get("categories")
+    return None if labels is None else labels.to(device, non_blocking=True)
+
+
 class Session:
     """One run's model, data and optimisation, built from its config (and resume point)."""
 
@@ -76,6 +82,8 @@ class Session:
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         self.train_set = build_dataset(cfg, cfg.data.train_split, train=True)
+        if self.train_set.categories is not None:  # the head predicts the data's classes
+            cfg.model.categories = self.train_set.categories.classes
         val_set = evenly_spaced(
             build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True),
             cfg.data.max_val_samples)
@@ -198,7 +206,7 @@ class Session:
                                     enabled=self.amp is not None):
                     output = self.net(images, ids.to(self.device, non_blocking=True),
                                       mask.to(self.device, non_blocking=True))
-                    losses = self.loss_fn(output, masks)
+                    losses = self.loss_fn(output, masks, categories(batch, self.device))
                 for key, value in {"loss": losses.total.detach(), **losses.parts}.items():
                     sums[key] = sums[key] + value if key in sums else value
                 if last:  # queued before the backward pass, so reading it waits for no update
