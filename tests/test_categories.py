@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,9 +108,27 @@ def test_training_with_the_category_loss_keeps_its_head_in_the_checkpoint(synthe
     assert model.train()(images, ids, mask).categories.shape == (1, 5, 2, 2)
 
 
-def test_a_dataset_without_classes_is_refused_in_one_line(synthetic, tmp_path):
+def test_a_negative_weight_or_maps_without_classes_are_refused_in_one_line(synthetic, tmp_path):
     with pytest.raises(ConfigError, match="loss.category needs object categories"):
         CategoryMaps(ManifestIndex(root=tmp_path))
     refused = runner.invoke(app, tiny_train_args(synthetic, tmp_path / "run", "loss.category=-1"))
     assert refused.exit_code != 0
     assert "loss.category" in refused.output and "Traceback" not in refused.output
+
+
+def test_fine_tuning_on_data_with_other_classes_starts_the_head_afresh(synthetic, tmp_path):
+    start = tmp_path / "start"
+    trained = runner.invoke(app, tiny_train_args(synthetic, start, "loss.category=0.5"))
+    assert trained.exit_code == 0, trained.output
+    other = tmp_path / "other"
+    shutil.copytree(synthetic, other)
+    instances = other / "synthetic" / "instances.json"
+    data = json.loads(instances.read_text())
+    data["categories"].append({"id": 99, "name": "hexagon", "supercategory": "shape"})
+    instances.write_text(json.dumps(data))
+    args = tiny_train_args(other, tmp_path / "tuned", "loss.category=0.5")
+    args = [a for a in args if a not in ("--preset", "micro")]  # the checkpoint's model
+    tuned = runner.invoke(app, [*args, "--init-from", str(start / "last.safetensors")])
+    assert tuned.exit_code == 0, tuned.output
+    model, meta = load_model(tmp_path / "tuned" / "last.safetensors", torch.device("cpu"))
+    assert meta.model_config.categories == 5 and model.category_head.out_channels == 6

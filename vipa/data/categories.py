@@ -18,11 +18,16 @@ from vipa.data.refer import ReferIndex, decode_segmentation
 from vipa.errors import ConfigError
 
 
+def has_categories(index: object) -> bool:
+    """Whether ``index`` names its objects' classes (the refer layout with categories)."""
+    return isinstance(index, ReferIndex) and bool(index.categories)
+
+
 class CategoryMaps:
     """The class of every pixel of an image of ``index`` (0: no object)."""
 
     def __init__(self, index: object) -> None:
-        if not isinstance(index, ReferIndex) or not index.categories:
+        if not has_categories(index):
             raise ConfigError(f"loss.category needs object categories (the RefCOCO family, "
                               f"gRefCOCO, the built-in sets); {getattr(index, 'name', index)!r} "
                               "has none")

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vipa.data.absent import AbsentPairs
-from vipa.data.categories import CategoryMaps
+from vipa.data.categories import CategoryMaps, has_categories
 from vipa.data.images import read_image  # noqa: F401 - the one reader (tests check it)
 from vipa.data.index import open_dataset
 from vipa.data.refer import Sample
@@ -38,7 +38,7 @@ class RISDataset(Dataset):
     train, so the train split leaves those images out (:mod:`vipa.data.splits`).
     ``category_maps``: each item also has ``categories``, int64 (S, S), the class of
     every pixel's object (0: none; :class:`vipa.data.categories.CategoryMaps`), flipped
-    with the image.
+    with the image; a dataset without object categories warns and has none.
     """
 
     def __init__(self, root: str | Path, dataset: str = "refcoco", split: str = "val",
@@ -62,6 +62,10 @@ class RISDataset(Dataset):
         self.empty_text = empty_text
         self.epoch = 0
         self.absent = AbsentPairs(self.index, self.items, absent_pairs) if absent_pairs else None
+        if category_maps and not has_categories(self.index):  # e.g. a JSON-lines manifest
+            log.warning("loss.category: %s names no object categories; training without "
+                        "the category head", dataset)
+            category_maps = False
         self.categories = CategoryMaps(self.index) if category_maps else None
         self._painted: dict[int, torch.Tensor] = {}  # image id -> uint8 class map at S
 

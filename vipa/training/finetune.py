@@ -43,9 +43,16 @@ def init_from_checkpoint(model: torch.nn.Module, cfg: RunConfig, texts: list[str
 
 
 def _load_matching(model: torch.nn.Module, checkpoint: Checkpoint, cfg: RunConfig) -> None:
+    """The checkpoint's weights, which must fit the model, but for the category head: a
+    training-only head whose classes follow the new data starts afresh where they differ."""
     own = model.state_dict()
     tensors = checkpoint.tensors
-    wrong = sorted(set(own) ^ set(tensors)) + sorted(
+    fresh = {k for k in own if k.startswith("category_head.")
+             and (k not in tensors or tensors[k].shape != own[k].shape)}
+    tensors = {k: v for k, v in tensors.items()
+               if k in own or not k.startswith("category_head.")}
+    tensors = {k: v for k, v in tensors.items() if k not in fresh}
+    wrong = sorted((set(own) - fresh) ^ set(tensors)) + sorted(
         k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if wrong:
         before, after = flatten(to_dict(checkpoint.model_config)), flatten(to_dict(cfg.model))
@@ -55,7 +62,10 @@ def _load_matching(model: torch.nn.Module, checkpoint: Checkpoint, cfg: RunConfi
             f"--init-from {checkpoint.path}: the options change the model's weights "
             f"({', '.join(keys) or 'the model'} differ from the checkpoint; e.g. tensors "
             f"{', '.join(wrong[:3])}); keep them as the checkpoint has them")
-    model.load_state_dict(tensors)
+    if fresh:
+        logger.info("the category head starts afresh: %d classes in the new data",
+                    cfg.model.categories)
+    model.load_state_dict(tensors, strict=not fresh)
 
 
 def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
