@@ -127,6 +127,9 @@ def test_a_manifest_trains_evaluates_and_predicts(photos, tmp_path):
     assert result.step == 4 and result.best_metrics["samples"] == len(chosen) > 0
     trained_on = RISDataset(photos, "jsonl", "train", image_size=64, minival_held_out=True)
     assert len(trained_on) + len(chosen) == 6
+    # the recipe's loss.category needs object classes, which a manifest does not name
+    assert cfg.model.loss.category > 0 and "categories: 0" in (result.last.parent /
+                                                               "config.yaml").read_text()
     evaluated = runner.invoke(app, ["eval", "-c", str(result.last), "--data", "jsonl",
                                     "--data-root", str(photos), "--split", "train",
                                     "--no-progress"])
