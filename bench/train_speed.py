@@ -28,7 +28,7 @@ from bench.report import emit, machine_line
 from bench.speed_machine import machine_info
 from bench.speed_timing import median_latency_ms
 from vipa.config import RunConfig, resolve_config
-from vipa.data.build import build_dataset
+from vipa.data.build import build_dataset, fit_category_head
 from vipa.data.dataset import collate
 from vipa.model import VipaLoss, build_model
 from vipa.training.finetune import freeze
@@ -48,6 +48,7 @@ def step_call(cfg: RunConfig, mode: str | None = None):  # noqa: ANN201 - zero-a
     """
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg, cfg.data.train_split, train=True)
+    fit_category_head(cfg, dataset)  # as the training session does
     model = build_model(cfg.model).train()
     model.encoder.tokenizer.fit(dataset.texts())  # as the training session does
     batch = collate([dataset[i] for i in range(cfg.train.batch_size)])

@@ -36,6 +36,13 @@ def build_dataset(cfg: RunConfig, split: str, *, train: bool,
                       category_maps=train and cfg.model.loss.category > 0)
 
 
+def fit_category_head(cfg: RunConfig, train_set: RISDataset) -> None:
+    """Size the model's category head (``model.categories``) to the classes of the
+    training data's category maps (``loss.category``); nothing without maps."""
+    if train_set.categories is not None:
+        cfg.model.categories = train_set.categories.classes
+
+
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
     """An evenly spread, deterministic subset, so quick validation still covers every kind."""
     if not limit or limit >= len(dataset):

@@ -24,7 +24,7 @@ from vipa.checkpoint import (
     read_checkpoint,
 )
 from vipa.config import RunConfig
-from vipa.data.build import build_dataset, evenly_spaced
+from vipa.data.build import build_dataset, evenly_spaced, fit_category_head
 from vipa.data.dataset import TokenizingCollate
 from vipa.errors import CheckpointError
 from vipa.model import VipaLoss, build_model, unused_parameters
@@ -82,8 +82,7 @@ class Session:
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         self.train_set = build_dataset(cfg, cfg.data.train_split, train=True)
-        if self.train_set.categories is not None:  # the head predicts the data's classes
-            cfg.model.categories = self.train_set.categories.classes
+        fit_category_head(cfg, self.train_set)
         val_set = evenly_spaced(
             build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True),
             cfg.data.max_val_samples)
