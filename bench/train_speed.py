@@ -48,7 +48,7 @@ def step_call(cfg: RunConfig, mode: str | None = None):  # noqa: ANN201 - zero-a
     """
     torch.manual_seed(cfg.train.seed)
     dataset = build_dataset(cfg, cfg.data.train_split, train=True)
-    fit_category_head(cfg, dataset)  # as the training session does
+    cfg = fit_category_head(cfg, dataset)  # as the training session does
     model = build_model(cfg.model).train()
     model.encoder.tokenizer.fit(dataset.texts())  # as the training session does
     batch = collate([dataset[i] for i in range(cfg.train.batch_size)])

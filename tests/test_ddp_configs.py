@@ -56,7 +56,7 @@ UNUSED = [
     ["loss.contrastive=0", "veg.retrieval=off"],
     ["loss.contrastive=0", "veg.detach_expression=true"],
     ["decoder.deep_supervision=true", "loss.aux=0"],
-    ["categories=3"],
+    ["categories=3", "loss.category=0"],
 ]
 
 

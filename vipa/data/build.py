@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
@@ -36,11 +37,14 @@ def build_dataset(cfg: RunConfig, split: str, *, train: bool,
                       category_maps=train and cfg.model.loss.category > 0)
 
 
-def fit_category_head(cfg: RunConfig, train_set: RISDataset) -> None:
-    """Size the model's category head (``model.categories``) to the classes of the
-    training data's category maps (``loss.category``); nothing without maps."""
-    if train_set.categories is not None:
-        cfg.model.categories = train_set.categories.classes
+def fit_category_head(cfg: RunConfig, train_set: RISDataset) -> RunConfig:
+    """``cfg`` with the model's category head (``model.categories``) sized to the classes
+    of the training data's category maps (``loss.category``); ``cfg`` itself without maps.
+    A new config: the caller's (a recipe, a study's plan) stays as it was given."""
+    if train_set.categories is None:
+        return cfg
+    model = dataclasses.replace(cfg.model, categories=train_set.categories.classes)
+    return dataclasses.replace(cfg, model=model)
 
 
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:

@@ -82,7 +82,7 @@ class Session:
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         self.train_set = build_dataset(cfg, cfg.data.train_split, train=True)
-        fit_category_head(cfg, self.train_set)
+        self.cfg = cfg = fit_category_head(cfg, self.train_set)
         val_set = evenly_spaced(
             build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True),
             cfg.data.max_val_samples)
