@@ -496,8 +496,8 @@ def test_a_nan_loss_stops_before_its_weights_are_saved_and_keeps_the_checkpoint(
     class BreaksAtStep3(real):
         calls = 0
 
-        def forward(self, output, masks):  # noqa: ANN001, ANN201
-            losses = super().forward(output, masks)
+        def forward(self, output, masks, categories=None):  # noqa: ANN001, ANN201
+            losses = super().forward(output, masks, categories)
             BreaksAtStep3.calls += 1
             if BreaksAtStep3.calls == 3:
                 return losses._replace(total=losses.total * float("nan"))

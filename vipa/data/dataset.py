@@ -38,7 +38,7 @@ class RISDataset(Dataset):
     train, so the train split leaves those images out (:mod:`vipa.data.splits`).
     ``category_maps``: each item also has ``categories``, int64 (S, S), the class of
     every pixel's object (0: none; :class:`vipa.data.categories.CategoryMaps`), flipped
-    with the image; a dataset without object categories warns and has none.
+    with the image; a dataset without object categories has none (logged).
     """
 
     def __init__(self, root: str | Path, dataset: str = "refcoco", split: str = "val",
@@ -63,8 +63,8 @@ class RISDataset(Dataset):
         self.epoch = 0
         self.absent = AbsentPairs(self.index, self.items, absent_pairs) if absent_pairs else None
         if category_maps and not has_categories(self.index):  # e.g. a JSON-lines manifest
-            log.warning("loss.category: %s names no object categories; training without "
-                        "the category head", dataset)
+            log.info("loss.category: %s names no object categories; training without the "
+                     "category head", dataset)
             category_maps = False
         self.categories = CategoryMaps(self.index) if category_maps else None
         self._painted: dict[int, torch.Tensor] = {}  # image id -> uint8 class map at S
