@@ -45,14 +45,11 @@ def init_from_checkpoint(model: torch.nn.Module, cfg: RunConfig, texts: list[str
 def _load_matching(model: torch.nn.Module, checkpoint: Checkpoint, cfg: RunConfig) -> None:
     """The checkpoint's weights, which must fit the model, but for the category head: a
     training-only head whose classes follow the new data starts afresh where they differ."""
-    own = model.state_dict()
-    tensors = checkpoint.tensors
-    fresh = {k for k in own if k.startswith("category_head.")
-             and (k not in tensors or tensors[k].shape != own[k].shape)}
-    tensors = {k: v for k, v in tensors.items()
-               if k in own or not k.startswith("category_head.")}
-    tensors = {k: v for k, v in tensors.items() if k not in fresh}
-    wrong = sorted((set(own) - fresh) ^ set(tensors)) + sorted(
+    own, tensors = model.state_dict(), checkpoint.tensors
+    fresh = _head_shapes(own) != _head_shapes(tensors)
+    if fresh:  # the whole head starts afresh; the checkpoint's own is left out
+        own, tensors = _without_head(own), _without_head(tensors)
+    wrong = sorted(set(own) ^ set(tensors)) + sorted(
         k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if wrong:
         before, after = flatten(to_dict(checkpoint.model_config)), flatten(to_dict(cfg.model))
@@ -66,6 +63,17 @@ def _load_matching(model: torch.nn.Module, checkpoint: Checkpoint, cfg: RunConfi
         logger.info("the category head starts afresh: %d classes in the new data",
                     cfg.model.categories)
     model.load_state_dict(tensors, strict=not fresh)
+
+
+CATEGORY_HEAD = "category_head."
+
+
+def _head_shapes(state: dict) -> dict:
+    return {k: tuple(v.shape) for k, v in state.items() if k.startswith(CATEGORY_HEAD)}
+
+
+def _without_head(state: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith(CATEGORY_HEAD)}
 
 
 def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
