@@ -46,9 +46,15 @@ from vipa.data.transforms import resize_mask
 from vipa.model.losses import target_grid
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def iou_parts(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the intersection and union pixel counts of two boolean mask batches."""
     a, b = a.flatten(1), b.flatten(1)
-    return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
+    return (a & b).sum(1).float(), (a | b).sum(1).float()
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    inter, union = iou_parts(a, b)
+    return inter / union.clamp(min=1)
 
 
 MISS_PLACES = ("lookalike", "other", "background")

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from bench.presence import auc
+from bench.retrieval import iou_parts
 from vipa.checkpoint import load_model
 from vipa.config import DataConfig, RunConfig
 from vipa.data.build import build_dataset, evenly_spaced
@@ -186,11 +187,9 @@ def by_need(checkpoint: Path, data: DataConfig, split: str, samples: int) -> dic
     for batch in DataLoader(dataset, batch_size=50, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
         predicted = model(batch["image"], ids, mask).answer().float() >= 0
-        target = batch["mask"] > 0.5
-        inter = (predicted & target).flatten(1).sum(1).float()
-        union = (predicted | target).flatten(1).sum(1).float().clamp(min=1)
+        inter, union = iou_parts(predicted, batch["mask"] > 0.5)
         for text, image_id, iou in zip(batch["text"], batch["image_id"].tolist(),
-                                       (inter / union).tolist(), strict=True):
+                                       (inter / union.clamp(min=1)).tolist(), strict=True):
             scene = scenes.setdefault(image_id, scene_of(instances, image_id))
             found = needs_shape(text, scene)
             if found is not None:

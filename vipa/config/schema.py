@@ -185,6 +185,10 @@ class ModelConfig:
     # coarsest.
     # Measured: docs/results.md, "Why a shape the scene lacks is said present".
     presence_level: int | None = None
+    # Subtracted from the presence logit, so the probability every surface reads "no match"
+    # below stays 0.5: the head's own logit must exceed this. vipa train fits it on the
+    # validation split with train.presence_calibration=balanced (vipa.training.calibration).
+    presence_offset: float = 0.0
     # The object classes the category head predicts for loss.category (0: no head); vipa
     # train fills it in from the training data's categories. The head reads the fused stage
     # at stride category_level (the closest stage; None: the VEG's) and runs in training
@@ -242,6 +246,10 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     threshold: float = 0.5
+    # With model.presence: "balanced" fits model.presence_offset of best.safetensors after
+    # training, on the validation split, where no-match and matching phrases are answered
+    # right equally often (vipa.training.calibration); "off" keeps the offset as it is.
+    presence_calibration: Literal["off", "balanced"] = "off"
     output: str | None = None
     # Train for this much wall time ("15m", "1h30m", seconds) instead of epochs / max_steps:
     # the lr schedule runs over the budget, validations fall at budget_validations even

@@ -140,6 +140,10 @@ def validate_run(cfg: Any) -> None:
     """ConfigError (one line) for the first value a run config cannot have."""
     validate_model(cfg.model)
     _check(cfg, RUN_RULES, "")
+    if cfg.train.presence_calibration != "off" and cfg.model.presence == "off":
+        raise ConfigError("train.presence_calibration: "
+                          f"{cfg.train.presence_calibration!r} needs a presence head "
+                          "(model.presence head, cells or relevance); this run has none")
     if cfg.train.compile:
         import torch  # only to list the backends this torch has (loads torch._dynamo)
 

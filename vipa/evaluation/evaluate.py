@@ -37,7 +37,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
              save_predictions: Path | None = None, amp_dtype: torch.dtype | None = None,
              on_batch: Callable[[int], None] | None = None,
              scores: list[Scored] | None = None,
-             coco: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+             coco: list[dict[str, Any]] | None = None,
+             presence: list[tuple[float, int]] | None = None) -> dict[str, Any]:
     """mIoU, oIoU and precision@0.5..0.9 over ``loader``, reduced across DDP ranks.
 
     Where the samples name their expression kind (the synthetic set's
@@ -45,7 +46,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
     Where phrases may refer to no object or several (gRefCOCO), ``gres`` holds gIoU,
     cIoU, N-acc and T-acc, overall and per target kind (``none`` / ``single`` / ``multi``).
     ``scores`` (a list) receives every sample's position in ``loader``, kind and IoU;
-    ``coco`` (a list) every prediction as a COCO results record (with its ``sent_id``).
+    ``coco`` (a list) every prediction as a COCO results record (with its ``sent_id``);
+    ``presence`` (a list) every phrase's presence logit and referent count, from a model
+    with ``model.presence``.
     """
     inner = getattr(model, "module", model)
     was_training = inner.training
@@ -76,6 +79,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, *
                 save_mask_png(prediction, save_predictions / f"{sent_id}.png")
         if coco is not None:
             coco += _coco_records(batch, probs, predictions)
+        if presence is not None and output.presence is not None:
+            presence += zip(output.presence.float().tolist(), batch["targets"].tolist(),
+                            strict=True)
         if on_batch is not None:
             on_batch(len(predictions))
     if dist_info is not None and dist_info.enabled:

@@ -174,6 +174,8 @@ class VipaModel(nn.Module):
         presence = (None if self.presence is None
                     else self.presence(text.sentence, veg.relevance,
                                        features[self.presence_index]))
+        if presence is not None and self.config.presence_offset:
+            presence = presence - self.config.presence_offset
         categories = (self.category_head(features[self.category_index])
                       if self.category_head is not None and self.training else None)
         return ModelOutput(logits, veg.relevance, aux, presence, categories)

@@ -23,6 +23,7 @@ from vipa.config.validate import parse_duration, validate_run
 from vipa.errors import DataError
 from vipa.progress import ProgressBar, stderr_console
 from vipa.training.budget import TimeBudget
+from vipa.training.calibration import calibrate_checkpoint
 from vipa.training.callbacks import (
     Checkpointer,
     MetricsLog,
@@ -191,6 +192,8 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
     if stopped_by is None and state.validated_at != state.step:
         validate(parts)
     checkpoint(parts, state.best_metrics)
+    if cfg.train.presence_calibration != "off" and session.best_path.is_file():
+        _calibrate(session, log)
     assert_ranks_agree(session.model, info, session.device)
     if info.is_main:
         if stopped_by is not None:
@@ -203,6 +206,25 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
     return TrainResult(session.run_dir, session.last_path, best, state.step,
                        state.best_metrics, stopped_by, total, seconds,
                        (state.step - first_step) / max(seconds, 1e-9), cfg.data.val_split)
+
+
+def _calibrate(session: Session, log: MetricsLog) -> None:
+    """Fit best.safetensors' presence threshold on the validation split
+    (``train.presence_calibration``), log the fit and keep its new metrics as the best."""
+    state = session.parts.state
+    found = calibrate_checkpoint(session.best_path, session.model, session.val_loader,
+                                 session.device, session.info, session.cfg.train.threshold,
+                                 session.amp)
+    if found is None:
+        return
+    fit, state.best_metrics = found
+    log.write({"step": state.step, "presence_calibration": fit, "val": state.best_metrics})
+    if session.info.is_main:
+        logger.info("presence threshold fitted on %s: logit %.3f (N-acc %.3f, T-acc %.3f on "
+                    "%d no-match and %d matching phrases); val oIoU %.4f",
+                    session.cfg.data.val_split, fit["presence_offset"], fit["n_acc"],
+                    fit["t_acc"], fit["no_match_phrases"], fit["matching_phrases"],
+                    state.best_metrics["oIoU"])
 
 
 class Timed:

@@ -29,7 +29,7 @@ def pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
 
 
 @functools.cache
-def _pattern(template: str) -> re.Pattern[str]:
+def template_pattern(template: str) -> re.Pattern[str]:
     """The template as a regex with named ``phrase`` / ``anchor`` groups (compiled once)."""
     return re.compile(_SLOT.sub(lambda m: f"(?P<{m.group(1)}>[a-z ]+?)", re.escape(template)))
 
@@ -121,7 +121,7 @@ class Wording:
         found: set[Expression] = set()
         for candidate in tries:
             for kind, which, template in self.templates():
-                match = _pattern(template).fullmatch(candidate)
+                match = template_pattern(template).fullmatch(candidate)
                 if match is None:
                     continue
                 phrase = self.read_phrase(match["phrase"], shapes, colours)
