@@ -81,12 +81,13 @@ def summary(parts: list[tuple[str, float, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def run(checkpoint: Path, samples: int) -> dict[str, Any]:
-    """Per wording, the checkpoint's scores overall and per kind on the same pictures."""
+def run(checkpoint: Path, samples: int, root: str | None = None) -> dict[str, Any]:
+    """Per wording, the checkpoint's scores overall and per kind on the same pictures
+    (the built-in set, or its copy under ``root``)."""
     model, loaded = load_model(checkpoint, torch.device("cpu"))
     model.eval()
     dataset = evenly_spaced(build_dataset(RunConfig(model=loaded.model_config,
-                                                    data=DataConfig(name="synthetic")),
+                                                    data=DataConfig(name="synthetic", root=root)),
                                           "reworded", train=False), samples)
     parts: dict[str, list[tuple[str, float, float]]] = {name: [] for name in WORDINGS}
     templates: list[str] = []  # the reworded sentence's template, in the rows' order
@@ -147,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--samples", type=int, default=500, help="reworded phrases to say again")
+    parser.add_argument("--data-root", help="the built-in set's folder (default: its cache)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     results = {}
     for checkpoint in args.checkpoints:
-        results[str(checkpoint)] = run(checkpoint, args.samples)
+        results[str(checkpoint)] = run(checkpoint, args.samples, args.data_root)
         print(f"{checkpoint}\n{table(results[str(checkpoint)])}\n")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
