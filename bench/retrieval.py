@@ -21,6 +21,9 @@ model's size, GT masks resized with them):
   missed the target lies: on a ``lookalike`` (another object of the target's
   category, for the built-in set its shape), on an ``other`` object, or on the
   ``background``, as shares of the misses;
+- ``P@0.5 top-1 hit / missed``: the share of masks with IoU >= 0.5 among the samples
+  whose top-1 token lies on the target and among those whose top-1 missed it: whether
+  the decoder follows retrieval's misses or finds the referent without it;
 - ``hidden mIoU``: mIoU with the visual expression hidden from the decoder
   (``decoder.hide_expression``; ``kv=both`` only): next to ``mIoU``, how much the
   decoder uses its expression.
@@ -110,6 +113,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
     sums = {"top1": 0.0, "precision": 0.0, "kept": 0.0, "kept_precision": 0.0, "cells": 0.0,
             "iou": 0.0, "swap_iou": 0.0, "hidden_iou": 0.0}
     count, grid, positions, hit_missed = 0, 0, 0, 0
+    found = {True: [0, 0], False: [0, 0]}  # top-1 hit or not: [masks IoU >= 0.5, samples]
     top1_kinds: dict[str, list[bool]] = {}
     misses: dict[str, list[str]] = {}
     miss_places = _miss_finder(getattr(getattr(dataset, "dataset", dataset), "index", None))
@@ -137,6 +141,9 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         is_position = torch.tensor([k == "position" for k in kinds])
         positions += int(is_position.sum())
         hit_missed += int((is_position & hit & (_iou(predicted, gt) < 0.5)).sum())
+        for got, good in zip(hit.tolist(), (_iou(predicted, gt) >= 0.5).tolist(), strict=True):
+            found[got][0] += good
+            found[got][1] += 1
         sums["top1"] += hit.float().sum().item()
         sums["precision"] += target.gather(1, ranked).float().mean(1).sum().item()
         kept = ~model.veg.ignored(relevance, ranked, model.veg.keep_mask(relevance))
@@ -158,6 +165,9 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
             "top1_misses": {kind: {place: v.count(place) / len(v) for place in MISS_PLACES}
                             for kind, v in sorted(misses.items())},
             "position_samples": positions,
+            "p50_top1_hit": found[True][0] / found[True][1] if found[True][1] else float("nan"),
+            "p50_top1_missed": (found[False][0] / found[False][1] if found[False][1]
+                                else float("nan")),
             "position_hit_missed": hit_missed / positions if positions else float("nan")}
 
 
@@ -174,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if not args.json:
         print("| checkpoint | K | top1 on target | topK precision | kept | kept precision "
-              "| target cells | mIoU | text swap IoU | position: hit, missed | hidden mIoU |\n"
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| target cells | mIoU | text swap IoU | position: hit, missed | hidden mIoU "
+              "| P@0.5 top-1 hit / missed |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+              "| ---: |")
     for checkpoint in args.checkpoints:
         data = DataConfig(name=args.data, root=args.data_root)
         r = diagnose(checkpoint, data, args.split, args.samples)
@@ -186,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {r['kept']:.2f} | {r['kept_precision']:.3f} "
                   f"| {r['cells']:.1f} / {r['grid_tokens']} | {r['iou']:.3f} "
                   f"| {r['swap_iou']:.3f} | {r['position_hit_missed']:.3f} "
-                  f"of {r['position_samples']} | {r['hidden_iou']:.3f} |")
+                  f"of {r['position_samples']} | {r['hidden_iou']:.3f} "
+                  f"| {r['p50_top1_hit']:.3f} / {r['p50_top1_missed']:.3f} |")
     return 0
 
 
