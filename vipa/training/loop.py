@@ -192,7 +192,8 @@ def _loop(session: Session, progress: bool, sinks: RecordSinks) -> TrainResult:
     if stopped_by is None and state.validated_at != state.step:
         validate(parts)
     checkpoint(parts, state.best_metrics)
-    if cfg.train.presence_calibration != "off" and session.best_path.is_file():
+    if cfg.train.presence_calibration != "off" and stopped_by is None \
+            and rank0_flag(session.best_path.is_file(), info, session.device):
         _calibrate(session, log)
     assert_ranks_agree(session.model, info, session.device)
     if info.is_main:
