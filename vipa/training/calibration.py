@@ -88,14 +88,15 @@ def calibrate_checkpoint(path: Any, model: torch.nn.Module, loader: DataLoader,
     and the new validation metrics, or None where nothing could be fitted."""
     if info.enabled:
         dist.barrier()  # the main rank wrote the checkpoint
+    inner = getattr(model, "module", model)
     checkpoint = read_checkpoint(path)
-    load_weights(getattr(model, "module", model), checkpoint)
+    load_weights(inner, checkpoint)
     fit = calibrate_presence(model, loader, device, info, amp_dtype)
     if fit is None:
         return None
     metrics = evaluate(model, loader, device, threshold=threshold, dist_info=info,
                        amp_dtype=amp_dtype)
     if info.is_main:
-        save_checkpoint(path, getattr(model, "module", model), step=checkpoint.step,
-                        epoch=checkpoint.epoch, metrics=metrics)
+        save_checkpoint(path, inner, step=checkpoint.step, epoch=checkpoint.epoch,
+                        metrics=metrics)
     return fit, metrics
