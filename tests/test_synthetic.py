@@ -297,12 +297,15 @@ def test_heldout_style_shares_no_shape_colour_or_wording_and_stays_unambiguous(t
     assert len(dataset) == 30 and dataset[0]["mask"].sum() > 0
 
 
-def test_both_wordings_read_back_and_no_grammar_sentence_reads_like_a_reworded_one() -> None:
-    """Every way of saying an expression reads back to it; reworded phrasings are all new."""
+@pytest.mark.parametrize("style", [synthetic.DEFAULT, synthetic.STYLES["wide"]],
+                         ids=["default", "wide"])
+def test_both_wordings_read_back_and_no_grammar_sentence_reads_like_a_reworded_one(
+        style: synthetic.Style) -> None:
+    """Every way of saying an expression reads back to it; reworded phrasings are all new,
+    to the wider training wording too."""
     scene = _scene(("circle", "red", 10, 30), ("circle", "blue", 40, 30), ("star", "red", 25, 5),
                    ("square", "purple", 50, 50))
     rng = np.random.default_rng(0)
-    style = synthetic.DEFAULT
     grammar: set[str] = set()
     for expression in _all_expressions(scene):
         assert parse_expression(expression.text()) == expression  # the canonical sentence
@@ -317,5 +320,7 @@ def test_both_wordings_read_back_and_no_grammar_sentence_reads_like_a_reworded_o
     assert len(grammar) > 3 * len(_all_expressions(scene))  # many ways to say each
     with pytest.raises(DataError, match="cannot parse"):
         parse_expression("the thing over there")
-    assert all(t.startswith("the ") for wording in (synthetic.GRAMMAR, synthetic.REWORDED)
+    assert all(t.startswith("the ") for wording in (style.wording, synthetic.REWORDED)
                for _, _, t in wording.templates())
+    reworded_templates = {t for _, _, t in synthetic.REWORDED.templates()}
+    assert reworded_templates.isdisjoint(t for _, _, t in style.wording.templates())

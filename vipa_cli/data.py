@@ -18,9 +18,9 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 _DATA_HELP = ("Dataset: synthetic, synthetic-heldout (other shapes, palette and wording, "
-              "for checking a recipe), refcoco, refcoco+, refcocog, grefcoco (phrases matching "
-              "none, one or several objects), refer (the refer layout of your own data) or "
-              "jsonl (a manifest folder).")
+              "for checking a recipe), synthetic-gres, synthetic-wide, refcoco, refcoco+, "
+              "refcocog, grefcoco (phrases matching none, one or several objects), refer "
+              "(the refer layout of your own data) or jsonl (a manifest folder).")
 _ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p (grefcoco: grefs(unc).json) and "
               "instances.json, or for jsonl "
               "the train.jsonl / val.jsonl manifests. Optional for the synthetic sets (cached "
@@ -40,7 +40,8 @@ def synth_command(
                               help="default (the built-in set), heldout (other shapes, "
                                    "palette and wording; --data synthetic-heldout) or gres "
                                    "(the built-in set with phrases for several objects or "
-                                   "none; --data synthetic-gres)."),
+                                   "none; --data synthetic-gres) or wide (the built-in set in a "
+                                   "wider wording; --data synthetic-wide)."),
     generalized: float | None = typer.Option(
         None, "--generalized", min=0.0, max=0.95,
         help="Share of phrases that match several objects or none (default: the style's, "

@@ -17,8 +17,9 @@ GRES_COLUMNS = ("gIoU", "cIoU", "N-acc", "T-acc")
 @app.command("eval")
 def eval_command(
     checkpoint: Path = checkpoint_option(),
-    data: str = typer.Option(None, help="synthetic, synthetic-heldout, refcoco, refcoco+, "
-                                        "refcocog, grefcoco, refer or jsonl (default: what "
+    data: str = typer.Option(None, help="synthetic, synthetic-heldout, synthetic-gres, "
+                                        "synthetic-wide, refcoco, refcoco+, refcocog, "
+                                        "grefcoco, refer or jsonl (default: what "
                                         "the checkpoint was trained on)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
     splits: list[str] = typer.Option([], "--split",

@@ -21,7 +21,8 @@ def train_command(
     weights: str = typer.Option(None, help="Encoder weights: random, pretrained, or a path."),
     fusion: str = typer.Option(None, help="Fusion strategy: early, late, none, or a plugin's."),
     data: str = typer.Option(None, help="Dataset: synthetic (built in), synthetic-heldout "
-                                        "(built in, other shapes and wording), refcoco, "
+                                        "(built in, other shapes and wording), synthetic-gres, "
+                                        "synthetic-wide (built in), refcoco, "
                                         "refcoco+, refcocog, grefcoco (none, one or several "
                                         "objects per phrase), refer or jsonl (your own data)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),

@@ -34,6 +34,7 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "synthetic": ("vipa",),
     "synthetic-heldout": ("vipa",),  # the held-out style: checking a recipe, never tuning it
     "synthetic-gres": ("vipa",),  # the default set plus phrases matching several objects or none
+    "synthetic-wide": ("vipa",),  # the default set's scenes said in a wider wording
     "refer": ("custom",),  # your own data in the refer layout (vipa data convert writes it)
     # Generalized RIS (GRES, CVPR 2023): grefs(unc).json, a phrase refers to 0, 1 or more objects
     "grefcoco": ("unc",),
