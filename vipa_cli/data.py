@@ -38,10 +38,10 @@ def synth_command(
     image_size: int = typer.Option(128, "--image-size", min=32, help="Image side in pixels."),
     style: str = typer.Option("default", "--style",
                               help="default (the built-in set), heldout (other shapes, "
-                                   "palette and wording; --data synthetic-heldout) or gres "
+                                   "palette and wording; --data synthetic-heldout), gres "
                                    "(the built-in set with phrases for several objects or "
-                                   "none; --data synthetic-gres) or wide (the built-in set in a "
-                                   "wider wording; --data synthetic-wide)."),
+                                   "none; --data synthetic-gres) or wide (the built-in set in "
+                                   "a wider wording; --data synthetic-wide)."),
     generalized: float | None = typer.Option(
         None, "--generalized", min=0.0, max=0.95,
         help="Share of phrases that match several objects or none (default: the style's, "
