@@ -111,6 +111,15 @@ app = typer.Typer(
 )
 
 
+# Every dataset --data takes, for the commands that read one (train, eval, data).
+DATASETS_HELP = ("synthetic (built in), synthetic-heldout (built in: other shapes, palette and "
+                 "wording, for checking a recipe), synthetic-gres (built in, with phrases "
+                 "matching none or several objects), synthetic-wide (built in, a wider "
+                 "wording), refcoco, refcoco+, refcocog, grefcoco (phrases matching none, one "
+                 "or several objects), refer (the refer layout of your own data) or jsonl (a "
+                 "manifest folder)")
+
+
 def checkpoint_option(shared: bool = False) -> typer.models.OptionInfo:
     """``--checkpoint / -c``, shared by every command that reads a trained model.
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from vipa.errors import UsageError
-from vipa_cli._util import app, console
+from vipa_cli._util import DATASETS_HELP, app, console
 
 data_app = typer.Typer(
     help="Prepare and inspect datasets: the built-in synthetic set and the RefCOCO family.",
@@ -17,10 +17,7 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-_DATA_HELP = ("Dataset: synthetic, synthetic-heldout (other shapes, palette and wording, "
-              "for checking a recipe), synthetic-gres, synthetic-wide, refcoco, refcoco+, "
-              "refcocog, grefcoco (phrases matching none, one or several objects), refer "
-              "(the refer layout of your own data) or jsonl (a manifest folder).")
+_DATA_HELP = f"Dataset: {DATASETS_HELP}."
 _ROOT_HELP = ("Folder holding <dataset>/refs(<splitBy>).p (grefcoco: grefs(unc).json) and "
               "instances.json, or for jsonl "
               "the train.jsonl / val.jsonl manifests. Optional for the synthetic sets (cached "

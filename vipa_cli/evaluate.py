@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vipa_cli._util import app, checkpoint_option, console, device_option
+from vipa_cli._util import DATASETS_HELP, app, checkpoint_option, console, device_option
 
 METRIC_COLUMNS = ("mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9")
 GRES_COLUMNS = ("gIoU", "cIoU", "N-acc", "T-acc")
@@ -17,10 +17,8 @@ GRES_COLUMNS = ("gIoU", "cIoU", "N-acc", "T-acc")
 @app.command("eval")
 def eval_command(
     checkpoint: Path = checkpoint_option(),
-    data: str = typer.Option(None, help="synthetic, synthetic-heldout, synthetic-gres, "
-                                        "synthetic-wide, refcoco, refcoco+, refcocog, "
-                                        "grefcoco, refer or jsonl (default: what "
-                                        "the checkpoint was trained on)."),
+    data: str = typer.Option(None, help=f"{DATASETS_HELP} (default: what the checkpoint "
+                                         "was trained on)."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
     splits: list[str] = typer.Option([], "--split",
                                      help="val, testA, testB, test, minival or train; "

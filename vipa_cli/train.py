@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vipa_cli._util import EXIT_INTERRUPTED, app, console, err_console
+from vipa_cli._util import DATASETS_HELP, EXIT_INTERRUPTED, app, console, err_console
 
 EXIT_TERMINATED = 143
 
@@ -20,11 +20,7 @@ def train_command(
     preset: str = typer.Option(None, help="Encoder size preset, e.g. micro, tiny, base."),
     weights: str = typer.Option(None, help="Encoder weights: random, pretrained, or a path."),
     fusion: str = typer.Option(None, help="Fusion strategy: early, late, none, or a plugin's."),
-    data: str = typer.Option(None, help="Dataset: synthetic (built in), synthetic-heldout "
-                                        "(built in, other shapes and wording), synthetic-gres, "
-                                        "synthetic-wide (built in), refcoco, "
-                                        "refcoco+, refcocog, grefcoco (none, one or several "
-                                        "objects per phrase), refer or jsonl (your own data)."),
+    data: str = typer.Option(None, help=f"Dataset: {DATASETS_HELP}."),
     data_root: Path = typer.Option(None, help="Folder holding refcoco/, refcoco+/, refcocog/."),
     split_by: str = typer.Option(None, help="Refs split: unc, google, umd (default per dataset)."),
     image_dir: Path = typer.Option(None, help="COCO train2014 images, if not under --data-root."),
