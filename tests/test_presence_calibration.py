@@ -46,13 +46,14 @@ def test_calibration_needs_a_presence_head():
 
 
 def test_training_fits_best_checkpoints_threshold_on_the_val_split(tmp_path):
-    """After `vipa train` with calibration, probability 0.5 in the saved model answers the
-    val split's no-match and matching phrases as the logged fit says."""
+    """After `vipa train` with calibration, probability 0.5 in the saved model answers
+    every no-match and matching phrase of the val split as the logged fit says, past the
+    data.max_val_samples that the validations read."""
     synthetic = generate_synthetic(tmp_path / "synth", seed=3, n_train=16, n_val=6, n_test=2,
                                    image_size=48)
     root = write_grefcoco(synthetic, tmp_path / "gref")
     run = train_tiny(root, tmp_path / "run", 3, "model.presence=head",
-                     "train.presence_calibration=balanced")
+                     "train.presence_calibration=balanced", "data.max_val_samples=4")
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     [record] = [r for r in logged if "presence_calibration" in r]
     fit = record["presence_calibration"]
@@ -60,9 +61,9 @@ def test_training_fits_best_checkpoints_threshold_on_the_val_split(tmp_path):
     assert checkpoint.model_config.presence_offset == fit["presence_offset"] != 0.0
     assert checkpoint.metrics == record["val"]
     model, _ = load_model(run / "best.safetensors")
-    cfg = load_config(RunConfig, run / "config.yaml")  # the run's own validation samples
-    dataset = evenly_spaced(build_dataset(cfg, cfg.data.val_split, train=False,
-                                          keep_original=True), cfg.data.max_val_samples)
+    cfg = load_config(RunConfig, run / "config.yaml")  # the run's own validation split
+    dataset = build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True)
+    assert record["val"]["samples"] == len(evenly_spaced(dataset, 4)) == 4 < len(dataset)
     rows: list[tuple[float, int]] = []
     evaluate(model, DataLoader(dataset, batch_size=8, collate_fn=collate),
              torch.device("cpu"), presence=rows)

@@ -3,8 +3,9 @@
 A presence head trained where one phrase in eight has no referent learns the prior
 first: it ranks a no-match phrase below a matching one nearly every time and still
 calls many of them present at probability 0.5. ``balanced`` moves the threshold, not
-the ranking: after training, the best checkpoint's presence logits on the validation
-split give the logit at which no-match phrases (N-acc) and matching ones (T-acc) are
+the ranking: after training, the best checkpoint's presence logits on every phrase of
+the validation split (not only the ``data.max_val_samples`` the repeated validations read)
+give the logit at which no-match phrases (N-acc) and matching ones (T-acc) are
 answered right equally well, and it becomes ``model.presence_offset``, subtracted from
 the logit inside the model, so 0.5 stays the decision probability on every surface
 (predict, serve, exports).
@@ -81,17 +82,19 @@ def calibrate_presence(model: torch.nn.Module, loader: DataLoader, device: torch
 
 def calibrate_checkpoint(path: Any, model: torch.nn.Module, loader: DataLoader,
                          device: torch.device, info: DistInfo, threshold: float = 0.5,
-                         amp_dtype: torch.dtype | None = None
+                         amp_dtype: torch.dtype | None = None,
+                         fit_loader: DataLoader | None = None
                          ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Load the checkpoint at ``path`` into ``model``, fit its presence offset on ``loader``
-    (:func:`calibrate_presence`), validate again and save it in place (main rank): the fit
-    and the new validation metrics, or None where nothing could be fitted."""
+    """Load the checkpoint at ``path`` into ``model``, fit its presence offset on
+    ``fit_loader`` (default ``loader``; :func:`calibrate_presence`), validate again on
+    ``loader`` and save it in place (main rank): the fit and the new validation metrics,
+    or None where nothing could be fitted."""
     if info.enabled:
         dist.barrier()  # the main rank wrote the checkpoint
     inner = getattr(model, "module", model)
     checkpoint = read_checkpoint(path)
     load_weights(inner, checkpoint)
-    fit = calibrate_presence(model, loader, device, info, amp_dtype)
+    fit = calibrate_presence(model, fit_loader or loader, device, info, amp_dtype)
     if fit is None:
         return None
     metrics = evaluate(model, loader, device, threshold=threshold, dist_info=info,

@@ -215,7 +215,7 @@ def _calibrate(session: Session, log: MetricsLog) -> None:
     state = session.parts.state
     found = calibrate_checkpoint(session.best_path, session.model, session.val_loader,
                                  session.device, session.info, session.cfg.train.threshold,
-                                 session.amp)
+                                 session.amp, fit_loader=session.calibration_loader)
     if found is None:
         return
     fit, state.best_metrics = found

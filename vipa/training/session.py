@@ -83,9 +83,8 @@ class Session:
         torch.manual_seed(t.seed)
         self.train_set = build_dataset(cfg, cfg.data.train_split, train=True)
         self.cfg = cfg = fit_category_head(cfg, self.train_set)
-        val_set = evenly_spaced(
-            build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True),
-            cfg.data.max_val_samples)
+        val_all = build_dataset(cfg, cfg.data.val_split, train=False, keep_original=True)
+        val_set = evenly_spaced(val_all, cfg.data.max_val_samples)
         self.model = build_model(cfg.model)
         if checkpoint is not None:
             load_tokenizer(self.model, checkpoint)
@@ -127,6 +126,12 @@ class Session:
                                  persistent_workers=False, pin_memory=self.device.type == "cuda")
         self.val_loader = DataLoader(shard(val_set, info), batch_size=t.batch_size,
                                      num_workers=cfg.data.num_workers, collate_fn=tokenize)
+        # The presence threshold is fitted once, on every phrase of the validation split:
+        # max_val_samples bounds the repeated validations, and a fit on few no-match
+        # phrases is a noisy one (docs/results.md, "The presence threshold on every phrase").
+        self.calibration_loader = DataLoader(shard(val_all, info), batch_size=t.batch_size,
+                                             num_workers=cfg.data.num_workers,
+                                             collate_fn=tokenize)
         self.loss_fn = VipaLoss(cfg.model.loss)
         self.finite = FiniteWatch(info, self.device)
 
