@@ -9,6 +9,7 @@ from vipa.config import ModelConfig, apply_overrides
 from vipa.errors import ConfigError
 from vipa.model import LossOutput, ModelOutput, VipaLoss, VipaModel, build_model
 from vipa.model.losses import pixel_contrastive_loss, relevance_bce_loss, target_grid
+from vipa.model.veg import missed_relevance
 from vipa.model.vipa_model import veg_level_index
 from vipa_plugins import registry
 
@@ -475,6 +476,43 @@ def test_calibrated_selection_keeps_the_cells_relevance_calls_the_referent():
     assert index[0].tolist() == [0, 1, 2, 3, 4, 5]
     assert ignore[0].tolist() == [False, False, False, True, True, True]
     assert ignore[1].tolist() == [False, True, True, True, True, True]  # the best one stays
+
+
+def test_missed_relevance_hands_the_runners_up_a_hits_scores():
+    """veg.train_misses: a missed row's referent cells (relevance > 0, at least the best)
+    trade scores with the cells ranked after them, stop-gradient; other rows are kept."""
+    relevance = torch.tensor([[0.9, 0.5, -0.1, -0.2, -0.3, -0.4],
+                              [-0.5, -0.1, -0.2, -0.3, -0.4, -0.6]], requires_grad=True)
+    missed = missed_relevance(relevance, share=1.0)
+    torch.testing.assert_close(missed, torch.tensor([[-0.1, -0.2, 0.9, 0.5, -0.3, -0.4],
+                                                     [-0.5, -0.2, -0.1, -0.3, -0.4, -0.6]]))
+    missed.sum().backward()
+    assert not relevance.grad.any()  # a missed row trains no retrieval
+    kept = missed_relevance(relevance, share=0.0)
+    assert torch.equal(kept, relevance) and kept.requires_grad
+
+
+def test_train_misses_retrieves_elsewhere_in_training_only():
+    """With veg.train_misses=1 every training sample's expression starts at a cell that is
+    not the relevance map's best; evaluation (and so export) is the model without it."""
+    base = _model("veg.k=4", "veg.gumbel=false")
+    misses = _same_weights(base, "veg.k=4", "veg.gumbel=false", "veg.train_misses=1.0")
+    images, ids, mask, _ = _batch(misses)
+    for model in (base, misses):
+        model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        text = misses.encoder.encode_text(ids, mask)
+        feature = misses.features(images, text, None)[misses.veg_index]
+        out = misses.veg(feature, text)
+    best = out.relevance.flatten(1).argmax(dim=1)
+    first = out.places[:, 0, :2]  # the first retrieved token's cell centre
+    height, width = out.relevance.shape[-2:]
+    cell = (first[:, 1] * height).long() * width + (first[:, 0] * width).long()
+    assert (cell != best).all()
+    for model in (base, misses):
+        model.eval()
+    torch.testing.assert_close(_logits(base), _logits(misses))
 
 
 def test_relevance_bce_calibrates_relevance_against_cell_coverage():

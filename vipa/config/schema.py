@@ -72,6 +72,12 @@ class VEGConfig:
     # pixels, not through the expression (stop-gradient on the tokens it is built from and
     # on the straight-through selection weight); relevance still learns from its own loss.
     detach_expression: bool = False
+    # vipa's (0 in the paper): in training, this share of samples retrieve as if retrieval
+    # had missed: the cells the relevance calls the referent trade scores with the best
+    # cells after them, so the expression holds the runners-up (a real miss's lookalikes)
+    # with a hit's scores, and the decoder learns to paint the referent from the words
+    # and the pixels where its expression is wrong. No effect outside training.
+    train_misses: float = 0.0
     # "drop": the local cues (max over words) leave out the tower's special tokens ([CLS],
     # [SEP]); "keep" (the paper's reading) scores against every token.
     special_tokens: Literal["keep", "drop"] = "keep"

@@ -81,7 +81,7 @@ MODEL_RULES: dict[str, Rule] = {
     "veg.gumbel_scale": at_least(0), "veg.mix": _mix,
     "decoder.dim": at_least(1), "decoder.heads": at_least(1),
     "decoder.layers_per_level": at_least(1), "decoder.ffn_ratio": at_least(1),
-    "decoder.expression_dropout": _share,
+    "decoder.expression_dropout": _share, "veg.train_misses": _share,
     "loss.bce": at_least(0), "loss.dice": at_least(0), "loss.contrastive": at_least(0),
     "loss.tau": above(0), "loss.aux": at_least(0), "loss.category": at_least(0),
     "categories": at_least(0), "category_level": at_least(1),

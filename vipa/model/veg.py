@@ -18,6 +18,9 @@ Data flow for one coarse feature map (B, C, h, w) and text features::
              projected into the visual space as one more token   -> (B, K + 1, d)
     detach_expression (off in the paper): E is built from stop-gradient tokens and
              relevance, so the mask loss trains the encoder only through the pixels
+    train_misses (0 in the paper): in training, a share of samples retrieve as if
+             retrieval had missed (:func:`missed_relevance`), so the decoder learns to
+             paint the referent when its expression lies elsewhere
 
 ``expression_mask`` (B, K) is True for retrieved tokens whose relevance fell
 below the same per-sample threshold (the decoder ignores them), or with
@@ -268,6 +271,8 @@ class VisualExpressionGenerator(nn.Module):
         relevance_map = relevance.view(batch, height, width)
         if not self.expression:
             return VEGOutput(None, None, relevance_map)
+        if self.training and self.config.train_misses:
+            relevance = missed_relevance(relevance, self.config.train_misses)
         keep = self.keep_mask(relevance)
         if self.config.detach_expression:
             tokens, relevance = tokens.detach(), relevance.detach()
@@ -296,3 +301,23 @@ def successive_picks(tokens: Tensor, logits: Tensor, index: Tensor) -> Tensor:
         weights.append(hard + soft - soft.detach())
         taken = taken | hard.bool()
     return torch.bmm(torch.stack(weights, dim=1).to(tokens.dtype), tokens)
+
+
+def missed_relevance(relevance: Tensor, share: float) -> Tensor:
+    """(B, N) the relevance retrieval reads in training with ``veg.train_misses``: for a
+    random ``share`` of the samples, the c cells it calls the referent (relevance above
+    0, at least the best one) trade scores with the c best cells after them, rank for
+    rank, so the expression is retrieved from the runners-up (the lookalikes a real miss
+    lands on) while carrying the scores a hit would; those rows are stop-gradient, so the
+    mask loss does not train retrieval towards the miss. The relevance map the losses
+    read is not this one."""
+    batch, count = relevance.shape
+    missed = torch.rand(batch, 1, device=relevance.device) < share
+    scores = relevance.detach()
+    values, order = scores.sort(dim=1, descending=True)
+    called = (values > 0).sum(dim=1, keepdim=True).clamp(1, count // 2)
+    rank = torch.arange(count, device=relevance.device).expand(batch, count)
+    source = torch.where(rank < called, rank + called,
+                         torch.where(rank < 2 * called, rank - called, rank))
+    swapped = scores.scatter(1, order, values.gather(1, source))
+    return torch.where(missed, swapped, relevance)
