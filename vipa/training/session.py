@@ -128,7 +128,7 @@ class Session:
                                      num_workers=cfg.data.num_workers, collate_fn=tokenize)
         # The presence threshold is fitted once, on every phrase of the validation split:
         # max_val_samples bounds the repeated validations, and a fit on few no-match
-        # phrases is a noisy one (docs/results.md, "The presence threshold on every phrase").
+        # phrases is a noisy one (docs/results.md, "The generalized set apart on three seeds").
         self.calibration_loader = DataLoader(shard(val_all, info), batch_size=t.batch_size,
                                              num_workers=cfg.data.num_workers,
                                              collate_fn=tokenize)
