@@ -168,9 +168,11 @@ def test_a_recipe_starts_from_the_one_its_base_names(tmp_path):
     gres, cpu = load_preset("gres"), load_preset("cpu")
     assert (gres.data.name, gres.model.presence) == ("synthetic-gres", "head")
     assert gres.train == replace(cpu.train, max_steps=2400, presence_calibration="balanced")
-    # a nested section merges: gres turns the place term off and keeps cpu's other VEG keys
+    # a nested section merges: gres turns the place term and the simulated misses off and
+    # keeps cpu's other VEG keys
     assert cpu.model.veg.position_cue and not gres.model.veg.position_cue
-    assert gres.model.veg == replace(cpu.model.veg, position_cue=False)
+    assert cpu.model.veg.train_misses == 0.25 and gres.model.veg.train_misses == 0.0
+    assert gres.model.veg == replace(cpu.model.veg, position_cue=False, train_misses=0.0)
     assert gres.model.encoder == cpu.model.encoder and gres.model.loss == cpu.model.loss
     mine = tmp_path / "mine.yaml"
     mine.write_text("base: gres\ntrain: {max_steps: 7}\n")
