@@ -9,7 +9,7 @@ from vipa.config import ModelConfig, apply_overrides
 from vipa.errors import ConfigError
 from vipa.model import LossOutput, ModelOutput, VipaLoss, VipaModel, build_model
 from vipa.model.losses import pixel_contrastive_loss, relevance_bce_loss, target_grid
-from vipa.model.veg import missed_relevance
+from vipa.model.picks import missed_relevance
 from vipa.model.vipa_model import veg_level_index
 from vipa_plugins import registry
 
