@@ -24,6 +24,9 @@ model's size, GT masks resized with them):
 - ``P@0.5 top-1 hit / missed``: the share of masks with IoU >= 0.5 among the samples
   whose top-1 token lies on the target and among those whose top-1 missed it: whether
   the decoder follows retrieval's misses or finds the referent without it;
+  ``p50_missed_places`` (JSON; refer-layout sets): the same P@0.5 and the sample count
+  per place of a missed top-1 (``top1_misses``' places), since an edge cell beside the
+  referent is an easier miss to recover than a lookalike;
 - ``hidden mIoU``: mIoU with the visual expression hidden from the decoder
   (``decoder.hide_expression``; ``kv=both`` only): next to ``mIoU``, how much the
   decoder uses its expression.
@@ -116,6 +119,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
     found = {True: [0, 0], False: [0, 0]}  # top-1 hit or not: [masks IoU >= 0.5, samples]
     top1_kinds: dict[str, list[bool]] = {}
     misses: dict[str, list[str]] = {}
+    recovered: dict[str, list[bool]] = {}  # per miss place: mask IoU >= 0.5 or not
     miss_places = _miss_finder(getattr(getattr(dataset, "dataset", dataset), "index", None))
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         ids, mask = model.tokenize(batch["text"])
@@ -133,16 +137,17 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         for kind, got in zip(kinds, hit.tolist(), strict=True):
             if kind:
                 top1_kinds.setdefault(kind, []).append(got)
-        for kind, place in zip(kinds, miss_places(batch, ranked[:, 0], hit,
-                                                  tuple(output.relevance.shape[-2:])),
-                               strict=True):
+        good = (_iou(predicted, gt) >= 0.5).tolist()
+        places = miss_places(batch, ranked[:, 0], hit, tuple(output.relevance.shape[-2:]))
+        for kind, place, ok in zip(kinds, places, good, strict=True):
             if place:
                 misses.setdefault(kind or "all", []).append(place)
+                recovered.setdefault(place, []).append(ok)
         is_position = torch.tensor([k == "position" for k in kinds])
         positions += int(is_position.sum())
         hit_missed += int((is_position & hit & (_iou(predicted, gt) < 0.5)).sum())
-        for got, good in zip(hit.tolist(), (_iou(predicted, gt) >= 0.5).tolist(), strict=True):
-            found[got][0] += good
+        for got, ok in zip(hit.tolist(), good, strict=True):
+            found[got][0] += ok
             found[got][1] += 1
         sums["top1"] += hit.float().sum().item()
         sums["precision"] += target.gather(1, ranked).float().mean(1).sum().item()
@@ -164,6 +169,8 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
             "top1_kinds": {kind: sum(v) / len(v) for kind, v in sorted(top1_kinds.items())},
             "top1_misses": {kind: {place: v.count(place) / len(v) for place in MISS_PLACES}
                             for kind, v in sorted(misses.items())},
+            "p50_missed_places": {place: {"p50": sum(v) / len(v), "samples": len(v)}
+                                  for place, v in sorted(recovered.items())},
             "position_samples": positions,
             "p50_top1_hit": found[True][0] / found[True][1] if found[True][1] else float("nan"),
             "p50_top1_missed": (found[False][0] / found[False][1] if found[False][1]

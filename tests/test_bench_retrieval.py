@@ -52,6 +52,12 @@ def test_precision_of_retrieving_every_token_is_the_target_share(checkpoint):
     for shares in r["top1_misses"].values():
         assert set(shares) == set(retrieval.MISS_PLACES)
         assert sum(shares.values()) == pytest.approx(1.0)
+    # Every placed miss is counted once in the per-place recovery, with a share.
+    placed = r["p50_missed_places"]
+    assert set(placed) <= set(retrieval.MISS_PLACES)
+    missed = round((1 - r["top1"]) * r["samples"])
+    assert sum(v["samples"] for v in placed.values()) == missed
+    assert all(0.0 <= v["p50"] <= 1.0 for v in placed.values())
 
 
 def test_a_missed_top1_is_placed_on_a_lookalike_or_the_background(checkpoint):
