@@ -492,6 +492,33 @@ def test_missed_relevance_hands_the_runners_up_a_hits_scores():
     assert torch.equal(kept, relevance) and kept.requires_grad
 
 
+def test_a_miss_placed_apart_lands_past_the_referents_neighbourhood():
+    """veg.miss_place=apart: on a 3 x 3 grid the called cells (relevance > 0) trade scores
+    with the best cells outside their 3 x 3 neighbourhood, rank for rank, stop-gradient;
+    a called cell with no such cell left keeps its score."""
+    relevance = torch.tensor([[0.9, 0.5, -0.1,
+                               -0.2, -0.3, -0.4,
+                               -0.5, -0.6, -0.7],
+                              [-0.9, -0.8, -0.7,
+                               -0.6, 0.8, -0.5,
+                               -0.4, -0.3, -0.2]], requires_grad=True)
+    missed = missed_relevance(relevance, 1.0, (3, 3), "apart")
+    # Row 0: cells 0 and 1 are called; cells 6, 7, 8 are outside their neighbourhood and
+    # 6 and 7 are the best of them. Row 1: the centre's neighbourhood is the whole grid.
+    torch.testing.assert_close(missed, torch.tensor([[-0.5, -0.6, -0.1,
+                                                      -0.2, -0.3, -0.4,
+                                                      0.9, 0.5, -0.7],
+                                                     [-0.9, -0.8, -0.7,
+                                                      -0.6, 0.8, -0.5,
+                                                      -0.4, -0.3, -0.2]]))
+    missed.sum().backward()
+    assert not relevance.grad.any()
+    next_place = missed_relevance(relevance, 1.0, (3, 3), "next")
+    assert next_place[0].argmax() == 2  # the runner-up right beside the referent
+    with pytest.raises(ValueError, match="grid"):
+        missed_relevance(relevance, 1.0, None, "apart")
+
+
 def test_train_misses_retrieves_elsewhere_in_training_only():
     """With veg.train_misses=1 every training sample's expression starts at a cell that is
     not the relevance map's best; evaluation (and so export) is the model without it."""

@@ -78,6 +78,10 @@ class VEGConfig:
     # with a hit's scores, and the decoder learns to paint the referent from the words
     # and the pixels where its expression is wrong. No effect outside training.
     train_misses: float = 0.0
+    # Where a simulated miss lands: "next", the best cells after the called ones (often the
+    # referent's own edge cells or the background); "apart", the best cells outside the
+    # called cells' 3 x 3 neighbourhood (more often a lookalike, as real misses are).
+    miss_place: Literal["next", "apart"] = "next"
     # "drop": the local cues (max over words) leave out the tower's special tokens ([CLS],
     # [SEP]); "keep" (the paper's reading) scores against every token.
     special_tokens: Literal["keep", "drop"] = "keep"

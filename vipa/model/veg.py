@@ -20,7 +20,8 @@ Data flow for one coarse feature map (B, C, h, w) and text features::
              relevance, so the mask loss trains the encoder only through the pixels
     train_misses (0 in the paper): in training, a share of samples retrieve as if
              retrieval had missed (:func:`missed_relevance`), so the decoder learns to
-             paint the referent when its expression lies elsewhere
+             paint the referent when its expression lies elsewhere; miss_place
+             "apart" puts the miss past the referent's neighbouring cells
 
 ``expression_mask`` (B, K) is True for retrieved tokens whose relevance fell
 below the same per-sample threshold (the decoder ignores them), or with
@@ -273,7 +274,8 @@ class VisualExpressionGenerator(nn.Module):
         if not self.expression:
             return VEGOutput(None, None, relevance_map)
         if self.training and self.config.train_misses:
-            relevance = missed_relevance(relevance, self.config.train_misses)
+            relevance = missed_relevance(relevance, self.config.train_misses,
+                                         (height, width), self.config.miss_place)
         keep = self.keep_mask(relevance)
         if self.config.detach_expression:
             tokens, relevance = tokens.detach(), relevance.detach()
