@@ -130,6 +130,8 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         ranked = relevance.topk(min(k, grid), dim=1).indices
         gt = batch["mask"].bool().reshape(output.logits.shape)
         predicted = output.logits.sigmoid() > 0.5
+        iou = _iou(predicted, gt)
+        good = (iou >= 0.5).tolist()
         other = torch.roll(torch.arange(len(ids)), 1)
         swapped = model(batch["image"], ids[other], mask[other]).logits.sigmoid() > 0.5
         hit = target.gather(1, ranked[:, :1])[:, 0]
@@ -137,7 +139,6 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         for kind, got in zip(kinds, hit.tolist(), strict=True):
             if kind:
                 top1_kinds.setdefault(kind, []).append(got)
-        good = (_iou(predicted, gt) >= 0.5).tolist()
         places = miss_places(batch, ranked[:, 0], hit, tuple(output.relevance.shape[-2:]))
         for kind, place, ok in zip(kinds, places, good, strict=True):
             if place:
@@ -145,7 +146,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
                 recovered.setdefault(place, []).append(ok)
         is_position = torch.tensor([k == "position" for k in kinds])
         positions += int(is_position.sum())
-        hit_missed += int((is_position & hit & (_iou(predicted, gt) < 0.5)).sum())
+        hit_missed += int((is_position & hit & (iou < 0.5)).sum())
         for got, ok in zip(hit.tolist(), good, strict=True):
             found[got][0] += ok
             found[got][1] += 1
@@ -156,7 +157,7 @@ def diagnose(checkpoint: Path, data: DataConfig, split: str, samples: int,
         sums["kept"] += kept.sum().item()
         sums["kept_precision"] += on_target.sum().item()
         sums["cells"] += target.sum().item()
-        sums["iou"] += _iou(predicted, gt).sum().item()
+        sums["iou"] += iou.sum().item()
         sums["swap_iou"] += _iou(predicted, swapped).sum().item()
         if hidden is not None:
             blind = hidden(batch["image"], ids, mask).logits.sigmoid() > 0.5
