@@ -266,7 +266,8 @@ DEPARTURES = [("veg.context_layers=1",), ("veg.fallback=true",), ("decoder.kv=bo
               ("presence=cells", "presence_level=8"), ("veg.fine_level=8",),
               ("veg.fine_level=8", "veg.fine_detach=true"),
               ("categories=3", "loss.category=0.5"), ("presence=head", "presence_offset=1.5"),
-              ("veg.train_misses=0.5",), ("veg.train_misses=0.5", "veg.miss_place=apart")]
+              ("veg.train_misses=0.5",), ("veg.train_misses=0.5", "veg.miss_place=apart"),
+              ("decoder.kv=both", "decoder.expression_levels=1")]
 
 
 def test_dropping_special_tokens_exports_with_parity(tmp_path):

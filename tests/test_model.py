@@ -464,6 +464,26 @@ def test_hide_expression_shows_the_decoder_only_the_words():
         validate_model(_config("decoder.hide_expression=true"))
 
 
+def test_expression_levels_keep_the_expression_at_the_coarsest_levels():
+    """decoder.expression_levels=N (kv=both): N = every level is the default; fewer hides the
+    expression from the finest levels only, so the result lies between the full decoder and
+    the words-only one."""
+    base = _model("decoder.kv=both")
+    levels = len(base.decoder.blocks)
+    every = _same_weights(base, "decoder.kv=both", f"decoder.expression_levels={levels}")
+    torch.testing.assert_close(_logits(base), _logits(every), rtol=0, atol=0)
+    hidden = _logits(_same_weights(base, "decoder.kv=both", "decoder.hide_expression=true"))
+    coarse = _same_weights(base, "decoder.kv=both", "decoder.expression_levels=1")
+    assert not torch.allclose(_logits(coarse), _logits(base), atol=1e-6)
+    assert not torch.allclose(_logits(coarse), hidden, atol=1e-6)
+    from vipa.config.validate import validate_model
+
+    for wrong in (("decoder.expression_levels=1",),  # kv=visual: finer levels keyless
+                  ("decoder.kv=both", "decoder.expression_levels=0")):
+        with pytest.raises(ConfigError, match="expression_levels: .* needs decoder.kv=both"):
+            validate_model(_config(*wrong))
+
+
 def test_calibrated_selection_keeps_the_cells_relevance_calls_the_referent():
     """veg.select=calibrated: of the K retrieved tokens the decoder keeps those with
     relevance > 0, and always the best one."""

@@ -149,6 +149,11 @@ class DecoderConfig:
     # expression hidden from every sample, so `vipa eval --set decoder.hide_expression=true`
     # says how much the trained decoder uses its visual expression.
     hide_expression: bool = False
+    # vipa's (None in the paper: every level): with kv=both, the expression joins the keys
+    # of the N coarsest levels only; the finer levels' pixels attend to the words alone.
+    # As a measuring switch at evaluation, N = levels - 1, levels - 2, ... hides the
+    # expression from the finest level up.
+    expression_levels: int | None = None
 
 
 @dataclass

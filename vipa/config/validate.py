@@ -123,6 +123,11 @@ def validate_model(model: Any, prefix: str = "model.") -> None:
         raise ConfigError(f"{prefix}decoder.hide_expression needs decoder.kv=both (with kv="
                           f"{model.decoder.kv} the pixels would have no keys left, or never "
                           "see an expression)")
+    levels = model.decoder.expression_levels
+    if levels is not None and (model.decoder.kv != "both" or levels < 1):
+        raise ConfigError(f"{prefix}decoder.expression_levels: {levels!r} is not allowed; it "
+                          "needs decoder.kv=both and at least 1 (the coarsest level), so every "
+                          "level keeps keys and one sees the expression")
     if model.veg.fine_level is not None and model.veg.fine_level >= model.veg.level:
         raise ConfigError(f"{prefix}veg.fine_level: {model.veg.fine_level} is not allowed; it "
                           f"must be a finer stride than veg.level ({model.veg.level})")

@@ -10,7 +10,9 @@ by the projected words (``kv=both``, vipa's variant). With ``pos_enc`` (vipa's, 
 the paper) the pixel queries carry a 2-D sine encoding of their place, and each
 expression key the encoding of its token's grid cell plus its relevance. A mask head
 predicts logits at the finest level (stride 4), upsampled bilinearly to the
-input size. With deep supervision each coarser level adds an aux logit map.
+input size. With deep supervision each coarser level adds an aux logit map. With
+``expression_levels`` N (vipa's, kv=both) only the N coarsest levels attend to the
+expression; the finer ones to the words alone.
 
 With ``prior`` (vipa's, off in the paper) the VEG relevance map, through a learned
 affine map, is the level-0 mask logits; each level adds the upsampled logits so far
@@ -143,6 +145,7 @@ class VipaDecoder(nn.Module):
         relevance map, used by ``decoder.prior``.
         """
         memory, ignore = self.memory(text, expression, expression_mask)
+        words_only = self.words_only(ignore, expression, len(features))
         memory_pos = self.memory_positions(places, memory)
         x: Tensor | None = None
         aux: list[Tensor] = []
@@ -162,7 +165,9 @@ class VipaDecoder(nn.Module):
                 projected = projected + self.prior_in[level](here)
                 chained = self.chains_prior(projected.shape[-2:], prior.shape[-2:])
                 prior = here if chained else prior
-            x = self.blocks[level](projected, memory, ignore, memory_pos, self.config.pos_enc)
+            keys_ignored = words_only[level] if level < len(words_only) else ignore
+            x = self.blocks[level](projected, memory, keys_ignored, memory_pos,
+                                   self.config.pos_enc)
             if level > 0 and self.aux_heads and (self.training or chained):
                 level_logits = self.aux_heads[len(features) - 1 - level](x)
                 if chained:
@@ -173,6 +178,17 @@ class VipaDecoder(nn.Module):
         if prior is not None:
             logits = logits + prior
         return _resize(logits, output_size), aux
+
+    def words_only(self, ignore: Tensor, expression: Tensor | None,
+                   levels: int) -> list[Tensor]:
+        """``decoder.expression_levels``: the ignore mask of each level (finest first) below the
+        N coarsest, the expression's keys ignored there; empty where every level sees it."""
+        keep = self.config.expression_levels
+        if keep is None or expression is None or keep >= levels:
+            return []
+        hidden = ignore.clone()
+        hidden[:, :expression.shape[1]] = True
+        return [hidden] * (levels - keep)
 
     def chains_prior(self, grid: Sequence[int], prior_grid: Sequence[int]) -> bool:
         """Whether a level of this ``grid`` refines the prior's logits (``prior_resolution``):
