@@ -490,3 +490,30 @@ def test_the_collate_pads_to_the_longest_unless_fixed_and_keeps_old_tokenizers_w
     assert torch.equal(old["token_ids"], longest["token_ids"])
     cfg = tiny_config(Path("unused"), Path("unused"), 1)
     assert cfg.train.text_padding == "auto" and not cfg.train.compile  # so: the longest
+
+
+def test_expression_after_hides_the_expression_for_the_first_steps_only(data_root, tmp_path):
+    """train.expression_after=2: the first two steps' pixels read the words alone, so no
+    gradient reaches the expression; from the third step on they read it, and validation
+    and checkpoints always see the decoder that reads it."""
+    from vipa.errors import ConfigError
+    from vipa.training.distributed import DistInfo
+    from vipa.training.session import Session
+
+    cfg = tiny_config(data_root, tmp_path / "run", 3, "train.expression_after=2",
+                      "veg.fallback=true")
+    session = Session(cfg, DistInfo(), tmp_path / "run", resume=False)
+    seen, grads = [], []
+    session.model.decoder.register_forward_pre_hook(
+        lambda module, args: seen.append(module.hiding))
+    session.model.veg.fallback_proj.weight.register_hook(
+        lambda grad: grads.append(float(grad.abs().sum())))
+    batches = iter(session.loader)
+    for _ in range(3):
+        session.step([next(batches)])
+        assert session.model.decoder.hiding is False
+    assert seen == [True, True, False]
+    assert grads[:2] == [0.0, 0.0] and grads[2] > 0
+    with pytest.raises(ConfigError, match="expression_after needs model.decoder.kv=both"):
+        Session(tiny_config(data_root, tmp_path / "other", 3, "train.expression_after=2",
+                            "decoder.kv=visual"), DistInfo(), tmp_path / "other", resume=False)

@@ -252,6 +252,11 @@ class TrainConfig:
     weight_decay: float = 1e-2
     poly_power: float = 0.9
     warmup_steps: int = 0
+    # vipa's (0 in the paper): with decoder.kv=both the pixels see no visual expression for
+    # the first N steps (the words alone, as decoder.hide_expression), then the expression
+    # too, so the fused features learn to find the referent before the decoder can read
+    # its place from the expression.
+    expression_after: int = 0
     grad_clip: float = 1.0
     grad_accum: int = 1
     amp: Literal["off", "bf16", "fp16"] = "off"

@@ -94,7 +94,8 @@ RUN_RULES: dict[str, Rule] = {
     "train.epochs": at_least(1), "train.max_steps": at_least(1), "train.batch_size": at_least(1),
     "train.lr": above(0), "train.encoder_lr_scale": at_least(0),
     "train.weight_decay": at_least(0), "train.poly_power": at_least(0),
-    "train.warmup_steps": at_least(0), "train.grad_clip": at_least(0),
+    "train.warmup_steps": at_least(0), "train.expression_after": at_least(0),
+    "train.grad_clip": at_least(0),
     "train.grad_accum": at_least(1), "train.seed": at_least(0), "train.val_every": at_least(0),
     "train.checkpoint_every": at_least(0), "train.log_every": at_least(1),
     "train.threshold": inside(0, 1), "train.device": _device,
@@ -145,6 +146,10 @@ def validate_run(cfg: Any) -> None:
     """ConfigError (one line) for the first value a run config cannot have."""
     validate_model(cfg.model)
     _check(cfg, RUN_RULES, "")
+    if cfg.train.expression_after and cfg.model.decoder.kv != "both":
+        raise ConfigError("train.expression_after needs model.decoder.kv=both (with kv="
+                          f"{cfg.model.decoder.kv} the pixels have no expression to hide or "
+                          "no words to read without it)")
     if cfg.train.presence_calibration != "off" and cfg.model.presence == "off":
         raise ConfigError("train.presence_calibration: "
                           f"{cfg.train.presence_calibration!r} needs a presence head "

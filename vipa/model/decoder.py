@@ -82,6 +82,9 @@ class VipaDecoder(nn.Module):
     def __init__(self, out_channels: Sequence[int], text_dim: int, config: DecoderConfig) -> None:
         super().__init__()
         self.config = config
+        # Set by the training loop (train.expression_after): the expression is hidden from
+        # every sample while True, as with hide_expression; never saved, never exported.
+        self.hiding = False
         dim = config.dim
         extra = 2 if config.coords else 0
         self.input_proj = nn.ModuleList(_conv_norm(c + extra, dim, 1) for c in out_channels)
@@ -122,7 +125,7 @@ class VipaDecoder(nn.Module):
         ignore_words = ~text.mask.bool()
         if expression is None:
             return words, ignore_words
-        if self.config.hide_expression:  # measuring: the words alone, in training or not
+        if self.config.hide_expression or self.hiding:  # the words alone
             expression_mask = torch.ones_like(expression_mask)
         elif self.training and self.config.expression_dropout:
             # Whole expressions of some samples are hidden: their pixels learn from the words

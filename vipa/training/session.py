@@ -195,10 +195,29 @@ class Session:
         parts = self.parts
         self.confirm_finite()
         group = [batch for batch in group if "image" in batch]
-        accum = len(group)
-        if not accum:
+        if not group:
             return None
         sums: dict[str, torch.Tensor] = {}
+        # train.expression_after: the first steps' pixels read the words alone; validation
+        # and checkpoints always see the model that reads its expression.
+        self.model.decoder.hiding = parts.state.step < self.cfg.train.expression_after
+        try:
+            self._accumulate(group, sums)
+        finally:
+            self.model.decoder.hiding = False
+        parts.scaler.unscale_(parts.optimizer)
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.scheduler.step()
+        parts.state.step += 1
+        return sums
+
+    def _accumulate(self, group: list[dict[str, Any]], sums: dict[str, torch.Tensor]) -> None:
+        """Forward and backward passes of one step's micro-batches; their losses summed."""
+        parts, accum = self.parts, len(group)
         for index, batch in enumerate(group):
             ids, mask = batch["token_ids"], batch["attention_mask"]
             images = batch["image"].to(self.device, non_blocking=True)
@@ -216,15 +235,6 @@ class Session:
                 if last:  # queued before the backward pass, so reading it waits for no update
                     self.finite.watch(sums["loss"], parts.state.step + 1)
                 parts.scaler.scale(losses.total / accum).backward()
-        parts.scaler.unscale_(parts.optimizer)
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-        parts.optimizer.zero_grad(set_to_none=True)
-        parts.scheduler.step()
-        parts.state.step += 1
-        return sums
 
     def confirm_finite(self) -> None:
         """Raise TrainingDivergedError when the last step's loss was not finite (before a
