@@ -141,18 +141,14 @@ class DecoderConfig:
     # level-0 mask logits (supervised like the aux masks); every level takes the logits so
     # far as an input and adds residual logits (Mask2Former's masks refined level by level).
     prior: bool = False
-    # Where the prior's chain of logits starts: "coarsest" (the stride-32 level, the prior
-    # shrunk to it first) or "veg" (the level of the VEG's own grid, so its cells are kept;
-    # coarser levels take the prior as an input only).
+    # Where the prior's chain of logits starts: "coarsest" (stride 32, the prior shrunk to it
+    # first) or "veg" (the VEG grid's level, its cells kept; coarser levels only read it).
     prior_resolution: Literal["coarsest", "veg"] = "coarsest"
-    # A measuring switch, not a recipe: the pixels see the words alone (kv=both), the
-    # expression hidden from every sample, so `vipa eval --set decoder.hide_expression=true`
-    # says how much the trained decoder uses its visual expression.
+    # A measuring switch (kv=both): the pixels see the words alone, so `vipa eval --set
+    # decoder.hide_expression=true` says how much a trained decoder uses its expression.
     hide_expression: bool = False
     # vipa's (None in the paper: every level): with kv=both, the expression joins the keys
-    # of the N coarsest levels only; the finer levels' pixels attend to the words alone.
-    # As a measuring switch at evaluation, N = levels - 1, levels - 2, ... hides the
-    # expression from the finest level up.
+    # of the N coarsest levels only (at evaluation: hides it from the finest level up).
     expression_levels: int | None = None
 
 
@@ -252,10 +248,8 @@ class TrainConfig:
     weight_decay: float = 1e-2
     poly_power: float = 0.9
     warmup_steps: int = 0
-    # vipa's (0 in the paper): with decoder.kv=both the pixels see no visual expression for
-    # the first N steps (the words alone, as decoder.hide_expression), then the expression
-    # too, so the fused features learn to find the referent before the decoder can read
-    # its place from the expression.
+    # vipa's (0 in the paper): with decoder.kv=both the pixels read the words alone for the
+    # first N steps (as decoder.hide_expression), then the expression too.
     expression_after: int = 0
     grad_clip: float = 1.0
     grad_accum: int = 1

@@ -148,7 +148,11 @@ class VipaDecoder(nn.Module):
         relevance map, used by ``decoder.prior``.
         """
         memory, ignore = self.memory(text, expression, expression_mask)
-        words_only = self.words_only(ignore, expression, len(features))
+        finer = self.levels_without_expression(len(features), expression)
+        words_only = ignore
+        if finer:  # the expression's keys (first in the memory) ignored at the finer levels
+            words_only = ignore.clone()
+            words_only[:, :expression.shape[1]] = True
         memory_pos = self.memory_positions(places, memory)
         x: Tensor | None = None
         aux: list[Tensor] = []
@@ -168,7 +172,7 @@ class VipaDecoder(nn.Module):
                 projected = projected + self.prior_in[level](here)
                 chained = self.chains_prior(projected.shape[-2:], prior.shape[-2:])
                 prior = here if chained else prior
-            keys_ignored = words_only[level] if level < len(words_only) else ignore
+            keys_ignored = words_only if level < finer else ignore
             x = self.blocks[level](projected, memory, keys_ignored, memory_pos,
                                    self.config.pos_enc)
             if level > 0 and self.aux_heads and (self.training or chained):
@@ -182,16 +186,11 @@ class VipaDecoder(nn.Module):
             logits = logits + prior
         return _resize(logits, output_size), aux
 
-    def words_only(self, ignore: Tensor, expression: Tensor | None,
-                   levels: int) -> list[Tensor]:
-        """``decoder.expression_levels``: the ignore mask of each level (finest first) below the
-        N coarsest, the expression's keys ignored there; empty where every level sees it."""
+    def levels_without_expression(self, levels: int, expression: Tensor | None) -> int:
+        """``decoder.expression_levels``: how many of the finest levels attend to the words
+        alone (0 where every level sees the expression)."""
         keep = self.config.expression_levels
-        if keep is None or expression is None or keep >= levels:
-            return []
-        hidden = ignore.clone()
-        hidden[:, :expression.shape[1]] = True
-        return [hidden] * (levels - keep)
+        return 0 if keep is None or expression is None else max(0, levels - keep)
 
     def chains_prior(self, grid: Sequence[int], prior_grid: Sequence[int]) -> bool:
         """Whether a level of this ``grid`` refines the prior's logits (``prior_resolution``):
